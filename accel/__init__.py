@@ -1,0 +1,1 @@
+"""Accelerated backends (numpy-vectorized, MLX). See issue: accelerated paths."""

@@ -1,0 +1,1 @@
+"""Conformance: golden vectors, the runner that checks implementations, adapters, size models."""
