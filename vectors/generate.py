@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ggspec.conformance import libggml
+from ggspec.conformance.strategies import F16_FIELDS
 from ggspec.conformance.vectors import SCHEMA, f32_to_hex
 from ggspec.reference.types import LIVE_TYPES, FAMILY_MODULES, GGMLType
 
@@ -31,14 +32,6 @@ SEED = 1
 N_PER_ROW = 256
 GGML_VERSION = "0.25.3"
 
-# byte offsets of the fp16 scale fields (d, dmin, m, s) in each block: the dequantize cases put
-# special values (subnormal, Inf, NaN, signed zero) there.
-F16_FIELDS = {
-    "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q8_1": [0, 2],
-    "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
-    "IQ2_XXS": [0], "IQ2_XS": [0], "IQ2_S": [0], "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0],
-    "IQ4_NL": [0], "IQ4_XS": [0], "TQ1_0": [52], "TQ2_0": [64], "Q1_0": [0], "Q2_0": [0],
-}
 SPECIAL_F16 = [0x0000, 0x8000, 0x0001, 0x03FF, 0x8200, 0x0400, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00,
                0x7E00, 0x7C01, 0xFE5A, 0x3C00]
 SPECIAL_F32 = [0x00000000, 0x80000000, 0x00000001, 0x00400000, 0x7F7FFFFF, 0x7F800000, 0xFF800000,
