@@ -8,7 +8,8 @@ An implementation is any object with
     quantize(type, x: float32 (rows, n_per_row), imatrix: float32 (n_per_row,) | None) -> bytes
 
 Shipped adapters: ``reference``, ``numpy`` and ``mlx`` (ggspec.accel backends, once present),
-``libggml`` (ctypes into a libggml-base; default the oracle's), ``gguf-py`` (gguf.quants).
+``libggml`` (ctypes into a libggml-base; default the oracle's), ``gguf-py`` (gguf.quants),
+``mlx-gguf`` (MLX's own GGUF loader, ``mx.load``).
 Third parties register a factory in the entry-point group ``ggspec.implementations`` or pass
 ``--impl module:factory``; the factory is called with no arguments and returns an implementation.
 """
@@ -172,6 +173,73 @@ class GGUFPyImpl:
         return np.ascontiguousarray(out).tobytes()
 
 
+class MLXGGUFImpl:
+    """MLX's GGUF loader (``mx.load`` on a one-tensor GGUF file we write): what an MLX user gets
+    from a GGUF file. Q4_0/Q4_1/Q8_0 come back as MLX affine-quantized arrays (dequantized here
+    with ``mx.dequantize``); other types come back as plain arrays. It has no ggml quantizer."""
+
+    name = "mlx-gguf"
+
+    def __init__(self):
+        try:
+            import mlx.core as mx
+        except ImportError as e:
+            raise ImplementationUnavailable(f"mlx is not installed (pip install 'mlx[cpu]==0.32.4'): {e}") from e
+        try:
+            import gguf  # the file is written with gguf-py's GGUFWriter
+        except ImportError as e:
+            raise ImplementationUnavailable(f"mlx-gguf writes its files with gguf-py (pip install gguf==0.19.0): {e}") from e
+        import tempfile
+        self._mx, self._gguf = mx, gguf
+        self._dir = tempfile.TemporaryDirectory(prefix="ggspec-mlx-gguf-")
+        self._cache: dict = {}
+
+    def _write(self, type, raw, n) -> str:
+        import os
+        gguf = self._gguf
+        path = os.path.join(self._dir.name, "t.gguf")
+        w = gguf.GGUFWriter(path, "llama")
+        data = np.frombuffer(bytes(raw), np.uint8)[: n // type.block_size * type.type_size]
+        qt = gguf.GGMLQuantizationType(type.id)
+        if type.name == "F32":
+            w.add_tensor("t", data.view(np.float32).reshape(1, n))
+        elif type.name == "F16":
+            w.add_tensor("t", data.view(np.float16).reshape(1, n))
+        else:
+            w.add_tensor("t", data.reshape(1, -1), raw_dtype=qt)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return path
+
+    def supports(self, op, type):
+        if op != "dequantize":
+            return False
+        if type.id not in self._cache:
+            try:
+                self.dequantize(type, bytes(type.type_size * (256 // type.block_size if type.block_size <= 256 else 1)),
+                                max(type.block_size, 256) if type.block_size <= 256 else type.block_size)
+                self._cache[type.id] = True
+            except Exception:
+                self._cache[type.id] = False
+        return self._cache[type.id]
+
+    def dequantize(self, type, raw, n):
+        mx = self._mx
+        arrays = mx.load(self._write(type, raw, n))
+        w = arrays["t"]
+        if "t.scales" in arrays:
+            bits = 32 * w.shape[-1] // n
+            y = mx.dequantize(w, arrays["t.scales"], arrays["t.biases"], group_size=32, bits=bits)
+        else:
+            y = w
+        return np.array(y.astype(mx.float32)).reshape(-1)
+
+    def quantize(self, type, x, imatrix):
+        raise UnsupportedTypeError("MLX's GGUF loader does not write ggml blocks")
+
+
 # ------------------------------------------------------------------------------------------------
 
 BUILTIN: dict[str, Callable[[], object]] = {
@@ -180,8 +248,9 @@ BUILTIN: dict[str, Callable[[], object]] = {
     "mlx": lambda: AccelImpl("mlx"),
     "libggml": LibGGMLImpl,
     "gguf-py": GGUFPyImpl,
+    "mlx-gguf": MLXGGUFImpl,
 }
-DEFAULT_ORDER = ("reference", "numpy", "mlx", "libggml", "gguf-py")
+DEFAULT_ORDER = ("reference", "numpy", "mlx", "libggml", "gguf-py", "mlx-gguf")
 
 
 def _plugin_factories() -> dict[str, Callable[[], object]]:
