@@ -1,0 +1,675 @@
+"""MLX backend: every ggml dequantizer as whole-tensor MLX array operations.
+
+    from ggspec import accel
+    b = accel.backend("mlx")
+    y = b.dequantize("Q4_K", raw, n)      # float32 numpy array, same bits as ggml's to_float
+
+Semantics are those of ``ggspec.reference`` (ggml's ``to_float`` on x86-64), bit for bit: equal
+uint32 views, signed zeros and NaN payloads included. Quantization is not done in MLX: ``quantize``
+delegates to the ``numpy`` backend when it is available, else to the reference.
+
+How exactness is kept
+---------------------
+* Block fields are pulled out of the raw bytes with integer ops (slices, shifts, masks); nothing is
+  read through a float view except where ggml itself copies bits (F32, the Q8_K ``d``).
+* fp16 -> fp32 is ggml's software conversion (``ggml_compute_fp16_to_fp32``) written in MLX ops:
+  the re-biased bits times 2**-112 (which quiets a signalling NaN, as in ggml), and the
+  ``0.5 + m*2**-24 - 0.5`` subnormal path. MLX's own float16 cast is not used.
+* Every float operation is a separate MLX elementwise op in float32, in ggml's order
+  (``d * sc`` before ``* q``; ``dl*q - ml``; the int -> float conversion of each integer operand
+  first). No ``mx.compile`` (fusion could contract a*b+c into an FMA; ggml's to_float has none).
+* The ops run on the CPU stream by default: MLX's CPU kernels are plain IEEE binary32 (no
+  flush-to-zero; checked in tests/test_accel_mlx.py). ``Backend(device="gpu")`` runs them on the
+  GPU instead, without a guarantee for NaN payloads or subnormals.
+* x86-64 and arm64 differ in one place: a NaN *made* by an operation (Inf*0, Inf-Inf) is 0xFFC00000
+  on x86 and 0x7FC00000 on arm64. The oracle and the golden vectors are x86-64; on a machine whose
+  default NaN differs, ``fmul``/``fadd``/``fsub`` below rewrite made NaNs to x86's (probed once at
+  import; ``Backend(x86_nan=True)`` forces the rewrite, for testing).
+
+Optional Metal kernels (``mx.fast.metal_kernel``) for Q4_0, Q8_0, Q4_K, Q6_K and IQ2_XXS live in
+``ggspec.accel._mlx.metal``; they are used only when ``mx.metal.is_available()``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import mlx.core as mx
+except ImportError as e:  # the selector turns this into BackendUnavailable
+    raise ImportError(f"the mlx backend needs the mlx package (pip install 'mlx[cpu]'): {e}", name="mlx.core") from e
+
+from ..errors import ShapeError, UnsupportedTypeError
+from ..reference.types import QK_K, get_type, live_type
+
+F32, U32, I32, U64, I64 = mx.float32, mx.uint32, mx.int32, mx.uint64, mx.int64
+
+# elements per chunk: the temporaries of one chunk (4 MB each) stay in cache and MLX's buffer pool
+CHUNK_ELEMENTS = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------------
+# float arithmetic with x86-64's default NaN
+
+def _probe_x86_nan() -> bool:
+    """True when this machine makes NaNs unlike x86-64 (whose Inf*0 is 0xFFC00000)."""
+    with mx.stream(mx.cpu):
+        made = mx.array([np.inf], F32) * mx.array([0.0], F32)
+        bits = int(np.asarray(memoryview(made.view(U32)))[0])
+    return bits != 0xFFC00000
+
+
+FIX_DEFAULT_NAN = _probe_x86_nan()
+X86_DEFAULT_NAN = 0xFFC00000
+
+
+class _Arith:
+    """fmul / fadd / fsub: float32 ops, with made NaNs rewritten to x86's default NaN if ``fix``."""
+
+    def __init__(self, fix: bool):
+        self.fix = fix
+
+    def _made_nan(self, r, a, b):
+        if not self.fix:
+            return r
+        a, b = mx.array(a, F32) if not isinstance(a, mx.array) else a, b if isinstance(b, mx.array) else mx.array(b, F32)
+        made = mx.isnan(r) & ~mx.isnan(a) & ~mx.isnan(b)
+        return mx.where(made, mx.array(X86_DEFAULT_NAN, U32).view(F32), r)
+
+    def mul(self, a, b):
+        return self._made_nan(a * b, a, b)
+
+    def add(self, a, b):
+        return self._made_nan(a + b, a, b)
+
+    def sub(self, a, b):
+        return self._made_nan(a - b, a, b)
+
+
+# --------------------------------------------------------------------------------------------------
+# scalar formats, in MLX ops
+
+def _view_f32(u):
+    return u.astype(U32).view(F32)
+
+
+def _bits(f):
+    return f.view(U32)
+
+
+def f16_to_f32(h, ar: _Arith):
+    """fp16 bits (any unsigned int dtype) -> float32, operation for operation ggml_compute_fp16_to_fp32."""
+    h = h.astype(U32)
+    sign = (h & 0x8000) << 16
+    two_w = (h & 0x7FFF) << 17                       # w + w: the sign bit shifted out
+    # normal, Inf, NaN: re-bias by shifting, then scale by 2**-112 (this multiply quiets a sNaN)
+    normalized = ar.mul(_view_f32((two_w >> 4) + 0x70000000), mx.array(2.0 ** -112, F32))
+    # subnormal: 0.5 + m*2**-24, minus 0.5 (exact)
+    denormalized = _view_f32((two_w >> 17) | 0x3F000000) - mx.array(0.5, F32)
+    bits = mx.where(two_w < (1 << 27), _bits(denormalized), _bits(normalized))
+    return _view_f32(sign | bits)
+
+
+def f16_lut(ar: _Arith):
+    """All 65536 fp16 conversions (used for the F16 tensor type, a gather is cheaper than 12 ops)."""
+    return f16_to_f32(mx.arange(65536, dtype=U32), ar)
+
+
+def bf16_to_f32(h):
+    return _view_f32(h.astype(U32) << 16)
+
+
+def e8m0_to_f32_half(x):
+    """ggml_e8m0_to_fp32_half: 2**(x-128) built from bits (x < 2 are the subnormals 2**-128, 2**-127)."""
+    x = x.astype(U32)
+    return _view_f32(mx.where(x < 2, mx.array(0x00200000, U32) << x, (mx.maximum(x, 1) - 1) << 23))
+
+
+def ue4m3_table():
+    """ggml_ue4m3_to_fp32 for all 256 bytes (value * 0.5; sign bit ignored; 0x00 and 0x7F are 0)."""
+    x = mx.arange(256, dtype=U32)
+    exp = (x >> 3) & 0xF
+    man = (x & 7).astype(F32)
+    sub = man * mx.array(2.0 ** -9, F32)                                    # ldexpf(man, -9), exact
+    pow2 = _view_f32((exp.astype(I32) - 7 + 127).astype(U32) << 23)          # 2**(exp-7), exact
+    norm = (mx.array(1.0, F32) + man / mx.array(8.0, F32)) * pow2            # ldexpf(1 + man/8, exp-7)
+    raw = mx.where(exp == 0, sub, norm)
+    half = raw * mx.array(0.5, F32)
+    zero = (x == 0) | (x == 0x7F)
+    return mx.where(zero, mx.array(0.0, F32), half)
+
+
+def f64_to_f32(lo, hi):
+    """IEEE binary64 (two uint32 halves) -> binary32 with round-to-nearest-even, in integer ops.
+
+    Same result as the C cast ``(float)double`` on x86-64 (cvtsd2ss): overflow to Inf, results below
+    the float32 range to signed zero or a subnormal, a NaN quieted with its top 22 payload bits kept.
+    Written in integer ops so that it runs where MLX has no float64 (the Metal GPU).
+    """
+    lo, hi = lo.astype(U64), hi.astype(U64)
+    sign = (hi >> 31) << 31
+    e = ((hi >> 20) & 0x7FF).astype(I64)
+    m = ((hi & 0xFFFFF) << 32) | lo                                     # 52 mantissa bits
+    is_special = e == 0x7FF
+    nan_bits = mx.array(0x7FC00000, U64) | (m >> 29)                                  # quiet, payload truncated
+    special = mx.where(m == 0, mx.array(0x7F800000, U64), nan_bits)
+
+    M = mx.where(e == 0, m, m | (1 << 52))                              # significand with hidden bit
+    E = e - 1023
+    sh = mx.minimum(mx.maximum(mx.array(29, I64), -97 - E), 63).astype(U64)   # 29 for normal results
+    q = M >> sh
+    rem = M & ((mx.array(1, U64) << sh) - 1)
+    half = mx.array(1, U64) << (sh - 1)
+    q = q + ((rem > half) | ((rem == half) & ((q & 1) == 1))).astype(U64)
+    normal = E >= -126
+    biased = mx.where(normal, ((E + 126).astype(I64) << 23) + q.astype(I64), q.astype(I64))
+    finite = mx.minimum(mx.maximum(biased, 0), 0x7F800000).astype(U64)
+    out = sign | mx.where(is_special, special, finite)
+    return _view_f32(out.astype(U32))
+
+
+# --------------------------------------------------------------------------------------------------
+# small tables (ggml-common.h)
+
+KVALUES_FP4 = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12]          # kvalues_mxfp4
+KVALUES_IQ4NL = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
+IQ1S_DELTA = 0.125
+
+
+def _ksigns_iq2xs():
+    """ksigns_iq2xs[i]: 7 sign bits plus an 8th that makes the number of set bits even."""
+    return [i | ((bin(i).count("1") & 1) << 7) for i in range(128)]
+
+
+# --------------------------------------------------------------------------------------------------
+# field extraction from (nb, type_size) uint8 blocks
+
+def _u16(b, off):
+    return b[:, off].astype(U32) | (b[:, off + 1].astype(U32) << 8)
+
+
+def _u32le(b, off):
+    return (b[:, off].astype(U32) | (b[:, off + 1].astype(U32) << 8)
+            | (b[:, off + 2].astype(U32) << 16) | (b[:, off + 3].astype(U32) << 24))
+
+
+def _i8(x):
+    """uint8 bytes -> their int8 values (as int32)."""
+    return (x.astype(I32) ^ 0x80) - 0x80
+
+
+def _col(a):
+    return a.reshape(a.shape[0], 1)
+
+
+def _lookup(table, idx):
+    """table[idx] for a 1-D table and integer indices of any shape (>= 1 dim).
+
+    Written as take_along_axis over a broadcast (stride 0) copy of the table: on MLX's CPU backend
+    this is several times faster than mx.take for per-element lookups.
+    """
+    shape = idx.shape
+    cols = shape[-1]
+    if cols > 4096 and cols % 1024 == 0:   # long rows: shorter ones are much faster
+        cols = 1024
+    flat = idx.reshape(-1, cols)
+    out = mx.take_along_axis(mx.broadcast_to(table.reshape(1, -1), (flat.shape[0], table.shape[0])), flat, axis=1)
+    return out.reshape(shape)
+
+
+def _shifts(values, shape):
+    return mx.array(np.asarray(values, np.uint32).reshape(shape))
+
+
+class _Dequantizers:
+    """One method per type: (nb, type_size) uint8 -> (nb, block_size) float32, ggml's op order."""
+
+    def __init__(self, ar: _Arith, float64_cast: bool = True):
+        self.ar = ar
+        self.float64_cast = float64_cast        # False: decode F64 with integer ops (no float64 on the GPU)
+        self._f16_lut = None
+        self._ue4m3 = ue4m3_table()
+        self._kv_fp4 = mx.array(np.asarray(KVALUES_FP4, np.float32))           # int8 -> float, exact
+        self._kv_iq4nl = mx.array(np.asarray(KVALUES_IQ4NL, np.float32))
+        self._grids = None
+
+    def f16(self, b, off):
+        return _col(f16_to_f32(_u16(b, off), self.ar))
+
+    # ---- block size 1 (the chunk is a fresh contiguous array: reinterpret it) -----------------------
+    def F32(self, b):
+        return b.reshape(-1).view(F32)
+
+    def F16(self, b):
+        if self._f16_lut is None:
+            self._f16_lut = f16_lut(self.ar)                  # ggml's conversion of all 65536 patterns
+        return _lookup(self._f16_lut, b.reshape(-1).view(mx.uint16))
+
+    def BF16(self, b):
+        return bf16_to_f32(b.reshape(-1).view(mx.uint16))
+
+    def F64(self, b):
+        if self.float64_cast:
+            # MLX's CPU cast is the C cast (float)double: round to nearest even, NaN quieted
+            return b.reshape(-1).view(mx.float64).astype(F32)
+        w = b.reshape(-1).view(U32).reshape(-1, 2)                   # little-endian: low word first
+        return f64_to_f32(w[:, 0], w[:, 1])
+
+    def I8(self, b):
+        return b.reshape(-1).view(mx.int8).astype(F32)
+
+    def I16(self, b):
+        return b.reshape(-1).view(mx.int16).astype(F32)
+
+    def I32(self, b):
+        return b.reshape(-1).view(I32).astype(F32)                   # (float)int32: round to nearest even
+
+    def I64(self, b):
+        return b.reshape(-1).view(I64).astype(F32)                   # (float)int64: round to nearest even
+
+    # ---- legacy --------------------------------------------------------------------------------
+    def _nibbles(self, qs):
+        """(nb, 16) bytes -> (nb, 32): low nibbles are elements 0..15, high nibbles 16..31."""
+        return mx.concatenate([qs & 0xF, qs >> 4], axis=1).astype(I32)
+
+    def _qh_bits(self, b, off):
+        """Q5_x high bits: bit j of the little-endian uint32 qh belongs to element j."""
+        qh = _col(_u32le(b, off))
+        return ((qh >> mx.arange(32, dtype=U32)) & 1).astype(I32)
+
+    def Q4_0(self, b):
+        q = (self._nibbles(b[:, 2:18]) - 8).astype(F32)
+        return self.ar.mul(q, self.f16(b, 0))                                  # x0*d
+
+    def Q4_1(self, b):
+        q = self._nibbles(b[:, 4:20]).astype(F32)
+        return self.ar.add(self.ar.mul(q, self.f16(b, 0)), self.f16(b, 2))     # x0*d + m
+
+    def Q5_0(self, b):
+        q = ((self._nibbles(b[:, 6:22]) | (self._qh_bits(b, 2) << 4)) - 16).astype(F32)
+        return self.ar.mul(q, self.f16(b, 0))
+
+    def Q5_1(self, b):
+        q = (self._nibbles(b[:, 8:24]) | (self._qh_bits(b, 4) << 4)).astype(F32)
+        return self.ar.add(self.ar.mul(q, self.f16(b, 0)), self.f16(b, 2))
+
+    def Q8_0(self, b):
+        return self.ar.mul(_i8(b[:, 2:34]).astype(F32), self.f16(b, 0))       # qs[j]*d
+
+    def Q8_1(self, b):
+        # ggml has no Q8_1 to_float; its value is d*qs (the sum field s is not used)
+        return self.ar.mul(_i8(b[:, 4:36]).astype(F32), self.f16(b, 0))
+
+    # ---- k-quants --------------------------------------------------------------------------------
+    def _k_scale_min(self, s):
+        """get_scale_min_k4 for j = 0..7 at once: (nb, 12) bytes -> sc (nb, 8), m (nb, 8)."""
+        s = s.astype(U32)
+        sc = mx.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)], axis=1)
+        m = mx.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1)
+        return sc.astype(F32), m.astype(F32)
+
+    def Q2_K(self, b):
+        nb, ar = b.shape[0], self.ar
+        sc = b[:, 0:16].astype(U32)
+        d, dmin = self.f16(b, 80), self.f16(b, 82)
+        dl = ar.mul(d, (sc & 0xF).astype(F32))                     # d * (sc & 0xF)
+        ml = ar.mul(dmin, (sc >> 4).astype(F32))                   # min * (sc >> 4)
+        # element (n, j, h, l) = n*128 + j*32 + h*16 + l takes bits 2j of qs[n*32 + h*16 + l]
+        qs = b[:, 16:80].astype(U32).reshape(nb, 2, 1, 2, 16)
+        q = ((qs >> _shifts([0, 2, 4, 6], (1, 1, 4, 1, 1))) & 3).reshape(nb, 16, 16).astype(F32)
+        y = ar.sub(ar.mul(dl.reshape(nb, 16, 1), q), ml.reshape(nb, 16, 1))   # dl*q - ml
+        return y.reshape(nb, QK_K)
+
+    def Q3_K(self, b):
+        nb, ar = b.shape[0], self.ar
+        hm = b[:, 0:32].astype(U32)
+        qs = b[:, 32:96].astype(U32)
+        sc = b[:, 96:108].astype(U32)
+        d_all = self.f16(b, 108)
+        # 16 six-bit scales: low 4 bits from bytes 0..7 (low then high nibbles), high 2 bits from 8..11
+        s = np.arange(16)
+        low = (mx.take(sc, mx.array(s % 8), axis=1) >> _shifts(4 * (s // 8), (1, 16))) & 0xF
+        high = (mx.take(sc, mx.array(8 + s % 4), axis=1) >> _shifts(2 * (s // 4), (1, 16))) & 3
+        scale = (low | (high << 4)).astype(I32) - 32
+        dl = ar.mul(d_all, scale.astype(F32))                      # d_all * (scales[is] - 32)
+        q = (qs.reshape(nb, 2, 1, 2, 16) >> _shifts([0, 2, 4, 6], (1, 1, 4, 1, 1))) & 3
+        m = _shifts(np.arange(8), (1, 2, 4, 1, 1))                 # hmask bit n*4 + j
+        hbit = (hm.reshape(nb, 1, 1, 2, 16) >> m) & 1
+        v = q.astype(I32) - 4 * (1 - hbit.astype(I32))             # q - (hm & m ? 0 : 4)
+        y = ar.mul(dl.reshape(nb, 16, 1), v.reshape(nb, 16, 16).astype(F32))
+        return y.reshape(nb, QK_K)
+
+    def Q4_K(self, b):
+        nb, ar = b.shape[0], self.ar
+        d, dmin = self.f16(b, 0), self.f16(b, 2)
+        sc, m = self._k_scale_min(b[:, 4:16])
+        d1, m1 = ar.mul(d, sc), ar.mul(dmin, m)                    # d * sc, min * m   (nb, 8)
+        # element c*64 + h*32 + l: nibble h of qs[c*32 + l], sub-block is = 2c + h
+        qs = b[:, 16:144].astype(U32).reshape(nb, 4, 1, 32)
+        q = ((qs >> _shifts([0, 4], (1, 1, 2, 1))) & 0xF).reshape(nb, 8, 32).astype(F32)
+        y = ar.sub(ar.mul(d1.reshape(nb, 8, 1), q), m1.reshape(nb, 8, 1))
+        return y.reshape(nb, QK_K)
+
+    def Q5_K(self, b):
+        nb, ar = b.shape[0], self.ar
+        d, dmin = self.f16(b, 0), self.f16(b, 2)
+        sc, m = self._k_scale_min(b[:, 4:16])
+        d1, m1 = ar.mul(d, sc), ar.mul(dmin, m)
+        qh = b[:, 16:48].astype(U32).reshape(nb, 1, 32)
+        ql = b[:, 48:176].astype(U32).reshape(nb, 4, 1, 32)
+        lo = ((ql >> _shifts([0, 4], (1, 1, 2, 1))) & 0xF).reshape(nb, 8, 32)
+        hi = (qh >> _shifts(np.arange(8), (1, 8, 1))) & 1          # qh[l] & (1 << is)
+        q = (lo + hi * 16).astype(F32)
+        y = ar.sub(ar.mul(d1.reshape(nb, 8, 1), q), m1.reshape(nb, 8, 1))
+        return y.reshape(nb, QK_K)
+
+    def Q6_K(self, b):
+        nb, ar = b.shape[0], self.ar
+        d = self.f16(b, 208)
+        sc = _i8(b[:, 192:208]).astype(F32)
+        # element n*128 + k*32 + l: nibble (k//2) of ql[n*64 + (k%2)*32 + l], bits 2k of qh[n*32 + l]
+        ql = b[:, 0:128].astype(U32).reshape(nb, 2, 1, 2, 32)
+        lo = ((ql >> _shifts([0, 4], (1, 1, 2, 1, 1))) & 0xF).reshape(nb, 2, 4, 32)
+        qh = b[:, 128:192].astype(U32).reshape(nb, 2, 1, 32)
+        hi = (qh >> _shifts([0, 2, 4, 6], (1, 1, 4, 1))) & 3
+        q = ((lo | (hi << 4)).astype(I32) - 32).reshape(nb, 16, 16).astype(F32)
+        ds = ar.mul(d, sc)                                         # d * sc[is]  first,
+        y = ar.mul(ds.reshape(nb, 16, 1), q)                       # then * q
+        return y.reshape(nb, QK_K)
+
+    def Q8_K(self, b):
+        d = _col(_view_f32(_u32le(b, 0)))                           # a raw float32 field
+        return self.ar.mul(d, _i8(b[:, 4:260]).astype(F32))       # x[i].d * qs[j]
+
+    # ---- ternary -----------------------------------------------------------------------------------
+    def TQ1_0(self, b):
+        nb = b.shape[0]
+        d = self.f16(b, 52)
+
+        def trits(x, npow):
+            pow3 = _shifts([1, 3, 9, 27, 81, 243][:npow], (1, npow, 1))
+            q = (x.astype(U32).reshape(nb, 1, -1) * pow3) & 0xFF    # uint8 product
+            return ((q * 3) >> 8).astype(I32).reshape(nb, -1)       # ((uint16)q * 3) >> 8
+
+        xi = mx.concatenate([trits(b[:, 0:32], 5), trits(b[:, 32:48], 5), trits(b[:, 48:52], 4)], axis=1)
+        return self.ar.mul((xi - 1).astype(F32), d)                # (float)(xi - 1) * d
+
+    def TQ2_0(self, b):
+        nb = b.shape[0]
+        qs = b[:, 0:64].astype(U32).reshape(nb, 2, 1, 32)
+        q = ((qs >> _shifts([0, 2, 4, 6], (1, 1, 4, 1))) & 3).reshape(nb, QK_K).astype(I32)
+        return self.ar.mul((q - 1).astype(F32), self.f16(b, 64))
+
+    # ---- fp4 ---------------------------------------------------------------------------------------
+    def MXFP4(self, b):
+        d = _col(e8m0_to_f32_half(b[:, 0]))
+        q = self._nibbles(b[:, 1:17])
+        return self.ar.mul(_lookup(self._kv_fp4, q), d)            # x0*d
+
+    def NVFP4(self, b):
+        nb = b.shape[0]
+        d = _lookup(self._ue4m3, b[:, 0:4].astype(U32)).reshape(nb, 4, 1)
+        qs = b[:, 4:36].astype(U32).reshape(nb, 4, 8)
+        q = mx.concatenate([qs & 0xF, qs >> 4], axis=2)            # (nb, sub-block, 16)
+        return self.ar.mul(_lookup(self._kv_fp4, q), d).reshape(nb, 64)
+
+    # ---- low-bit -----------------------------------------------------------------------------------
+    def Q1_0(self, b):
+        nb = b.shape[0]
+        d = self.f16(b, 0)
+        bit = ((b[:, 2:18].astype(U32).reshape(nb, 16, 1) >> mx.arange(8, dtype=U32)) & 1).reshape(nb, 128)
+        # bit ? d : -d, where -d flips the sign bit (of a NaN too): xor the sign in where bit == 0
+        return _view_f32(_bits(d) ^ ((bit ^ 1) << 31))
+
+    def Q2_0(self, b):
+        nb = b.shape[0]
+        q = (b[:, 2:18].astype(U32).reshape(nb, 16, 1) >> _shifts([0, 2, 4, 6], (1, 1, 4))) & 3
+        return self.ar.mul((q.reshape(nb, 64).astype(I32) - 1).astype(F32), self.f16(b, 0))
+
+    # ---- i-quants without grids --------------------------------------------------------------------
+    def IQ4_NL(self, b):
+        q = self._nibbles(b[:, 2:18])
+        return self.ar.mul(self.f16(b, 0), _lookup(self._kv_iq4nl, q))   # d * kvalues[q]
+
+    def IQ4_XS(self, b):
+        nb, ar = b.shape[0], self.ar
+        d = self.f16(b, 0)
+        sh = _col(_u16(b, 2))
+        sl = b[:, 4:8].astype(U32)
+        ib = np.arange(8)
+        low = (mx.take(sl, mx.array(ib // 2), axis=1) >> _shifts(4 * (ib % 2), (1, 8))) & 0xF
+        high = (sh >> _shifts(2 * ib, (1, 8))) & 3
+        ls = (low | (high << 4)).astype(I32)
+        dl = ar.mul(d, (ls - 32).astype(F32))                      # d * (ls - 32)
+        q = self._nibbles(b[:, 8:136].reshape(nb * 8, 16)).reshape(nb, 8, 32)
+        return ar.mul(dl.reshape(nb, 8, 1), _lookup(self._kv_iq4nl, q)).reshape(nb, QK_K)
+
+    # ---- i-quants with grids -----------------------------------------------------------------------
+    def grids(self):
+        """The grid tables as float32 (entries, weights) arrays, from ggspec.reference.grids."""
+        if self._grids is None:
+            from ..reference import grids as G
+
+            def table(values, width, signed=False):
+                raw = np.asarray(values, dtype="<u8" if width == 8 else "<u4").view(np.int8 if signed else np.uint8)
+                return mx.array(raw.reshape(-1, width).astype(np.float32))   # byte j = weight j, exact
+
+            self._grids = {
+                "iq2xxs": table(G.iq2xxs_grid, 8), "iq2xs": table(G.iq2xs_grid, 8), "iq2s": table(G.iq2s_grid, 8),
+                "iq3xxs": table(G.iq3xxs_grid, 4), "iq3s": table(G.iq3s_grid, 4),
+                "iq1s": table(G.iq1s_grid, 8, signed=True),
+                "ksigns": mx.array(np.asarray(G.ksigns_iq2xs, np.uint32)),
+                "delta": float(G.IQ1S_DELTA),
+            }
+        return self._grids
+
+    def _signs(self, sign_bytes):
+        """(...) sign bytes -> (..., 8) uint32 sign-bit masks: bit j set gives 0x80000000."""
+        return ((sign_bytes.astype(U32)[..., None] >> mx.arange(8, dtype=U32)) & 1) << 31
+
+    @staticmethod
+    def _apply_signs(x, masks):
+        """``x * (bit ? -1.f : 1.f)`` as ggml's compiled code does it: the sign bit is flipped (xor),
+        so a NaN changes sign too (a float multiply by -1 would keep the NaN's sign)."""
+        return _view_f32(_bits(x) ^ masks)
+
+    def _iq2_scale(self, d, s4, quarter):
+        """d * (0.5f + s) * 0.25f (IQ2) or * 0.5f (IQ3_XXS): three float32 ops in that order."""
+        ar = self.ar
+        return ar.mul(ar.mul(d, mx.array(0.5, F32) + s4.astype(F32)), mx.array(quarter, F32))
+
+    def IQ2_XXS(self, b):
+        nb, ar, G = b.shape[0], self.ar, self.grids()
+        d = self.f16(b, 0)
+        qs = b[:, 2:66].reshape(nb, 8, 8)                           # per 32 weights: aux32[0], aux32[1]
+        a1 = _u32le(qs.reshape(nb * 8, 8), 4).reshape(nb, 8)
+        db = self._iq2_scale(d, a1 >> 28, 0.25)                    # (nb, 8)
+        g = mx.take(G["iq2xxs"], qs[:, :, 0:4].astype(U32), axis=0)              # (nb, 8, 4, 8)
+        sidx = (a1.reshape(nb, 8, 1) >> _shifts([0, 7, 14, 21], (1, 1, 4))) & 127
+        sign = self._signs(_lookup(G["ksigns"], sidx))
+        y = self._apply_signs(ar.mul(db.reshape(nb, 8, 1, 1), g), sign)       # db * grid[j], sign flipped
+        return y.reshape(nb, QK_K)
+
+    def IQ2_XS(self, b):
+        nb, ar, G = b.shape[0], self.ar, self.grids()
+        d = self.f16(b, 0)
+        q = (b[:, 2:66:2].astype(U32) | (b[:, 3:66:2].astype(U32) << 8)).reshape(nb, 8, 4)
+        sc = b[:, 66:74].astype(U32)
+        s4 = mx.stack([sc & 0xF, sc >> 4], axis=2)                  # (nb, 8, 2): db[0], db[1]
+        db = self._iq2_scale(d.reshape(nb, 1, 1), s4, 0.25)
+        dl = mx.repeat(db, 2, axis=2)                               # db[l/2] for l = 0..3
+        g = mx.take(G["iq2xs"], q & 511, axis=0)
+        sign = self._signs(_lookup(G["ksigns"], q >> 9))
+        y = self._apply_signs(ar.mul(dl.reshape(nb, 8, 4, 1), g), sign)
+        return y.reshape(nb, QK_K)
+
+    def IQ2_S(self, b):
+        nb, ar, G = b.shape[0], self.ar, self.grids()
+        d = self.f16(b, 0)
+        qs = b[:, 2:34].astype(U32).reshape(nb, 8, 4)
+        signs = b[:, 34:66].reshape(nb, 8, 4)
+        qh = b[:, 66:74].astype(U32).reshape(nb, 8, 1)
+        sc = b[:, 74:82].astype(U32)
+        s4 = mx.stack([sc & 0xF, sc >> 4], axis=2)
+        dl = mx.repeat(self._iq2_scale(d.reshape(nb, 1, 1), s4, 0.25), 2, axis=2)
+        idx = qs | ((qh << _shifts([8, 6, 4, 2], (1, 1, 4))) & 0x300)  # qs[l] | (qh << (8-2l) & 0x300)
+        g = mx.take(G["iq2s"], idx, axis=0)
+        y = self._apply_signs(ar.mul(dl.reshape(nb, 8, 4, 1), g), self._signs(signs))
+        return y.reshape(nb, QK_K)
+
+    def IQ3_XXS(self, b):
+        nb, ar, G = b.shape[0], self.ar, self.grids()
+        d = self.f16(b, 0)
+        qs = b[:, 2:66].astype(U32).reshape(nb, 8, 4, 2)            # grid1, grid2 of each group of 8
+        aux = _u32le(b[:, 66:98].reshape(nb * 8, 4), 0).reshape(nb, 8)
+        db = self._iq2_scale(d, aux >> 28, 0.5)
+        g = mx.take(G["iq3xxs"], qs, axis=0).reshape(nb, 8, 4, 8)
+        sidx = (aux.reshape(nb, 8, 1) >> _shifts([0, 7, 14, 21], (1, 1, 4))) & 127
+        sign = self._signs(_lookup(G["ksigns"], sidx))
+        y = self._apply_signs(ar.mul(db.reshape(nb, 8, 1, 1), g), sign)
+        return y.reshape(nb, QK_K)
+
+    def IQ3_S(self, b):
+        nb, ar, G = b.shape[0], self.ar, self.grids()
+        d = self.f16(b, 0)
+        qs = b[:, 2:66].astype(U32).reshape(nb, 8, 8)               # 8 grid slots per 32 weights
+        qh = b[:, 66:74].astype(U32).reshape(nb, 8, 1)
+        signs = b[:, 74:106].reshape(nb, 8, 4)
+        sc = b[:, 106:110].astype(U32)
+        s = mx.stack([sc & 0xF, sc >> 4], axis=2).reshape(nb, 8)     # scale of sub-block ib
+        db = ar.mul(d, (1 + 2 * s).astype(F32))                     # d * (1 + 2*scale)
+        idx = qs | (((qh >> mx.arange(8, dtype=U32)) & 1) << 8)     # bit k of qh[ib] -> index bit 8
+        g = mx.take(G["iq3s"], idx, axis=0).reshape(nb, 8, 4, 8)
+        y = self._apply_signs(ar.mul(db.reshape(nb, 8, 1, 1), g), self._signs(signs))
+        return y.reshape(nb, QK_K)
+
+    def _iq1_values(self, dl, idx, neg):
+        """dl * (grid[j] + delta) for (nb, 8, 4) grid indices, delta = -0.125 where ``neg``."""
+        G = self.grids()
+        g = mx.take(G["iq1s"], idx, axis=0)                          # (nb, 8, 4, 8) int8 values
+        delta = mx.where(neg == 1, mx.array(-G["delta"], F32), mx.array(G["delta"], F32))
+        return self.ar.mul(dl, self.ar.add(g, delta[..., None]))
+
+    def IQ1_S(self, b):
+        nb = b.shape[0]
+        d = self.f16(b, 0)
+        qs = b[:, 2:34].astype(U32).reshape(nb, 8, 4)
+        qh = (b[:, 34:50:2].astype(U32) | (b[:, 35:50:2].astype(U32) << 8)).reshape(nb, 8, 1)
+        dl = self.ar.mul(d, (2 * ((qh.reshape(nb, 8) >> 12) & 7) + 1).astype(F32))   # (nb, 8)
+        idx = qs | (((qh >> _shifts([0, 3, 6, 9], (1, 1, 4))) & 7) << 8)
+        neg = mx.broadcast_to((qh >> 15) & 1, (nb, 8, 4))
+        return self._iq1_values(dl.reshape(nb, 8, 1, 1), idx, neg).reshape(nb, QK_K)
+
+    def IQ1_M(self, b):
+        nb = b.shape[0]
+        qs = b[:, 0:32].astype(U32).reshape(nb, 8, 4)
+        qh = b[:, 32:48].astype(U32).reshape(nb, 8, 2, 1)
+        sc = b[:, 48:56:2].astype(U32) | (b[:, 49:56:2].astype(U32) << 8)            # uint16 sc[4]
+        scale = ((sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0x00F0) | ((sc[:, 2] >> 4) & 0x0F00) | (sc[:, 3] & 0xF000))
+        d = _col(f16_to_f32(scale, self.ar))
+        # sub-block ib: 3-bit scales at bits 6*(ib%2) (l = 0, 1) and 6*(ib%2)+3 (l = 2, 3) of sc[ib/2]
+        ib = np.arange(8)
+        s16 = mx.take(sc, mx.array(ib // 2), axis=1).reshape(nb, 8, 1)
+        s3 = (s16 >> _shifts(np.stack([6 * (ib % 2), 6 * (ib % 2) + 3], 1), (1, 8, 2))) & 7
+        dl = self.ar.mul(d.reshape(nb, 1, 1), (2 * s3 + 1).astype(F32))             # (nb, 8, 2)
+        dl = mx.repeat(dl, 2, axis=2)                                               # l = 0,1 -> dl1; 2,3 -> dl2
+        # grid slot l: qh byte 2ib + l//2, nibble l%2: low 3 bits index bits 8..10, bit 3 delta sign
+        nib = ((qh >> _shifts([0, 4], (1, 1, 1, 2))) & 0xF).reshape(nb, 8, 4)
+        idx = qs | ((nib & 7) << 8)
+        neg = (nib >> 3) & 1
+        return self._iq1_values(dl.reshape(nb, 8, 4, 1), idx, neg).reshape(nb, QK_K)
+
+
+# --------------------------------------------------------------------------------------------------
+
+def _to_numpy(y) -> np.ndarray:
+    mx.eval(y)
+    return np.array(memoryview(y), dtype=np.float32, copy=True)
+
+
+class Backend:
+    """The MLX backend (see the module docstring)."""
+
+    name = "mlx"
+
+    def __init__(self, device: str = "cpu", x86_nan: "bool | None" = None, metal: "bool | None" = None):
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        self.device = mx.cpu if device == "cpu" else mx.gpu
+        self.arith = _Arith(FIX_DEFAULT_NAN if x86_nan is None else bool(x86_nan))
+        with mx.stream(self.device):
+            self._deq = _Dequantizers(self.arith, float64_cast=(device == "cpu"))
+        self._delegate = None
+        self._metal = None
+        if metal is None:
+            metal = _metal_available()
+        if metal:
+            from ._mlx import metal as _metal_mod
+            self._metal = _metal_mod.MetalDequantizers()
+
+    # ---- capability ---------------------------------------------------------------------------
+    def _dequantizer(self, t):
+        return getattr(self._deq, t.name, None)
+
+    def supports(self, op: str, type) -> bool:
+        try:
+            t = live_type(type)
+        except Exception:
+            return False
+        if op == "dequantize":
+            return self._dequantizer(t) is not None
+        if op in ("quantize", "quantize+imatrix"):
+            try:
+                return bool(self.delegate().supports(op, t))
+            except Exception:
+                return False
+        return False
+
+    # ---- quantize: delegated -----------------------------------------------------------------------
+    def delegate(self):
+        """The backend quantize() goes to: numpy when it loads, else the reference."""
+        if self._delegate is None:
+            from . import backend
+            try:
+                self._delegate = backend("numpy")
+            except Exception:
+                self._delegate = backend("reference")
+        return self._delegate
+
+    def quantize(self, type, x, imatrix=None) -> bytes:
+        return self.delegate().quantize(type, x, imatrix)
+
+    # ---- dequantize ----------------------------------------------------------------------------------
+    def dequantize(self, type, raw, n) -> np.ndarray:
+        t = live_type(type)
+        fn = self._dequantizer(t)
+        if fn is None:
+            raise UnsupportedTypeError(f"the mlx backend has no dequantizer for {t.name}")
+        n = int(n)
+        if n < 0 or n % t.block_size:
+            raise ShapeError(f"{t.name}: n = {n} is not a non-negative multiple of the block size {t.block_size}")
+        nb = n // t.block_size
+        need = nb * t.type_size
+        mv = memoryview(raw).cast("B")
+        if len(mv) < need:
+            raise ShapeError(f"{t.name}: {n} values need {need} bytes, got {len(mv)}")
+        if nb == 0:
+            return np.zeros(0, np.float32)
+        blocks = np.frombuffer(mv, dtype=np.uint8, count=need).reshape(nb, t.type_size)
+        if self._metal is not None and self._metal.supports(t.name):
+            return self._metal.dequantize(t.name, blocks, n)
+        out = np.empty(n, np.float32)
+        step = max(1, CHUNK_ELEMENTS // t.block_size)
+        with mx.stream(self.device):
+            for i in range(0, nb, step):
+                b = mx.array(blocks[i:i + step])
+                y = fn(b)
+                out[i * t.block_size:(i + b.shape[0]) * t.block_size] = _to_numpy(y).reshape(-1)
+        return out
+
+
+def _metal_available() -> bool:
+    try:
+        return bool(mx.metal.is_available())
+    except Exception:
+        return False

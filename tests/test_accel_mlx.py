@@ -1,0 +1,245 @@
+"""The MLX backend (ggspec.accel.mlx_backend): every dequantizer bit-exact.
+
+* oracle-marked hypothesis differential tests against live libggml for every type: random block
+  bytes (scale fields drawn to include subnormals, Inf and NaN) and ggml's own quantized blocks;
+* oracle-free: the embedded golden vectors through the conformance runner; the plain types
+  (F32, F64, I8..I64, which have no ggml to_float) against the C casts numpy performs; MLX's CPU
+  float arithmetic is IEEE (no flush-to-zero); the import error when mlx is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core", reason="mlx is not installed (pip install 'mlx[cpu]'); the mlx backend cannot run")
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from ggspec import accel  # noqa: E402
+from ggspec.accel import mlx_backend  # noqa: E402
+from ggspec.conformance import adapters, runner, vectors  # noqa: E402
+from ggspec.conformance.compare import assert_bits_equal, assert_bytes_equal  # noqa: E402
+from ggspec.conformance.strategies import block_bytes, imatrices, rows  # noqa: E402
+from ggspec.reference.types import LIVE_TYPES, get_type  # noqa: E402
+
+TO_FLOAT = [t for t in LIVE_TYPES if t.to_float or t.name == "Q8_K"]        # the oracle can dequantize
+PLAIN = ["F32", "F64", "I8", "I16", "I32", "I64"]                              # C casts, no to_float
+HOT = ["Q4_0", "Q8_0", "Q4_K", "Q6_K", "IQ2_XXS"]
+NUMPY_CAST = {"F32": "<f4", "F64": "<f8", "I8": "<i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
+
+
+@pytest.fixture(scope="module")
+def mlx():
+    return accel.backend("mlx")
+
+
+def _c_cast(name, raw):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.frombuffer(raw, dtype=NUMPY_CAST[name]).astype(np.float32)
+
+
+def _q8_1_as_q8_0(raw):
+    """Q8_1 blocks (d, s, qs) -> Q8_0 blocks (d, qs): ggml's Q8_1 value is d*qs."""
+    a = np.frombuffer(raw, np.uint8).reshape(-1, 36)
+    return np.concatenate([a[:, 0:2], a[:, 4:36]], axis=1).tobytes()
+
+
+# ------------------------------------------------------------------------------------------------
+# interface
+
+def test_backend_interface(mlx):
+    assert mlx.name == "mlx"
+    for t in LIVE_TYPES:
+        assert mlx.supports("dequantize", t), t.name
+    assert not mlx.supports("rope-that-does-not-exist", "Q4_0")
+    assert mlx.dequantize("Q4_0", b"", 0).shape == (0,)
+
+
+def test_bad_shapes_raise(mlx):
+    from ggspec.errors import ShapeError, UnsupportedTypeError
+    with pytest.raises(ShapeError):
+        mlx.dequantize("Q4_0", bytes(18), 31)
+    with pytest.raises(ShapeError):
+        mlx.dequantize("Q4_K", bytes(100), 256)
+    with pytest.raises(UnsupportedTypeError):
+        mlx.dequantize("Q4_2", bytes(18), 32)
+
+
+def test_missing_mlx_is_backend_unavailable(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlx", None)
+    monkeypatch.setitem(sys.modules, "mlx.core", None)
+    monkeypatch.delitem(sys.modules, "ggspec.accel.mlx_backend")
+    with pytest.raises(accel.BackendUnavailable, match="mlx"):
+        accel.backend("mlx")
+    with pytest.raises(ImportError) as e:
+        importlib.import_module("ggspec.accel.mlx_backend")
+    assert "mlx" in str(e.value) and e.value.name == "mlx.core"
+
+
+def test_quantize_is_delegated(mlx):
+    """quantize() gives the delegate's bytes (numpy backend, else reference) for what it supports."""
+    d = mlx.delegate()
+    x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
+    n = 0
+    for t in LIVE_TYPES:
+        try:
+            expected = bool(d.supports("quantize", t))
+        except ImportError:  # a reference family module not written yet
+            expected = False
+        assert mlx.supports("quantize", t) == expected, t.name
+        if expected and not t.requires_imatrix:
+            assert mlx.quantize(t, x) == d.quantize(t, x, None)
+            n += 1
+    assert n > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# the MLX arithmetic itself
+
+def test_mlx_cpu_float32_is_ieee_without_ftz():
+    """Subnormal products and differences come out as IEEE binary32 (numpy on this CPU)."""
+    rng = np.random.default_rng(1)
+    a = (rng.standard_normal(4096) * 1e-20).astype(np.float32)
+    b = (rng.standard_normal(4096) * 1e-19).astype(np.float32)
+    tiny = np.array([2.0 ** -149, 2.0 ** -126, 1.5 * 2.0 ** -130, 1e-40], np.float32)
+    a[:4], b[:4] = tiny, np.array([1.0, 0.75, 0.5, 3.0], np.float32)
+    with mx.stream(mx.cpu):
+        pm = np.array(memoryview(mx.array(a) * mx.array(b)))
+        ps = np.array(memoryview(mx.array(a * np.float32(1e-18)) - mx.array(tiny[3] * np.ones(4096, np.float32))))
+    assert (np.abs(a * b) < 2.0 ** -126).sum() > 100              # the test really reaches subnormals
+    assert_bits_equal(pm, a * b, "mlx multiply")
+    assert_bits_equal(ps, a * np.float32(1e-18) - tiny[3], "mlx subtract")
+
+
+def test_fp16_conversion_all_patterns(oracle):
+    """ggml's fp16 -> fp32 for all 65536 bit patterns (signalling NaNs come out quieted)."""
+    h = np.arange(65536, dtype=np.uint16)
+    with mx.stream(mx.cpu):
+        got = np.array(memoryview(mlx_backend.f16_to_f32(mx.array(h), mlx_backend._Arith(False))))
+    expected = oracle.to_float("F16", h.tobytes(), 65536)
+    assert_bits_equal(got, expected, "fp16 -> fp32")
+    assert got.view(np.uint32)[0x7C01] == 0x7FC02000            # sNaN 0x7C01 quieted
+
+
+def test_f64_integer_decoder_matches_c_cast():
+    """The integer-op F64 decoder (used where MLX has no float64) equals (float)double."""
+    rng = np.random.default_rng(2)
+    f32_edges = np.array([0.0, 2.0 ** -149, 2.0 ** -150, 2.0 ** -151, 1.5 * 2.0 ** -149, 2.5 * 2.0 ** -149,
+                          2.0 ** -126, 2.0 ** -126 * (1 - 2.0 ** -24), 3.4028234663852886e38,
+                          3.4028235677973366e38, 3.4028235677973362e38, 1e39, 5e-324, 1.0 + 2.0 ** -24,
+                          1.0 + 3 * 2.0 ** -24, 1.0 + 2.0 ** -24 + 2.0 ** -52, np.inf])
+    vals = np.concatenate([f32_edges, -f32_edges, rng.standard_normal(2000) * 10.0 ** rng.uniform(-50, 45, 2000)])
+    bits = np.concatenate([vals.view(np.uint64), rng.integers(0, 2 ** 64, 3000, dtype=np.uint64),
+                           np.array([0x7FF0000000000001, 0xFFF8000000000123, 0x7FF4000000000000], np.uint64)])
+    raw = bits.astype("<u8").tobytes()
+    for cast in (True, False):
+        b = mlx_backend.Backend()
+        b._deq.float64_cast = cast
+        assert_bits_equal(b.dequantize("F64", raw, bits.size), _c_cast("F64", raw), f"F64 (float64_cast={cast})")
+
+
+@pytest.mark.parametrize("name", PLAIN)
+def test_plain_types_random_bytes(mlx, name):
+    t = get_type(name)
+
+    @given(block_bytes(t, max_blocks=300))
+    def check(case):
+        raw, n = case
+        assert_bits_equal(mlx.dequantize(t, raw, n), _c_cast(name, raw), f"{name} dequantize")
+
+    check()
+
+
+# ------------------------------------------------------------------------------------------------
+# against live libggml
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("t", TO_FLOAT + [get_type("Q8_1")], ids=lambda t: t.name)
+def test_dequantize_random_blocks_matches_libggml(oracle, mlx, t):
+    @given(block_bytes(t, max_blocks=8 if t.block_size > 1 else 256))
+    def check(case):
+        raw, n = case
+        if t.name == "Q8_1":
+            expected = oracle.to_float("Q8_0", _q8_1_as_q8_0(raw), n)
+        else:
+            expected = oracle.to_float(t, raw, n)
+        assert_bits_equal(mlx.dequantize(t, raw, n), expected, f"{t.name} dequantize")
+
+    check()
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("t", [t for t in TO_FLOAT if t.quantize_chunk or t.name == "Q8_K"] + [get_type("Q8_1")],
+                         ids=lambda t: t.name)
+def test_dequantize_of_quantized_data_matches_libggml(oracle, mlx, t):
+    @settings(max_examples=8)
+    @given(data=st.data())
+    def check(data):
+        x = data.draw(rows(t, max_rows=2, max_blocks_per_row=2))
+        im = data.draw(imatrices(x.shape[1])) if t.requires_imatrix else None
+        q = oracle.quantize(t, x, im)
+        if t.name == "Q8_1":
+            expected = oracle.to_float("Q8_0", _q8_1_as_q8_0(q), x.size)
+        else:
+            expected = oracle.to_float(t, q, x.size)
+        assert_bits_equal(mlx.dequantize(t, q, x.size), expected, f"{t.name} dequantize of quantized data")
+
+    check()
+
+
+@pytest.mark.oracle
+def test_many_chunks_and_x86_nan_rewrite(oracle, monkeypatch):
+    """Chunk boundaries, and the made-NaN rewrite (a no-op on x86, required on arm64) forced on."""
+    monkeypatch.setattr(mlx_backend, "CHUNK_ELEMENTS", 512)
+    rng = np.random.default_rng(3)
+    special = np.array([0x7C00, 0xFC00, 0x7E00, 0x7C01, 0xFD55, 0x0000, 0x8000, 0x0001], np.uint16)
+    from ggspec.conformance.strategies import F16_FIELDS
+    for b in (mlx_backend.Backend(), mlx_backend.Backend(x86_nan=True)):
+        for t in TO_FLOAT:
+            nb = 40 if t.block_size > 1 else 5000
+            a = rng.integers(0, 256, (nb, t.type_size), dtype=np.uint8)
+            for off in F16_FIELDS.get(t.name, []):
+                v = rng.choice(special, nb)
+                a[::2, off], a[::2, off + 1] = (v & 0xFF)[::2], (v >> 8)[::2]
+            raw, n = a.tobytes(), nb * t.block_size
+            assert_bits_equal(b.dequantize(t, raw, n), oracle.to_float(t, raw, n),
+                              f"{t.name} (x86_nan={b.arith.fix})")
+
+
+# ------------------------------------------------------------------------------------------------
+# the golden vectors, no oracle needed
+
+VECTORS = vectors.load_all()
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS, key=lambda n: get_type(n).id))
+def test_golden_vectors_dequantize(name):
+    impl = adapters.AccelImpl("mlx")
+    report = runner.run_file(impl, VECTORS[name], ops=("dequantize",))
+    o = report.results[(name, "dequantize")]
+    assert o.status == "pass", f"{name}: {o.status} {o.failure}"
+    assert o.passed > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Metal kernels (Apple Silicon only)
+
+@pytest.mark.skipif(not mlx_backend._metal_available(),
+                    reason="Metal is not available here (MLX CPU build): the mx.fast.metal_kernel path is untested")
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", HOT)
+def test_metal_kernels_match_libggml(oracle, name):
+    b = mlx_backend.Backend(metal=True)
+    assert b._metal is not None and b._metal.supports(name)
+    t = get_type(name)
+
+    @given(block_bytes(t, max_blocks=64))
+    def check(case):
+        raw, n = case
+        assert_bits_equal(b.dequantize(t, raw, n), oracle.to_float(t, raw, n), f"{name} metal dequantize")
+
+    check()
