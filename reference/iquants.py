@@ -471,6 +471,422 @@ def quantize_row_iq4_xs(row: np.ndarray, imatrix=None) -> bytes:
         out.append(_u16(dh) + _u16(scales_h) + bytes(scales_l) + q4)
     return b"".join(out)
 
+
+# ==================================================================================================
+# The quantizers' search tables (ggml's iq2xs_init_impl / iq3xs_init_impl)
+#
+# ggml builds these at start-up from its own copies of the grids written as level codes
+# (kgrid_2bit_256, kgrid_1bit_2048, kgrid_256, ...). Those codes are exactly the format grids with
+# each byte replaced by its rank among the grid's distinct byte values, so they are derived here.
+
+@dataclass(frozen=True)
+class QuantGrid:
+    """The search tables of one grid, laid out as ggml lays them out.
+
+    levels      (grid_size, ncoord) level of each coordinate (0..2 for 2-bit/1-bit grids, 0..7 for 3-bit)
+    pos         2*levels + 1, the int8 values ggml's quantizer compares against (``kgrid_q2xs``)
+    kmap        (kmap_size,) for a code ``u`` (levels packed ``bits`` apart): the grid index when
+                ``u`` is on the grid, else ``-(offset + 1)`` with ``neighbours[offset]`` = count
+                followed by that many grid indices (``kmap_q2xs`` / ``kmap_q3xs``)
+    neighbours  flat uint16 array (``kneighbors_q2xs`` / ``kneighbors_q3xs``)
+    """
+
+    name: str
+    bits: int
+    nwant: int
+    levels: np.ndarray
+    pos: np.ndarray
+    kmap: np.ndarray
+    neighbours: np.ndarray
+
+    def code(self, levels: np.ndarray) -> np.ndarray:
+        """Pack levels (..., ncoord) into map codes ``u |= l << bits*i``."""
+        shifts = self.bits * np.arange(self.levels.shape[1])
+        return (np.asarray(levels, dtype=np.int64) << shifts).sum(axis=-1)
+
+    def neighbours_of(self, u: int) -> np.ndarray:
+        """The neighbour list of an off-grid code (ggml: ``kneighbors - kmap[u] - 1``)."""
+        off = -int(self.kmap[u]) - 1
+        n = int(self.neighbours[off])
+        return self.neighbours[off + 1:off + 1 + n].astype(np.int64)
+
+
+def _level_codes(grid_bytes: np.ndarray) -> np.ndarray:
+    """Replace each byte of the grid by its rank among the grid's distinct values (signed order)."""
+    vals = np.unique(grid_bytes)                     # sorted; int8 grids sort -1, 0, 1
+    return np.searchsorted(vals, grid_bytes).astype(np.int64)
+
+
+# grid name -> (format grid, bits per coordinate in a code, kmap_size, nwant)
+_QUANT_GRIDS = {
+    "IQ2_XXS": ("iq2xxs", 2, 43692, 2),
+    "IQ2_XS": ("iq2xs", 2, 43692, 2),
+    "IQ2_S": ("iq2s", 2, 43692, 1),
+    "IQ1_S": ("iq1s", 2, 43692, 3),   # IQ1_S and IQ1_M share ggml's table (iq2_data[2])
+    "IQ1_M": ("iq1s", 2, 43692, 3),
+    "IQ3_XXS": ("iq3xxs", 3, 4096, 2),
+    "IQ3_S": ("iq3s", 3, 4096, 3),
+}
+_FORMAT_GRIDS = {"iq2xxs": IQ2XXS_GRID, "iq2xs": IQ2XS_GRID, "iq2s": IQ2S_GRID, "iq1s": IQ1S_GRID,
+                 "iq3xxs": IQ3XXS_GRID, "iq3s": IQ3S_GRID}
+
+
+@functools.lru_cache(maxsize=None)
+def _build_quant_grid(grid_name: str, bits: int, kmap_size: int, nwant: int) -> QuantGrid:
+    levels = _level_codes(_FORMAT_GRIDS[grid_name])
+    pos = (2 * levels + 1).astype(np.int8)
+    grid_size, ncoord = levels.shape
+    shifts = bits * np.arange(ncoord)
+
+    kmap = np.full(kmap_size, -1, dtype=np.int64)
+    kmap[(levels << shifts).sum(axis=1)] = np.arange(grid_size)
+
+    # Every code u that is not on the grid gets the grid points closest to the point 2*l+1 it
+    # stands for (squared euclidean distance in integers), sorted by (distance, grid index) -- the
+    # order ggml's qsort with iq2_compare_func/iq3_compare_func gives, a total order since grid
+    # indices are distinct -- cut after the nwant smallest distinct distances.
+    off = np.flatnonzero(kmap < 0)
+    P = 2 * ((off[:, None] >> shifts) & ((1 << bits) - 1)) + 1
+    G = pos.astype(np.float64)
+    counts = np.empty(off.size, dtype=np.int64)
+    members = []
+    for start in range(0, off.size, 2048):
+        p = P[start:start + 2048].astype(np.float64)
+        # |p - g|^2 = |p|^2 + |g|^2 - 2 p.g, exact in float64 for these small integers
+        d2 = np.rint((p * p).sum(1)[:, None] + (G * G).sum(1)[None, :] - 2.0 * p @ G.T).astype(np.int64)
+        thr = d2.min(axis=1)
+        for _ in range(nwant - 1):                   # the nwant-th smallest distinct distance
+            bigger = np.where(d2 > thr[:, None], d2, np.iinfo(np.int64).max)
+            nxt = bigger.min(axis=1)
+            thr = np.where(nxt == np.iinfo(np.int64).max, thr, nxt)
+        sel = d2 <= thr[:, None]
+        counts[start:start + 2048] = sel.sum(axis=1)
+        r, j = np.nonzero(sel)
+        order = np.lexsort((j, d2[r, j], r))         # by row, then distance, then grid index
+        members.append(j[order])
+    members = np.concatenate(members)
+
+    # flat layout: for each off-grid code in increasing order, [count, members...]
+    offsets = np.concatenate([[0], np.cumsum(1 + counts)[:-1]])
+    neighbours = np.empty(int((1 + counts).sum()), dtype=np.uint16)
+    neighbours[offsets] = counts
+    rank = np.arange(members.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    neighbours[np.repeat(offsets, counts) + 1 + rank] = members
+    kmap[off] = -(offsets + 1)
+    return QuantGrid(grid_name, bits, nwant, levels, pos, kmap, neighbours)
+
+
+def quant_grid(type_name: str) -> QuantGrid:
+    """The search tables ggml_quantize_init builds for an i-quant type (cached per process)."""
+    return _build_quant_grid(*_QUANT_GRIDS[type_name])
+
+
+# ==================================================================================================
+# pieces shared by the IQ2 / IQ3 searches
+
+def _first_min_c(a: np.ndarray) -> int:
+    """``imin = 0; min = a[0]; for i >= 1: if (a[i] < min) ...``: index of the first smallest."""
+    imin, m = 0, a[0]
+    for i in range(1, len(a)):
+        if a[i] < m:
+            m, imin = a[i], i
+    return imin
+
+
+def _abs_and_signs(xb: np.ndarray, weight: np.ndarray, even: bool):
+    """xval = |xb| and one sign byte per group of 8 (bit i set when xb[i] < 0).
+
+    With ``even`` (IQ2_XXS, IQ2_XS, IQ3_XXS: 7 stored sign bits, the 8th is parity), a group with
+    an odd number of negatives flips the sign of its least important weight (smallest
+    weight*x*x, first on ties): that xval becomes negative and its sign bit toggles.
+    Returns (xval, signs): the stored codes are ``signs & 127`` when ``even``.
+    """
+    neg = ~(xb >= 0)                                  # C: if (x >= 0) ... else negative (NaN too)
+    xval = np.where(neg, -xb, xb).astype(np.float32)
+    signs = []
+    for k in range(xb.size // 8):
+        g = slice(8 * k, 8 * k + 8)
+        s = int((neg[g].astype(np.int64) << np.arange(8)).sum())
+        if even and int(neg[g].sum()) % 2:
+            imin = 8 * k + _first_min_c(weight[g] * xb[g] * xb[g])
+            xval[imin] = -xval[imin]
+            s ^= 1 << (imin - 8 * k)
+        signs.append(s & 127 if even else s)
+    return xval, signs
+
+
+def _grid_levels(id_, xval: np.ndarray, kmax: int) -> np.ndarray:
+    """``l = nearest_int(0.5f*(id*xval - 1))`` clamped to ``0..kMaxQ-1``, element-wise."""
+    return np.clip(_nearest_int_v(f32(0.5) * (id_ * xval - f32(1))), 0, kmax - 1)
+
+
+def _best_neighbour(tab: QuantGrid, u: int, xval: np.ndarray, waux: np.ndarray, scale) -> int:
+    """iq2_find_best_neighbour / iq3_find_best_neighbour: the neighbour of code ``u`` with the
+    smallest sum of ``waux*diff*diff``, ``diff = scale*(2l+1) - xval``; first one on ties."""
+    cand = tab.neighbours_of(u)
+    q = tab.pos[cand].astype(np.float32)
+    diff = scale * q - xval
+    d2 = _seq_sum(waux * diff * diff)
+    j = _first_strict_min(d2, FLT_MAX)
+    if j < 0:  # ggml: GGML_ASSERT(grid_index >= 0) aborts
+        raise GGSpecError(f"{tab.name}: no finite neighbour distance (ggml aborts here)")
+    return int(cand[j])
+
+
+def _snap_to_grid(tab: QuantGrid, L: np.ndarray, xval, waux, scale, groups=None):
+    """Replace the levels of each off-grid group (of those in ``groups``) by its best neighbour.
+
+    Returns (L, on_grid) with on_grid[k] telling whether group k's levels were on the grid.
+    """
+    n = tab.levels.shape[1]
+    L = L.copy()
+    codes = tab.code(L.reshape(-1, n))
+    on_grid = tab.kmap[codes] >= 0
+    for k in (range(len(codes)) if groups is None else groups):
+        if on_grid[k]:
+            continue
+        g = slice(n * k, n * (k + 1))
+        L[g] = tab.levels[_best_neighbour(tab, int(codes[k]), xval[g], waux[g], scale)]
+    return L, on_grid
+
+
+def _grid_indices(tab: QuantGrid, L: np.ndarray) -> np.ndarray:
+    """Grid index of each group's levels (ggml aborts with "Oops: found point not on grid")."""
+    idx = tab.kmap[tab.code(L.reshape(-1, tab.levels.shape[1]))]
+    if (idx < 0).any():
+        raise GGSpecError(f"{tab.name}: quantized point not on the grid (ggml aborts here)")
+    return idx
+
+
+def _sums(weight, xval, L):
+    """sumqx = sum w*xval*q, sumq2 = sum w*q*q with q = 2L+1, sequentially in float32."""
+    q = (2 * L + 1).astype(np.float32)
+    return _seq_sum(weight * xval * q), _seq_sum(weight * q * q)
+
+
+def _scale_nibbles(scales, d, kmax: int = 15) -> list[int]:
+    """``l = nearest_int(0.5f*(id*scale - 1))`` clamped to 0..kmax with ``id = 1/d``."""
+    idv = f32(1) / d
+    return [max(0, min(kmax, nearest_int(f32(0.5) * (idv * s - f32(1))))) for s in scales]
+
+
+def make_qp_quants(nmax: int, x: np.ndarray, quant_weights: np.ndarray) -> np.float32:
+    """ggml's make_qp_quants (the scale only; IQ2_XXS uses it to seed its search).
+
+    ``L`` is a uint8 array in ggml: a negative level (possible, since IQ2_XXS passes one flipped,
+    negative xval) wraps to 256 + l there and is read back wrapped; this is reproduced.
+    """
+    n = x.size
+    w = quant_weights
+    vmax = _c_max(x, start=0)
+    if vmax < GROUP_MAX_EPS:
+        return f32(0)
+    iscale = f32(nmax) / vmax
+    L = _nearest_int_v(iscale * x) & 0xFF
+    scale = f32(1) / iscale
+    diff = x - scale * L.astype(np.float32)
+    best_mse = _seq_sum(w * diff * diff)
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (f32(0.1) * f32(is_) + f32(nmax)) / vmax
+        scale_is = f32(1) / iscale_is
+        l = np.minimum(nmax, _nearest_int_v(iscale_is * x))
+        diff = x - scale_is * l.astype(np.float32)
+        mse = _seq_sum(w * diff * diff)
+        if mse < best_mse:
+            best_mse, iscale = mse, iscale_is
+    l = np.minimum(nmax, _nearest_int_v(iscale * x))
+    L = l & 0xFF
+    lf = l.astype(np.float32)
+    sumlx = _seq_sum(w * x * lf)
+    suml2 = _seq_sum(w * lf * lf)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            wi, xi, Li = w[i], x[i], f32(int(L[i]))
+            slx = sumlx - wi * xi * Li
+            sl2 = suml2 - wi * Li * Li
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int(xi * sl2 / slx))
+                if new_l != int(L[i]):
+                    nl = f32(new_l)
+                    slx = slx + wi * xi * nl
+                    sl2 = sl2 + wi * nl * nl
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l & 0xFF
+                        sumlx, suml2 = slx, sl2
+                        n_changed += 1
+        if not n_changed:
+            break
+    return sumlx / suml2 if suml2 > f32(0) else f32(0)
+
+
+def _sigma2(xbl: np.ndarray, times_two: bool) -> np.float32:
+    """``sumx2/QK_K`` (IQ2_XXS, IQ2_XS) or ``2*sumx2/QK_K`` (the others), sumx2 sequential."""
+    sumx2 = _seq_sum(xbl * xbl)
+    return (f32(2) * sumx2 if times_two else sumx2) / f32(QK_K)
+
+
+# ==================================================================================================
+# IQ2_XXS, IQ2_XS, IQ2_S
+
+def quantize_block_iq2_xxs(xbl: np.ndarray, qw: np.ndarray) -> bytes:
+    """quantize_row_iq2_xxs_impl for one super-block (imatrix required)."""
+    tab = quant_grid("IQ2_XXS")
+    kMaxQ = 3
+    sigma2 = _sigma2(xbl, times_two=False)
+    q2 = [0] * 16                                     # two uint32 per sub-block of 32
+    scales = [f32(0)] * 8
+    max_scale = f32(0)
+    for ib in range(8):
+        xb = xbl[32 * ib:32 * ib + 32]
+        weight = qw[32 * ib:32 * ib + 32] * np.sqrt(sigma2 + xb * xb)
+        waux = np.sqrt(weight)
+        xval, block_signs = _abs_and_signs(xb, weight, even=True)
+        vmax = _c_max(xval)
+        if vmax < GROUP_MAX_EPS:
+            continue
+        scale = make_qp_quants(kMaxQ + 1, xval, weight)
+        eff_max = scale * f32(kMaxQ)
+        if eff_max <= 0:
+            continue
+        best = f32(0)
+        L = None
+        for is_ in range(-6, 7):
+            idv = (f32(2 * kMaxQ - 1) + f32(is_) * f32(0.1)) / eff_max
+            this_scale = f32(1) / idv
+            Laux, _ = _snap_to_grid(tab, _grid_levels(idv, xval, kMaxQ), xval, waux, this_scale)
+            sumqx, sumq2 = _sums(weight, xval, Laux)
+            if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+                scale = sumqx / sumq2
+                best = scale * sumqx
+                L = Laux
+        if scale > 0:
+            # re-project every group at the chosen scale, then refit the scale
+            L, _ = _snap_to_grid(tab, _grid_levels(f32(1) / scale, xval, kMaxQ), xval, waux, scale)
+            sumqx, sumq2 = _sums(weight, xval, L)
+            if sumq2 > 0:
+                scale = sumqx / sumq2
+        if scale < 0:  # "should never happen": flip the scale and the stored signs
+            scale = -scale
+            block_signs = [(~s) & 127 for s in block_signs]
+        idx = _grid_indices(tab, L)
+        for k in range(4):
+            q2[2 * ib] |= int(idx[k]) << (8 * k)
+            q2[2 * ib + 1] |= block_signs[k] << (7 * k)
+        scales[ib] = scale
+        max_scale = _c_max([scale], start=max_scale)
+    if not max_scale:
+        return _u16(_fp16_bits(0.0)) + bytes(64)
+    d = max_scale / f32(31)
+    for ib, l in enumerate(_scale_nibbles(scales, d)):
+        q2[2 * ib + 1] |= l << 28
+    return _u16(_fp16_bits(d)) + b"".join(v.to_bytes(4, "little") for v in q2)
+
+
+def _iq2_16_search(tab: QuantGrid, xval, weight, waux, vmax):
+    """The scale/grid search over 16 weights (two groups of 8) of IQ2_XS and IQ2_S.
+
+    Returns (scale, L).
+    """
+    kMaxQ = 3
+    best = f32(0)
+    scale = vmax / f32(2 * kMaxQ - 1)
+    L = np.zeros(16, dtype=np.int64)
+    is_on_grid = np.array([True, True])
+    for is_ in range(-9, 10):
+        idv = (f32(2 * kMaxQ - 1) + f32(is_) * f32(0.1)) / vmax
+        this_scale = f32(1) / idv
+        Laux, on_grid = _snap_to_grid(tab, _grid_levels(idv, xval, kMaxQ), xval, waux, this_scale)
+        sumqx, sumq2 = _sums(weight, xval, Laux)
+        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+            scale = sumqx / sumq2
+            best = scale * sumqx
+            L, is_on_grid = Laux, on_grid
+    if (~is_on_grid).any() and scale > 0:
+        # re-project only the groups that needed a neighbour, at the chosen scale
+        Lnew = _grid_levels(f32(1) / scale, xval, kMaxQ)
+        off = [k for k in range(2) if not is_on_grid[k]]
+        for k in off:
+            L[8 * k:8 * k + 8] = Lnew[8 * k:8 * k + 8]
+        L, _ = _snap_to_grid(tab, L, xval, waux, scale, groups=off)
+        sumqx, sumq2 = _sums(weight, xval, L)
+        if sumq2 > 0:
+            scale = sumqx / sumq2
+    return scale, L
+
+
+def quantize_block_iq2_xs(xbl: np.ndarray, qw: np.ndarray) -> bytes:
+    """quantize_row_iq2_xs_impl for one super-block (imatrix required)."""
+    tab = quant_grid("IQ2_XS")
+    sigma2 = _sigma2(xbl, times_two=False)
+    q2 = [0] * 32                                     # one uint16 per group of 8
+    scales = [f32(0)] * 16
+    max_scale = f32(0)
+    for ib in range(16):
+        xb = xbl[16 * ib:16 * ib + 16]
+        weight = qw[16 * ib:16 * ib + 16] * np.sqrt(sigma2 + xb * xb)
+        waux = np.sqrt(weight)
+        xval, block_signs = _abs_and_signs(xb, weight, even=True)
+        vmax = _c_max(xval)
+        if vmax < GROUP_MAX_EPS:
+            continue
+        scale, L = _iq2_16_search(tab, xval, weight, waux, vmax)
+        if scale < 0:
+            scale = -scale
+            block_signs = [(~s) & 127 for s in block_signs]
+        idx = _grid_indices(tab, L)
+        for k in range(2):
+            q2[2 * ib + k] = int(idx[k]) | (block_signs[k] << 9)
+        scales[ib] = scale
+        max_scale = _c_max([scale], start=max_scale)
+    if not max_scale:
+        return _u16(_fp16_bits(0.0)) + bytes(64 + 8)
+    d = max_scale / f32(31)
+    nib = _scale_nibbles(scales, d)
+    sc = bytes(nib[2 * i] | (nib[2 * i + 1] << 4) for i in range(8))
+    return _u16(_fp16_bits(d)) + b"".join(_u16(v) for v in q2) + sc
+
+
+def quantize_block_iq2_s(xbl: np.ndarray, qw) -> bytes:
+    """quantize_row_iq2_s_impl for one super-block (imatrix optional)."""
+    tab = quant_grid("IQ2_S")
+    sigma2 = _sigma2(xbl, times_two=True)
+    qs = bytearray(64)                                # 32 index bytes, then 32 sign bytes
+    qh = bytearray(8)
+    scales = [f32(0)] * 16
+    max_scale = f32(0)
+    for ib in range(16):
+        xb = xbl[16 * ib:16 * ib + 16]
+        if qw is not None:
+            weight = qw[16 * ib:16 * ib + 16] * np.sqrt(sigma2 + xb * xb)
+        else:
+            weight = f32(0.25) * sigma2 + xb * xb
+        waux = np.sqrt(weight)
+        xval, block_signs = _abs_and_signs(xb, weight, even=False)
+        vmax = _c_max(xval)
+        if vmax < GROUP_MAX_EPS_IQ2_S:
+            continue
+        scale, L = _iq2_16_search(tab, xval, weight, waux, vmax)
+        if scale < 0:
+            scale = -scale
+            block_signs = [(~s) & 0xFF for s in block_signs]
+        idx = _grid_indices(tab, L)
+        for k in range(2):
+            i8 = 2 * ib + k
+            qs[i8] = int(idx[k]) & 255
+            qh[i8 // 4] |= (int(idx[k]) >> 8) << (2 * (i8 % 4))
+            qs[32 + i8] = block_signs[k]
+        scales[ib] = scale
+        max_scale = _c_max([scale], start=max_scale)
+    if not max_scale:
+        return _u16(_fp16_bits(0.0)) + bytes(82 - 2)
+    d = max_scale / f32(31)
+    nib = _scale_nibbles(scales, d)
+    sc = bytes(nib[2 * i] | (nib[2 * i + 1] << 4) for i in range(8))
+    return _u16(_fp16_bits(d * f32(0.9875))) + bytes(qs) + bytes(qh) + sc
+
 DEQUANTIZE = {
     "IQ2_XXS": dequantize_block_iq2_xxs,
     "IQ2_XS": dequantize_block_iq2_xs,
@@ -484,7 +900,24 @@ DEQUANTIZE = {
 }
 
 
+def _per_superblock(block_fn):
+    """A row quantizer that runs ``block_fn(x_block, imatrix_block)`` on each super-block of 256."""
+    def quantize_row(row: np.ndarray, imatrix=None) -> bytes:
+        out = []
+        for ibl in range(row.size // QK_K):
+            qw = None if imatrix is None else imatrix[QK_K * ibl:QK_K * (ibl + 1)]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                out.append(block_fn(row[QK_K * ibl:QK_K * (ibl + 1)], qw))
+        return b"".join(out)
+    quantize_row.__name__ = block_fn.__name__.replace("block", "row")
+    quantize_row.__doc__ = f"{block_fn.__name__} on each super-block of a row."
+    return quantize_row
+
+
 QUANTIZE = {
+    "IQ2_XXS": _per_superblock(quantize_block_iq2_xxs),
+    "IQ2_XS": _per_superblock(quantize_block_iq2_xs),
+    "IQ2_S": _per_superblock(quantize_block_iq2_s),
     "IQ4_NL": quantize_row_iq4_nl,
     "IQ4_XS": quantize_row_iq4_xs,
 }
