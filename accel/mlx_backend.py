@@ -657,7 +657,9 @@ class Backend:
             return np.zeros(0, np.float32)
         blocks = np.frombuffer(mv, dtype=np.uint8, count=need).reshape(nb, t.type_size)
         if self._metal is not None and self._metal.supports(t.name):
-            return self._metal.dequantize(t.name, blocks, n)
+            y = self._metal.dequantize(t.name, blocks, n)
+            if y is not None:
+                return y
         out = np.empty(n, np.float32)
         step = max(1, CHUNK_ELEMENTS // t.block_size)
         with mx.stream(self.device):
