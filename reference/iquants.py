@@ -880,12 +880,134 @@ def quantize_block_iq2_s(xbl: np.ndarray, qw) -> bytes:
             qs[32 + i8] = block_signs[k]
         scales[ib] = scale
         max_scale = _c_max([scale], start=max_scale)
-    if not max_scale:
-        return _u16(_fp16_bits(0.0)) + bytes(82 - 2)
+    if not max_scale:  # d = 0 and zero scales, but (unlike IQ2_XXS/IQ2_XS) the indices stay
+        return _u16(_fp16_bits(0.0)) + bytes(qs) + bytes(qh) + bytes(8)
     d = max_scale / f32(31)
     nib = _scale_nibbles(scales, d)
     sc = bytes(nib[2 * i] | (nib[2 * i + 1] << 4) for i in range(8))
     return _u16(_fp16_bits(d * f32(0.9875))) + bytes(qs) + bytes(qh) + sc
+
+
+# ==================================================================================================
+# IQ3_XXS, IQ3_S (groups of 4 on a 3-bit grid, sub-blocks of 32)
+
+def _iq3_search(tab: QuantGrid, xval, weight, waux, vmax, is_range: int, init_on_grid: bool,
+                refine_all: bool):
+    """The scale/grid search over 32 weights (8 groups of 4) of IQ3_XXS and IQ3_S.
+
+    IQ3_XXS: is in -15..15, groups start "on grid", only off-grid groups are re-projected.
+    IQ3_S:   is in -9..9, groups start "off grid", and the re-projection (when any group is off
+             grid) redoes every group (ggml has the ``continue`` for on-grid groups commented out).
+    Returns (scale, L).
+    """
+    kMaxQ = 8
+    best = f32(0)
+    scale = vmax / f32(2 * kMaxQ - 1)
+    L = np.zeros(32, dtype=np.int64)
+    is_on_grid = np.full(8, init_on_grid)
+    for is_ in range(-is_range, is_range + 1):
+        idv = (f32(2 * kMaxQ - 1) + f32(is_) * f32(0.2)) / vmax
+        this_scale = f32(1) / idv
+        Laux, on_grid = _snap_to_grid(tab, _grid_levels(idv, xval, kMaxQ), xval, waux, this_scale)
+        sumqx, sumq2 = _sums(weight, xval, Laux)
+        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+            scale = sumqx / sumq2
+            best = scale * sumqx
+            L, is_on_grid = Laux, on_grid
+    if (~is_on_grid).any() and scale > 0:
+        groups = list(range(8)) if refine_all else [k for k in range(8) if not is_on_grid[k]]
+        Lnew, _ = _snap_to_grid(tab, _grid_levels(f32(1) / scale, xval, kMaxQ), xval, waux, scale,
+                                groups=groups)
+        L = L.copy()
+        for k in groups:
+            L[4 * k:4 * k + 4] = Lnew[4 * k:4 * k + 4]
+        sumqx, sumq2 = _sums(weight, xval, L)
+        if sumq2 > 0:
+            scale = sumqx / sumq2
+    return scale, L
+
+
+def quantize_block_iq3_xxs(xbl: np.ndarray, qw) -> bytes:
+    """quantize_row_iq3_xxs_impl(256, ...) for one super-block (imatrix optional)."""
+    tab = quant_grid("IQ3_XXS")
+    sigma2 = _sigma2(xbl, times_two=True)
+    q3 = bytearray(64)                                # one grid index per group of 4
+    scales_and_signs = [0] * 8
+    scales = [f32(0)] * 8
+    max_scale = f32(0)
+    for ib in range(8):
+        xb = xbl[32 * ib:32 * ib + 32]
+        if qw is not None:
+            weight = qw[32 * ib:32 * ib + 32] * np.sqrt(sigma2 + xb * xb)
+        else:
+            weight = xb * xb
+        waux = np.sqrt(weight)
+        xval, block_signs = _abs_and_signs(xb, weight, even=True)
+        vmax = _c_max(xval)
+        if vmax < GROUP_MAX_EPS_IQ3_XXS:
+            continue
+        scale, L = _iq3_search(tab, xval, weight, waux, vmax, 15, init_on_grid=True, refine_all=False)
+        if scale < 0:
+            scale = -scale
+            block_signs = [(~s) & 127 for s in block_signs]
+        idx = _grid_indices(tab, L)
+        q3[8 * ib:8 * ib + 8] = bytes(int(i) for i in idx)
+        scales_and_signs[ib] = block_signs[0] | (block_signs[1] << 7) | (block_signs[2] << 14) | (block_signs[3] << 21)
+        scales[ib] = scale
+        max_scale = _c_max([scale], start=max_scale)
+    if not max_scale:
+        return _u16(_fp16_bits(0.0)) + bytes(96)
+    d = max_scale / f32(31)
+    for ib, l in enumerate(_scale_nibbles(scales, d)):
+        scales_and_signs[ib] |= l << 28
+    return (_u16(_fp16_bits(d * f32(1.0125))) + bytes(q3)
+            + b"".join(v.to_bytes(4, "little") for v in scales_and_signs))
+
+
+def quantize_block_iq3_s(xbl: np.ndarray, qw) -> bytes:
+    """quantize_row_iq3_s_impl(32, ...) for one super-block (imatrix optional).
+
+    ggml quirk kept: ``qs`` and ``signs`` are written through pointers that advance only after a
+    sub-block that was not all zero, so after an all-zero sub-block the following sub-blocks'
+    indices and signs land 8 (resp. 4) bytes early and the block's tail stays zero. ``qh`` and the
+    scales are indexed by sub-block and are not shifted.
+    """
+    tab = quant_grid("IQ3_S")
+    sigma2 = _sigma2(xbl, times_two=True)
+    qs, qh, signs = bytearray(64), bytearray(8), bytearray(32)
+    qs_at, signs_at = 0, 0                            # ggml's advancing qs / signs pointers
+    scales = [f32(0)] * 8
+    max_scale = f32(0)
+    for ib in range(8):
+        xb = xbl[32 * ib:32 * ib + 32]
+        if qw is not None:
+            weight = qw[32 * ib:32 * ib + 32] * np.sqrt(sigma2 + xb * xb)
+        else:
+            weight = xb * xb
+        waux = np.sqrt(weight)
+        xval, block_signs = _abs_and_signs(xb, weight, even=False)
+        vmax = _c_max(xval)
+        if not vmax:
+            continue                                  # (without advancing qs_at / signs_at)
+        scale, L = _iq3_search(tab, xval, weight, waux, vmax, 9, init_on_grid=False, refine_all=True)
+        if scale < 0:
+            scale = -scale
+            block_signs = [(~s) & 0xFF for s in block_signs]
+        idx = _grid_indices(tab, L)
+        for k in range(8):
+            qs[qs_at + k] = int(idx[k]) & 255
+            qh[ib] |= (int(idx[k]) >> 8) << k
+        qs_at += 8
+        signs[signs_at:signs_at + 4] = bytes(block_signs)
+        signs_at += 4
+        scales[ib] = scale
+        max_scale = _c_max([scale], start=max_scale)
+    if not max_scale:  # d = 0 and zero scales, but (unlike IQ3_XXS) indices and signs stay
+        return _u16(_fp16_bits(0.0)) + bytes(qs) + bytes(qh) + bytes(signs) + bytes(4)
+    d = max_scale / f32(31)
+    nib = _scale_nibbles(scales, d)
+    sc = bytes(nib[2 * i] | (nib[2 * i + 1] << 4) for i in range(4))
+    return _u16(_fp16_bits(d * f32(1.033))) + bytes(qs) + bytes(qh) + bytes(signs) + sc
 
 DEQUANTIZE = {
     "IQ2_XXS": dequantize_block_iq2_xxs,
@@ -918,6 +1040,8 @@ QUANTIZE = {
     "IQ2_XXS": _per_superblock(quantize_block_iq2_xxs),
     "IQ2_XS": _per_superblock(quantize_block_iq2_xs),
     "IQ2_S": _per_superblock(quantize_block_iq2_s),
+    "IQ3_XXS": _per_superblock(quantize_block_iq3_xxs),
+    "IQ3_S": _per_superblock(quantize_block_iq3_s),
     "IQ4_NL": quantize_row_iq4_nl,
     "IQ4_XS": quantize_row_iq4_xs,
 }
