@@ -1009,6 +1009,262 @@ def quantize_block_iq3_s(xbl: np.ndarray, qw) -> bytes:
     sc = bytes(nib[2 * i] | (nib[2 * i + 1] << 4) for i in range(4))
     return _u16(_fp16_bits(d * f32(1.033))) + bytes(qs) + bytes(qh) + bytes(signs) + sc
 
+
+# ==================================================================================================
+# IQ1_S, IQ1_M (values -1, 0, +1 shifted by +-delta; exhaustive split search)
+
+IQ1S_X_P = np.array([-1 + IQ1S_DELTA, IQ1S_DELTA, 1 + IQ1S_DELTA], dtype=np.float32)     # x_p
+IQ1S_X_M = np.array([-1 - IQ1S_DELTA, -IQ1S_DELTA, 1 - IQ1S_DELTA], dtype=np.float32)    # x_m
+
+
+def _sorted_order(xb: np.ndarray) -> np.ndarray:
+    """Indices of xb in increasing order; equal values keep their index order.
+
+    ggml sorts (value, index) pairs with qsort and iq1_sort_helper, which compares the value only.
+    qsort is not required to be stable; glibc's (the oracle's C library) is a merge sort for
+    arrays this small and keeps equal values in index order, which is what this reproduces. A
+    C library with an unstable qsort can order ties differently and produce different bytes.
+    """
+    return np.argsort(xb, kind="stable")
+
+
+def _scan_candidates(sumqx: np.ndarray, sumq2: np.ndarray) -> int:
+    """Index of the candidate the sequential search keeps, or -1.
+
+    ggml: ``best = -FLT_MAX; for each candidate: if (sumq2 > 0 && sumqx*sumqx > best*sumq2)
+    {scale = sumqx/sumq2; best = scale*sumqx; keep}``. Done here by jumping from one accepted
+    candidate to the next one that beats the current best (the same comparisons, in float32).
+    """
+    lhs = sumqx * sumqx
+    best = -FLT_MAX
+    start, chosen = 0, -1
+    while start < sumqx.size:
+        ok = (sumq2[start:] > 0) & (lhs[start:] > best * sumq2[start:])
+        hits = np.flatnonzero(ok)
+        if hits.size == 0:
+            break
+        chosen = start + int(hits[0])
+        scale = sumqx[chosen] / sumq2[chosen]
+        best = scale * sumqx[chosen]
+        start = chosen + 1
+    return chosen
+
+
+def _iq1_best_neighbour2(tab: QuantGrid, u: int, xb, weight, scale, xx: np.ndarray) -> int:
+    """iq1_find_best_neighbour2: the neighbour minimising sum w*(scale*xx[l] - x)^2."""
+    cand = tab.neighbours_of(u)
+    q = xx[tab.levels[cand]]
+    diff = scale * q - xb
+    d2 = _seq_sum(weight * diff * diff)
+    j = _first_strict_min(d2, FLT_MAX)
+    if j < 0:
+        # ggml then scans the whole grid with an out-of-bounds read (xval[i] for i up to 2047)
+        raise GGSpecError(f"{tab.name}: no finite neighbour distance (ggml reads out of bounds here)")
+    return int(cand[j])
+
+
+def _iq1_snap(tab: QuantGrid, L: np.ndarray, xb, weight, scale, xx_of_group):
+    """Grid index per group of 8; off-grid groups take iq1_find_best_neighbour2's choice.
+
+    Returns (index per group, all_on_grid).
+    """
+    codes = tab.code(L.reshape(-1, 8))
+    index = tab.kmap[codes].copy()
+    for k in np.flatnonzero(index < 0):
+        g = slice(8 * k, 8 * k + 8)
+        index[k] = _iq1_best_neighbour2(tab, int(codes[k]), xb[g], weight[g], scale, xx_of_group(k))
+    return index, bool((tab.kmap[codes] >= 0).all())
+
+
+def quantize_block_iq1_s(xbl: np.ndarray, qw: np.ndarray) -> bytes:
+    """quantize_row_iq1_s_impl for one super-block (imatrix required)."""
+    tab = quant_grid("IQ1_S")
+    block_size = 32
+    sigma2 = _sigma2(xbl, times_two=True)
+    qs = bytearray(32)
+    qh = [0] * 8
+    scales = [f32(0)] * 8
+    shifts = [1] * 8
+    max_scale = f32(0)
+    i1s, i2s = np.triu_indices(block_size + 1)        # all 0 <= i1 <= i2 <= 32, i1 outer, i2 inner
+    for ib in range(8):
+        xb = xbl[block_size * ib:block_size * (ib + 1)]
+        weight = qw[block_size * ib:block_size * (ib + 1)] * np.sqrt(sigma2 + xb * xb)
+        vmax = _c_max(np.abs(xb))
+        if vmax < GROUP_MAX_EPS_IQ1_S:
+            continue
+        # Sort by value; with prefix sums of w*x and w over the sorted order, the split "first i1
+        # sorted weights -> level 0, next up to i2 -> level 1, rest -> level 2" has
+        # sumqx = S[i1]*v0 + (S[i2]-S[i1])*v1 + (S[32]-S[i2])*v2 (likewise sumq2 with W and v^2).
+        idx = _sorted_order(xb)
+        sumx = np.concatenate([[f32(0)], np.add.accumulate((weight * xb)[idx], dtype=np.float32)])
+        sumw = np.concatenate([[f32(0)], np.add.accumulate(weight[idx], dtype=np.float32)])
+        sumx, sumw = sumx.astype(np.float32), sumw.astype(np.float32)
+        A, B, C = sumx[i1s] - sumx[0], sumx[i2s] - sumx[i1s], sumx[block_size] - sumx[i2s]
+        Aw, Bw, Cw = sumw[i1s] - sumw[0], sumw[i2s] - sumw[i1s], sumw[block_size] - sumw[i2s]
+        cand_qx, cand_q2 = [], []
+        for v in (IQ1S_X_P, IQ1S_X_M):                # for each split: x_p first, then x_m
+            cand_qx.append(A * v[0] + B * v[1] + C * v[2])
+            cand_q2.append(Aw * v[0] * v[0] + Bw * v[1] * v[1] + Cw * v[2] * v[2])
+        sumqx_c = np.stack(cand_qx, axis=1).reshape(-1)
+        sumq2_c = np.stack(cand_q2, axis=1).reshape(-1)
+        chosen = _scan_candidates(sumqx_c, sumq2_c)
+        if chosen < 0:
+            continue
+        scale = sumqx_c[chosen] / sumq2_c[chosen]
+        besti1, besti2 = int(i1s[chosen // 2]), int(i2s[chosen // 2])
+        best_shift = 1 if chosen % 2 == 0 else -1
+        L = np.empty(block_size, dtype=np.int64)
+        L[idx[:besti1]] = 0
+        L[idx[besti1:besti2]] = 1
+        L[idx[besti2:]] = 2
+        if scale < 0:
+            L = 2 - L
+            scale = -scale
+            best_shift = -best_shift
+        xx = IQ1S_X_P if best_shift == 1 else IQ1S_X_M
+        index, all_on_grid = _iq1_snap(tab, L, xb, weight, scale, lambda k: xx)
+        if not all_on_grid:
+            q = xx[tab.levels[index]].reshape(-1)
+            sumqx = _seq_sum(weight * q * xb)
+            sumq2 = _seq_sum(weight * q * q)
+            if sumqx > 0 and sumq2 > 0:
+                scale = sumqx / sumq2
+        h = 0
+        for k in range(4):
+            qs[4 * ib + k] = int(index[k]) & 255
+            h |= (int(index[k]) >> 8) << (3 * k)
+        qh[ib] = h
+        scales[ib] = scale
+        shifts[ib] = best_shift
+        max_scale = _c_max([scale], start=max_scale)
+    if not max_scale:  # d = 0; indices stay
+        return _u16(_fp16_bits(0.0)) + bytes(qs) + b"".join(_u16(h) for h in qh)
+    d = max_scale / f32(15)
+    for ib, l in enumerate(_scale_nibbles(scales, d, kmax=7)):
+        if shifts[ib] == -1:
+            l |= 8
+        qh[ib] |= l << 12
+    return _u16(_fp16_bits(d * f32(1.125))) + bytes(qs) + b"".join(_u16(h) for h in qh)
+
+
+IQ1M_X_P = np.array([-1 + IQ1M_DELTA, IQ1M_DELTA, 1 + IQ1M_DELTA], dtype=np.float32)
+IQ1M_X_M = np.array([-1 - IQ1M_DELTA, -IQ1M_DELTA, 1 - IQ1M_DELTA], dtype=np.float32)
+IQ1M_MASKS = (0x00, 0x80, 0x08, 0x88)   # shift choice k -> delta sign bits of the two groups
+
+
+def _iq1m_xx(best_k: int, group: int) -> np.ndarray:
+    """k = 0: (+,+), 1: (+,-), 2: (-,+), 3: (-,-) for the two groups of 8 of a sub-block of 16."""
+    if group == 0:
+        return IQ1M_X_P if best_k < 2 else IQ1M_X_M
+    return IQ1M_X_P if best_k % 2 == 0 else IQ1M_X_M
+
+
+def quantize_block_iq1_m(xbl: np.ndarray, qw) -> bytes:
+    """quantize_row_iq1_m_impl for one super-block (imatrix optional)."""
+    tab = quant_grid("IQ1_M")
+    block_size = 16
+    sigma2 = _sigma2(xbl, times_two=True)
+    qs, qh = bytearray(32), bytearray(16)
+    sc = [0] * 4
+    scales = [f32(0)] * 16
+    shifts = [0] * 16
+    max_scale = f32(0)
+    i1s, i2s = np.triu_indices(block_size + 1)
+    p2, m2 = IQ1M_X_P[2], IQ1M_X_M[2]
+    cp1 = IQ1M_X_P[0] * IQ1M_X_P[0] - IQ1M_X_P[1] * IQ1M_X_P[1]
+    cp2 = IQ1M_X_P[1] * IQ1M_X_P[1] - IQ1M_X_P[2] * IQ1M_X_P[2]
+    cm1 = IQ1M_X_M[0] * IQ1M_X_M[0] - IQ1M_X_M[1] * IQ1M_X_M[1]
+    cm2 = IQ1M_X_M[1] * IQ1M_X_M[1] - IQ1M_X_M[2] * IQ1M_X_M[2]
+
+    def weights_of(ib):
+        xb = xbl[block_size * ib:block_size * (ib + 1)]
+        if qw is not None:
+            return qw[block_size * ib:block_size * (ib + 1)] * np.sqrt(sigma2 + xb * xb)
+        return xb * xb
+
+    for ib in range(16):
+        xb = xbl[block_size * ib:block_size * (ib + 1)]
+        weight = weights_of(ib)
+        vmax = _c_max(np.abs(xb))
+        if vmax < GROUP_MAX_EPS_IQ1_M:
+            continue
+        idx = _sorted_order(xb)
+        # prefix sums per half of the sub-block (each half may use its own delta sign), over the
+        # sorted order; px[h][j+1] = px[h][j] + w*x when element j of the order is in half h
+        px = np.zeros((2, block_size + 1), dtype=np.float32)
+        pw = np.zeros((2, block_size + 1), dtype=np.float32)
+        for j in range(block_size):
+            i = int(idx[j])
+            h = 0 if i < block_size // 2 else 1
+            px[h, j + 1] = px[h, j] + weight[i] * xb[i]
+            px[1 - h, j + 1] = px[1 - h, j]
+            pw[h, j + 1] = pw[h, j] + weight[i]
+            pw[1 - h, j + 1] = pw[1 - h, j]
+        txs, tws = px[:, block_size], pw[:, block_size]
+        qx_p, qx_m, q2_p, q2_m = [], [], [], []
+        for h in range(2):
+            sx = px[h, i1s] + px[h, i2s]
+            qx_p.append(txs[h] * p2 - sx)
+            qx_m.append(txs[h] * m2 - sx)
+            q2_p.append(tws[h] * p2 * p2 + pw[h, i1s] * cp1 + pw[h, i2s] * cp2)
+            q2_m.append(tws[h] * m2 * m2 + pw[h, i1s] * cm1 + pw[h, i2s] * cm2)
+        sumqx_c = np.stack([qx_p[0] + qx_p[1], qx_p[0] + qx_m[1], qx_m[0] + qx_p[1], qx_m[0] + qx_m[1]], axis=1).reshape(-1)
+        sumq2_c = np.stack([q2_p[0] + q2_p[1], q2_p[0] + q2_m[1], q2_m[0] + q2_p[1], q2_m[0] + q2_m[1]], axis=1).reshape(-1)
+        chosen = _scan_candidates(sumqx_c, sumq2_c)
+        if chosen < 0:
+            continue
+        scale = sumqx_c[chosen] / sumq2_c[chosen]
+        besti1, besti2, best_k = int(i1s[chosen // 4]), int(i2s[chosen // 4]), chosen % 4
+        L = np.empty(block_size, dtype=np.int64)
+        L[idx[:besti1]] = 0
+        L[idx[besti1:besti2]] = 1
+        L[idx[besti2:]] = 2
+        if scale < 0:
+            L = 2 - L
+            scale = -scale
+            best_k = 3 - best_k                       # 0 <-> 3, 1 <-> 2
+        index, all_on_grid = _iq1_snap(tab, L, xb, weight, scale, lambda k: _iq1m_xx(best_k, k))
+        if not all_on_grid:
+            q = np.concatenate([_iq1m_xx(best_k, k)[tab.levels[index[k]]] for k in range(2)])
+            sumqx = _seq_sum(weight * q * xb)
+            sumq2 = _seq_sum(weight * q * q)
+            if sumqx > 0 and sumq2 > 0:
+                scale = sumqx / sumq2
+        qs[2 * ib] = int(index[0]) & 255
+        qs[2 * ib + 1] = int(index[1]) & 255
+        qh[ib] = (int(index[0]) >> 8) | ((int(index[1]) >> 8) << 4)
+        scales[ib] = scale
+        shifts[ib] = best_k
+        max_scale = _c_max([scale], start=max_scale)
+
+    if not max_scale:  # no scale at all: indices stay, scales and d are zero
+        return bytes(qs) + bytes(qh) + bytes(8)
+
+    # 3-bit sub-block scales, then refit d over the whole super-block with the final indices
+    d = max_scale / f32(15)
+    ls = _scale_nibbles(scales, d, kmax=7)
+    q_all, w_all = [], []
+    for ib in range(16):
+        sc[ib // 4] |= ls[ib] << (3 * (ib % 4))
+        qh[ib] |= IQ1M_MASKS[shifts[ib]]
+        w_all.append(weights_of(ib))
+        for k in range(2):
+            index = qs[2 * ib + k] + ((qh[ib] << (8 - 4 * k)) & 0x700)
+            q_all.append(_iq1m_xx(shifts[ib], k)[tab.levels[index]] * f32(2 * ls[ib] + 1))
+    q = np.concatenate(q_all)
+    w = np.concatenate(w_all)
+    sumqx = _seq_sum(w * q * xbl)
+    sumq2 = _seq_sum(w * q * q)
+    if sumq2 > 0:
+        d = sumqx / sumq2
+    s = _fp16_bits(d * f32(1.1125))
+    sc[0] |= (s & 0x000F) << 12
+    sc[1] |= (s & 0x00F0) << 8
+    sc[2] |= (s & 0x0F00) << 4
+    sc[3] |= (s & 0xF000)
+    return bytes(qs) + bytes(qh) + b"".join(_u16(v) for v in sc)
+
 DEQUANTIZE = {
     "IQ2_XXS": dequantize_block_iq2_xxs,
     "IQ2_XS": dequantize_block_iq2_xs,
@@ -1042,6 +1298,8 @@ QUANTIZE = {
     "IQ2_S": _per_superblock(quantize_block_iq2_s),
     "IQ3_XXS": _per_superblock(quantize_block_iq3_xxs),
     "IQ3_S": _per_superblock(quantize_block_iq3_s),
+    "IQ1_S": _per_superblock(quantize_block_iq1_s),
+    "IQ1_M": _per_superblock(quantize_block_iq1_m),
     "IQ4_NL": quantize_row_iq4_nl,
     "IQ4_XS": quantize_row_iq4_xs,
 }
