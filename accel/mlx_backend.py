@@ -32,6 +32,8 @@ Optional Metal kernels (``mx.fast.metal_kernel``) for Q4_0, Q8_0, Q4_K, Q6_K and
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 try:
@@ -639,6 +641,17 @@ class Backend:
     def quantize(self, type, x, imatrix=None) -> bytes:
         return self.delegate().quantize(type, x, imatrix)
 
+    # ---- rope / attention ----------------------------------------------------------------------------
+    def rope(self, x, pos, p, *, math=None, contract="ggml-x86", theta="ggml") -> np.ndarray:
+        """ggspec.reference.rope.apply_rope in MLX: the rotation in MLX float32 ops (fmaf where the
+        oracle fuses), the cos/sin table from the reference (libm's sinf/cosf, as ggml)."""
+        return _rope(x, pos, p, math=math, contract=contract, theta=theta)
+
+    def attention(self, q, k, v, q_pos, k_pos, *, scale=None, causal=True) -> np.ndarray:
+        """ggspec.reference.attention.attention in MLX: float64 matmuls and softmax sum on the CPU,
+        each rounded once to float32 where the reference rounds."""
+        return _attention(q, k, v, q_pos, k_pos, scale=scale, causal=causal)
+
     # ---- dequantize ----------------------------------------------------------------------------------
     def dequantize(self, type, raw, n) -> np.ndarray:
         t = live_type(type)
@@ -668,6 +681,167 @@ class Backend:
                 y = fn(b)
                 out[i * t.block_size:(i + b.shape[0]) * t.block_size] = _to_numpy(y).reshape(-1)
         return out
+
+
+# --------------------------------------------------------------------------------------------------
+# RoPE and attention (float32 semantics of ggspec.reference.rope / .attention), on the CPU stream
+
+F64 = mx.float64
+
+
+def fmaf(a, b, c):
+    """Correctly rounded float32 ``a*b + c`` (C's fmaf) in MLX float64 ops (CPU only).
+
+    a*b of two float32 is exact in float64; the float64 sum is made round-to-odd (TwoSum gives the
+    exact error; an inexact even result moves one ulp toward it) so the final rounding to float32 is
+    correct (53 >= 2*24 + 2). The same construction as ggspec.reference.rope.fmaf.
+    """
+    pd = a.astype(F64) * b.astype(F64)
+    cd = c.astype(F64)
+    s = pd + cd
+    bb = s - pd
+    err = (pd - (s - bb)) + (cd - bb)
+    sbits = s.view(I64)
+    fix = (err != 0) & ((sbits & 1) == 0) & ~mx.isinf(s) & ~mx.isnan(s)
+    away = (err > 0) == (s > 0)                          # toward err: away from zero iff same sign
+    stepped = mx.where(away, sbits + 1, sbits - 1).view(F64)
+    return mx.where(fix, stepped, s).astype(F32)
+
+
+def exp_f64(x):
+    """exp of a float64 MLX array, accurate to about 1 ulp of float64, from float64 + - * only.
+
+    MLX's own mx.exp works in float32 precision even on float64 arrays (relative error ~1e-6), so
+    the softmax of the reference (``f32(exp(f64(z - m)))``) needs this: Cody-Waite reduction
+    x = n*ln2 + r (|r| <= ln2/2), a degree-13 Taylor polynomial for exp(r) (truncation < 2**-56),
+    and 2**n from exponent bits. Rounded to float32 it equals numpy's exp rounded to float32 except
+    when the float64 values straddle a float32 rounding boundary (probability ~2**-28 per value).
+    """
+    ln2_hi = 6.93147180369123816490e-01           # fdlibm: 32 trailing zero bits, so n*ln2_hi is exact
+    ln2_lo = 1.90821492927058770002e-10
+    c = lambda v: mx.array(v, F64)                 # noqa: E731
+    xs = mx.clip(x, -746.0, 709.79)
+    n = mx.round(xs * c(1.44269504088896338700e+00))
+    r = (xs - n * c(ln2_hi)) - n * c(ln2_lo)
+    poly = c(1.0 / math.factorial(13))
+    for k in range(12, -1, -1):
+        poly = poly * r + c(1.0 / math.factorial(k))
+    # 2**n in two normal factors (n may be as small as -1075)
+    n1 = mx.floor(n / 2)
+    n2 = n - n1
+    p1 = ((n1.astype(I64) + 1023) << 52).view(F64)
+    p2 = ((n2.astype(I64) + 1023) << 52).view(F64)
+    y = (poly * p1) * p2
+    y = mx.where(x > 709.78, c(np.inf), y)
+    y = mx.where(x < -745.2, c(0.0), y)
+    return mx.where(mx.isnan(x), x, y)
+
+
+def _f16_widen(h):
+    """float16 bits (uint16) -> float32 as numpy's astype (what the reference does): exact for
+    numbers; a NaN keeps its payload and is not quieted (MLX's own cast quiets it)."""
+    h = h.astype(U32)
+    nan = ((h & 0x7C00) == 0x7C00) & ((h & 0x3FF) != 0)
+    nan_bits = ((h & 0x8000) << 16) | 0x7F800000 | ((h & 0x3FF) << 13)
+    return mx.where(nan, _view_f32(nan_bits), h.astype(mx.uint16).view(mx.float16).astype(F32))
+
+
+def _f16_narrow(f):
+    """float32 -> float16 bits (uint16) as numpy's astype: round to nearest even (MLX's cast, checked
+    equal for numbers); a NaN keeps sign and top payload bits (MLX's cast makes every NaN 0x7D00)."""
+    u = _bits(f)
+    nan_bits = ((u >> 16) & 0x8000) | 0x7C00 | mx.maximum((u & 0x7FFFFF) >> 13, 1)
+    return mx.where(mx.isnan(f), nan_bits, f.astype(mx.float16).view(mx.uint16).astype(U32)).astype(mx.uint16)
+
+
+def _rope(x, pos, p, *, math=None, contract="ggml-x86", theta="ggml"):
+    from ..reference import rope as R
+
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ShapeError(f"x must be (n_tokens, n_head, head_dim), got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float16):
+        raise ShapeError(f"x must be float32 or float16, got {x.dtype}")
+    pos = np.asarray(pos).reshape(-1)
+    if pos.size != x.shape[0]:
+        raise ShapeError(f"{pos.size} positions for {x.shape[0]} tokens")
+    if p.n_dims > x.shape[2]:
+        raise ShapeError(f"n_dims {p.n_dims} > head_dim {x.shape[2]}")
+    n_pairs = p.n_dims // 2
+    # the cos/sin table: (n_tokens, n_pairs), from the reference (sinf/cosf/powf/logf are the C
+    # library's in ggml; MLX's own sin/cos are different approximations)
+    cos, sin = R.rope_cache(pos, p, math=math, contract=contract, theta=theta)
+    fused = (R.fused_pairs_f16 if x.dtype == np.float16 else R.fused_pairs)(n_pairs, p.mode, contract)
+    with mx.stream(mx.cpu):
+        if x.dtype == np.float16:
+            xf = _f16_widen(mx.array(x.view(np.uint16)))
+        else:
+            xf = mx.array(x)
+        c = mx.array(cos).reshape(pos.size, 1, n_pairs)
+        sn = mx.array(sin).reshape(pos.size, 1, n_pairs)
+        if p.mode == "normal":
+            x0, x1 = xf[..., 0:p.n_dims:2], xf[..., 1:p.n_dims:2]
+        else:
+            x0, x1 = xf[..., :n_pairs], xf[..., n_pairs:p.n_dims]
+        a = x1 * sn
+        b = x1 * c
+        y0 = x0 * c - a                                  # plain C: x0*cos - x1*sin
+        y1 = x0 * sn + b                                 #          x0*sin + x1*cos
+        if fused.any():                                  # the oracle's contracted pairs
+            f = mx.array(fused)
+            y0 = mx.where(f, fmaf(x0, c, -a), y0)
+            y1 = mx.where(f, fmaf(x0, sn, b), y1)
+        if p.mode == "normal":
+            rot = mx.stack([y0, y1], axis=-1).reshape(*x0.shape[:2], p.n_dims)
+        else:
+            rot = mx.concatenate([y0, y1], axis=-1)
+        if x.dtype == np.float16:
+            out = mx.concatenate([_f16_narrow(rot), mx.array(x.view(np.uint16))[..., p.n_dims:]], axis=-1)
+            mx.eval(out)
+            return np.array(memoryview(out)).view(np.float16).reshape(x.shape)
+        out = mx.concatenate([rot, xf[..., p.n_dims:]], axis=-1)
+        mx.eval(out)
+        return np.array(memoryview(out), dtype=np.float32).reshape(x.shape)
+
+
+def _attention(q, k, v, q_pos, k_pos, *, scale=None, causal=True):
+    from ..reference import attention as A
+
+    q = np.asarray(q, dtype=np.float32)
+    k = np.asarray(k, dtype=np.float32)
+    v = np.asarray(v, dtype=np.float32)
+    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
+        raise ShapeError("q, k, v must be (n_tokens, n_heads, head_dim)")
+    n_q, n_head, d = q.shape
+    n_k, n_head_kv, dk = k.shape
+    if v.shape[:2] != (n_k, n_head_kv):
+        raise ShapeError(f"v shape {v.shape} does not match k {k.shape}")
+    if dk != d:
+        raise ShapeError("q and k head sizes differ")
+    if n_head_kv <= 0 or n_head % n_head_kv:
+        raise ShapeError(f"n_head_kv {n_head_kv} must divide n_head {n_head}")
+    group = n_head // n_head_kv
+    sc = A.kq_scale(d) if scale is None else np.float32(scale)
+    with mx.stream(mx.cpu):
+        qh = mx.array(q).transpose(1, 0, 2).astype(F64)                          # (n_head, n_q, d)
+        kh = mx.repeat(mx.array(k).transpose(1, 0, 2), group, axis=0).astype(F64)  # head h reads kv h // group
+        vh = mx.repeat(mx.array(v).transpose(1, 0, 2), group, axis=0).astype(F64)
+        s = (qh @ kh.transpose(0, 2, 1)).astype(F32)                            # 1. KQ, float64 sum, one rounding
+        z = s * mx.array(sc, F32)                                                # 2. scale
+        if causal:
+            qp = mx.array(np.asarray(q_pos).reshape(-1, 1))
+            kp = mx.array(np.asarray(k_pos).reshape(1, -1))
+            z = z + mx.where(kp <= qp, mx.array(0.0, F32), mx.array(-np.inf, F32))   # mask
+        else:
+            z = z + mx.zeros((n_q, n_k), F32)
+        m = z.max(axis=-1, keepdims=True)                                        # 3. softmax
+        e = exp_f64((z - m).astype(F64)).astype(F32)
+        S = e.astype(F64).sum(axis=-1, keepdims=True)
+        p = e * (1.0 / S).astype(F32)
+        o = (p.astype(F64) @ vh).astype(F32)                                     # 4. KQV
+        out = o.transpose(1, 0, 2)
+        mx.eval(out)
+        return np.array(memoryview(out), dtype=np.float32)
 
 
 def _metal_available() -> bool:

@@ -300,3 +300,125 @@ def test_metal_kernel_sources_emulated_in_cxx(oracle, tmp_path):
         fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint]
         fn(a.ctypes.data, grid.ctypes.data, ksigns.ctypes.data, y.ctypes.data, nb * bs)
         assert_bits_equal(y, oracle.to_float(name, a.tobytes(), nb * bs), f"{name} Metal kernel source (as C++)")
+
+
+# ------------------------------------------------------------------------------------------------
+# RoPE and attention: the MLX ops against the reference (itself bit-exact against ggml, see
+# tests/test_rope.py), and RoPE directly against ggml's rope op
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    w = np.uint16 if a.dtype == np.float16 else np.uint32
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(w), b.view(w))
+
+
+@st.composite
+def rope_cases(draw):
+    from ggspec.reference import rope as R
+    mode = draw(st.sampled_from(["normal", "neox"]))
+    n_dims = draw(st.sampled_from([2, 4, 6, 8, 12, 14, 16, 32, 64, 128]))
+    extra = draw(st.sampled_from([0, 0, 2, 8]))
+    kind = draw(st.sampled_from(["plain", "linear", "yarn", "ff"]))
+    kw = {}
+    if kind == "linear":
+        kw = dict(freq_scale=0.25)
+    elif kind == "yarn":
+        kw = dict(freq_scale=0.125, ext_factor=draw(st.sampled_from([1.0, 0.5])), n_ctx_orig=4096,
+                  attn_factor=draw(st.floats(0.5, 1.5, width=32)))
+    elif kind == "ff":
+        kw = dict(freq_factors=tuple(draw(st.lists(st.floats(1.0, 64.0, width=32), min_size=n_dims // 2,
+                                                   max_size=n_dims // 2))))
+    p = R.RopeParams(n_dims=n_dims, mode=mode, freq_base=draw(st.sampled_from([10000.0, 500000.0])), **kw)
+    dtype = draw(st.sampled_from([np.float32, np.float32, np.float16]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    n_tok = draw(st.integers(1, 6))
+    pos = np.sort(rng.integers(0, 40000, n_tok)).astype(np.int32)
+    x = (rng.standard_normal((n_tok, 2, n_dims + extra)) * draw(st.sampled_from([1e-3, 1.0, 50.0]))).astype(dtype)
+    if draw(st.booleans()):  # specials: NaN (with payload), +-Inf, -0
+        flat = x.reshape(-1)
+        specials = np.array([np.nan, np.inf, -np.inf, -0.0], dtype)
+        idx = rng.integers(0, flat.size, 3)
+        flat[idx] = specials[rng.integers(0, 4, 3)]
+    return x, pos, p
+
+
+@given(rope_cases(), st.sampled_from(["ggml-x86", "none"]))
+def test_rope_matches_reference(mlx, case, contract):
+    from ggspec.reference import rope as R
+    x, pos, p = case
+    want = R.apply_rope(x, pos, p, contract=contract)
+    got = mlx.rope(x, pos, p, contract=contract)
+    assert _same(got, want), f"{p} {x.dtype}: rope differs"
+
+
+@pytest.mark.oracle
+def test_rope_matches_ggml(oracle, mlx):
+    from ggspec.conformance import ggml_graph
+    from ggspec.reference import rope as R
+    try:
+        graph = ggml_graph.load()
+    except Exception as e:  # pragma: no cover
+        pytest.skip(f"ggml graph oracle unavailable: {e}")
+
+    @settings(max_examples=10)
+    @given(rope_cases())
+    def check(case):
+        x, pos, p = case
+        if not np.isfinite(x).all():
+            x = np.nan_to_num(x)             # ggml's rope on NaN inputs is the reference's business
+        assert _same(mlx.rope(x, pos, p), graph.rope_ext(x, pos, **p.ggml_kwargs())), f"{p} {x.dtype}"
+
+    check()
+    pos = np.arange(0, 4097, dtype=np.int32)
+    x = np.random.default_rng(7).standard_normal((pos.size, 1, 128)).astype(np.float32)
+    p = R.RopeParams(n_dims=128, mode="normal", freq_scale=0.125, ext_factor=1.0, n_ctx_orig=4096)
+    assert _same(mlx.rope(x, pos, p), graph.rope_ext(x, pos, **p.ggml_kwargs()))
+
+
+def test_mlx_fmaf_is_the_reference_fmaf():
+    from ggspec.reference import rope as R
+    rng = np.random.default_rng(5)
+    a = (rng.standard_normal(200000) * 10.0 ** rng.uniform(-20, 20, 200000)).astype(np.float32)
+    b = (rng.standard_normal(200000) * 10.0 ** rng.uniform(-20, 20, 200000)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        c = (-(a.astype(np.float64) * b) * (1 + rng.uniform(-1e-6, 1e-6, 200000))).astype(np.float32)  # cancellation
+    c[::3] = rng.standard_normal(c[::3].size).astype(np.float32)
+    a[:6] = [np.inf, np.nan, 0.0, -0.0, 3.0, 1.0 + 2.0 ** -23]
+    b[:6] = [0.0, 1.0, -1.0, 1.0, np.inf, 1.0 - 2.0 ** -24]
+    with mx.stream(mx.cpu):
+        got = np.array(memoryview(mlx_backend.fmaf(mx.array(a), mx.array(b), mx.array(c))))
+    with np.errstate(all="ignore"):
+        want = R.fmaf(a, b, c)
+        unfused = (a * b + c).astype(np.float32)
+    assert (want.view(np.uint32) != unfused.view(np.uint32)).sum() > 1000     # the test can tell fused from not
+    assert_bits_equal(got, want, "fmaf")
+
+
+def test_exp_f64_rounds_like_numpy():
+    rng = np.random.default_rng(6)
+    z = np.concatenate([-np.abs(rng.standard_normal(200000) * 6), -rng.uniform(0, 120, 200000),
+                        [0.0, -0.0, -np.inf, np.nan, -87.0, -103.97, -104.0, -745.0]]).astype(np.float32)
+    with mx.stream(mx.cpu):
+        got = np.array(memoryview(mlx_backend.exp_f64(mx.array(z).astype(mx.float64)).astype(mx.float32)))
+    with np.errstate(all="ignore"):
+        assert_bits_equal(got, np.exp(z.astype(np.float64)).astype(np.float32), "exp")
+
+
+@given(st.data())
+def test_attention_matches_reference(mlx, data):
+    A = pytest.importorskip("ggspec.reference.attention", reason="the attention reference is not there yet")
+    n_kv = data.draw(st.sampled_from([1, 2, 4]))
+    n_head = n_kv * data.draw(st.sampled_from([1, 2, 3]))          # MHA, GQA, MQA
+    d = data.draw(st.sampled_from([4, 16, 64, 128]))
+    n_q = data.draw(st.integers(1, 12))
+    n_past = data.draw(st.integers(0, 20))
+    n_k = n_q + n_past
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
+    s = data.draw(st.sampled_from([0.1, 1.0, 4.0]))
+    q = (rng.standard_normal((n_q, n_head, d)) * s).astype(np.float32)
+    k = (rng.standard_normal((n_k, n_kv, d)) * s).astype(np.float32)
+    v = rng.standard_normal((n_k, n_kv, d + data.draw(st.sampled_from([0, 4])))).astype(np.float32)
+    q_pos, k_pos = np.arange(n_past, n_k), np.arange(n_k)
+    kw = dict(causal=data.draw(st.booleans()), scale=data.draw(st.sampled_from([None, 0.125])))
+    assert_bits_equal(mlx.attention(q, k, v, q_pos, k_pos, **kw), A.attention(q, k, v, q_pos, k_pos, **kw),
+                      f"attention n_head={n_head} n_kv={n_kv} d={d} {kw}")
