@@ -45,10 +45,10 @@ def run(args) -> int:
     reports = []
     for impl in impls:
         def progress(t, name=impl.name):
-            if not args.quiet:
+            if not args.quiet and sys.stderr.isatty():
                 print(f"\r{name}: {t:<8}", end="", file=sys.stderr, flush=True)
         reports.append(runner.run(impl, vfs, types, ops, progress))
-        if not args.quiet:
+        if not args.quiet and sys.stderr.isatty():
             print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     if args.json:
         print(runner.dumps(reports, missing))

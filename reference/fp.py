@@ -51,7 +51,7 @@ def f16_to_f32(h) -> np.ndarray:
     h = np.asarray(h, dtype=np.uint16)
     w = h.astype(np.uint32) << np.uint32(16)
     sign = w & np.uint32(0x80000000)
-    two_w = w + w  # wraps modulo 2**32, dropping the sign
+    two_w = w << np.uint32(1)  # w + w modulo 2**32: drops the sign
 
     exp_offset = np.uint32(0xE0 << 23)
     exp_scale = f32(2.0**-112)
@@ -80,7 +80,7 @@ def f32_to_f16(f) -> np.ndarray:
         base = (np.abs(f) * scale_to_inf) * scale_to_zero
 
     w = f32_to_bits(f)
-    shl1_w = w + w
+    shl1_w = w << np.uint32(1)  # w + w modulo 2**32
     sign = w & np.uint32(0x80000000)
     bias = shl1_w & np.uint32(0xFF000000)
     bias = np.where(bias < np.uint32(0x71000000), np.uint32(0x71000000), bias)
@@ -125,7 +125,8 @@ def f32_to_bf16(f) -> np.ndarray:
     u = f32_to_bits(f)
     is_nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
     nan_bits = (u >> np.uint32(16)) | np.uint32(64)
-    rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
+    with np.errstate(over="ignore"):  # uint32 wrap-around, as in C (only NaN patterns wrap; they are replaced)
+        rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
     return np.where(is_nan, nan_bits, rounded).astype(np.uint16)
 
 
