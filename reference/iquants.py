@@ -546,21 +546,25 @@ def _build_quant_grid(grid_name: str, bits: int, kmap_size: int, nwant: int) -> 
     # order ggml's qsort with iq2_compare_func/iq3_compare_func gives, a total order since grid
     # indices are distinct -- cut after the nwant smallest distinct distances.
     off = np.flatnonzero(kmap < 0)
-    P = 2 * ((off[:, None] >> shifts) & ((1 << bits) - 1)) + 1
-    G = pos.astype(np.float64)
+    P = (2 * ((off[:, None] >> shifts) & ((1 << bits) - 1)) + 1).astype(np.int16)
+    G = pos.astype(np.int16)
+    K = int(((2 * (1 << bits) - 2) ** 2) * ncoord) + 1      # distances are integers in [0, K)
     counts = np.empty(off.size, dtype=np.int64)
     members = []
-    for start in range(0, off.size, 2048):
-        p = P[start:start + 2048].astype(np.float64)
-        # |p - g|^2 = |p|^2 + |g|^2 - 2 p.g, exact in float64 for these small integers
-        d2 = np.rint((p * p).sum(1)[:, None] + (G * G).sum(1)[None, :] - 2.0 * p @ G.T).astype(np.int64)
-        thr = d2.min(axis=1)
-        for _ in range(nwant - 1):                   # the nwant-th smallest distinct distance
-            bigger = np.where(d2 > thr[:, None], d2, np.iinfo(np.int64).max)
-            nxt = bigger.min(axis=1)
-            thr = np.where(nxt == np.iinfo(np.int64).max, thr, nxt)
+    chunk = 2048
+    for start in range(0, off.size, chunk):
+        p = P[start:start + chunk]
+        m = p.shape[0]
+        d2 = np.zeros((m, grid_size), dtype=np.int16)           # squared distances, in integers
+        for k in range(ncoord):
+            diff = p[:, k, None] - G[None, :, k]
+            d2 += diff * diff
+        # the nwant-th smallest distinct distance of each row, from a per-row histogram
+        hist = np.bincount((np.arange(m)[:, None] * K + d2).ravel(), minlength=m * K).reshape(m, K)
+        rank = np.cumsum(hist > 0, axis=1)
+        thr = np.where(rank[:, -1] >= nwant, np.argmax(rank >= nwant, axis=1), K - 1)
         sel = d2 <= thr[:, None]
-        counts[start:start + 2048] = sel.sum(axis=1)
+        counts[start:start + m] = sel.sum(axis=1)
         r, j = np.nonzero(sel)
         order = np.lexsort((j, d2[r, j], r))         # by row, then distance, then grid index
         members.append(j[order])
