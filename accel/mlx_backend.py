@@ -23,7 +23,7 @@ How exactness is kept
   GPU instead, without a guarantee for NaN payloads or subnormals.
 * x86-64 and arm64 differ in one place: a NaN *made* by an operation (Inf*0, Inf-Inf) is 0xFFC00000
   on x86 and 0x7FC00000 on arm64. The oracle and the golden vectors are x86-64; on a machine whose
-  default NaN differs, ``fmul``/``fadd``/``fsub`` below rewrite made NaNs to x86's (probed once at
+  default NaN differs, ``_Arith.mul/add/sub`` below rewrite made NaNs to x86's (probed once at
   import; ``Backend(x86_nan=True)`` forces the rewrite, for testing).
 
 Optional Metal kernels (``mx.fast.metal_kernel``) for Q4_0, Q8_0, Q4_K, Q6_K and IQ2_XXS live in
@@ -42,7 +42,7 @@ except ImportError as e:  # the selector turns this into BackendUnavailable
     raise ImportError(f"the mlx backend needs the mlx package (pip install 'mlx[cpu]'): {e}", name="mlx.core") from e
 
 from ..errors import ShapeError, UnsupportedTypeError
-from ..reference.types import QK_K, get_type, live_type
+from ..reference.types import QK_K, live_type
 
 F32, U32, I32, U64, I64 = mx.float32, mx.uint32, mx.int32, mx.uint64, mx.int64
 
@@ -66,7 +66,8 @@ X86_DEFAULT_NAN = 0xFFC00000
 
 
 class _Arith:
-    """fmul / fadd / fsub: float32 ops, with made NaNs rewritten to x86's default NaN if ``fix``."""
+    """mul / add / sub of MLX float32 arrays; with ``fix``, a NaN made by the operation (neither
+    operand NaN: Inf*0, Inf-Inf) is rewritten to x86-64's default NaN 0xFFC00000."""
 
     def __init__(self, fix: bool):
         self.fix = fix
@@ -74,7 +75,6 @@ class _Arith:
     def _made_nan(self, r, a, b):
         if not self.fix:
             return r
-        a, b = mx.array(a, F32) if not isinstance(a, mx.array) else a, b if isinstance(b, mx.array) else mx.array(b, F32)
         made = mx.isnan(r) & ~mx.isnan(a) & ~mx.isnan(b)
         return mx.where(made, mx.array(X86_DEFAULT_NAN, U32).view(F32), r)
 
