@@ -36,7 +36,12 @@ def _family_module(t: GGMLType):
     mod = FAMILY_MODULES.get(t.family)
     if mod is None:
         raise UnsupportedTypeError(f"ggml type {t.name} (id {t.id}) was removed from ggml: {t.note}")
-    return importlib.import_module(f"{__name__}.{mod}")
+    try:
+        return importlib.import_module(f"{__name__}.{mod}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{mod}":
+            raise
+        raise UnsupportedTypeError(f"the reference module for the {t.family} family ({mod}.py) is missing") from None
 
 
 def dequantizer(type):

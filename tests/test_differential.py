@@ -17,8 +17,7 @@ from ggspec.reference.types import LIVE_TYPES
 
 pytestmark = pytest.mark.oracle
 
-DEFERRED_QUANTIZE = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"}
-SLOW = DEFERRED_QUANTIZE  # python i-quant searches: fewer, smaller examples
+SLOW = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"}  # python i-quant searches: fewer, smaller examples
 
 QUANTIZABLE = [t for t in LIVE_TYPES if t.quantize_chunk or t.name in ("Q8_1", "Q8_K")]
 DEQUANTIZABLE = [t for t in LIVE_TYPES if t.to_float or t.name == "Q8_K"]
@@ -26,8 +25,6 @@ DEQUANTIZABLE = [t for t in LIVE_TYPES if t.to_float or t.name == "Q8_K"]
 
 def _require(op, t):
     if not reference.supports(op, t):
-        if op == "quantize" and t.name in DEFERRED_QUANTIZE:
-            pytest.skip(f"reference quantizer for {t.name} is deferred to the i-quant quantizer issue")
         pytest.fail(f"the reference does not implement {op} for {t.name}")
 
 

@@ -15,9 +15,6 @@ from ggspec.reference.types import LIVE_TYPES, get_type
 
 VECTORS = vectors.load_all()
 
-# i-quant quantizers whose reference may land in a later issue (issue 3); every other op must be
-# supported by the reference.
-DEFERRED_QUANTIZE = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"}
 
 
 def test_every_live_type_has_a_vector_file():
@@ -36,26 +33,38 @@ def test_total_size_under_30_mb():
     assert total < 30 * 1024 * 1024
 
 
-CASES = [(name, op) for name in sorted(VECTORS, key=lambda n: get_type(n).id) for op in runner.OPS]
+def _ops_with_cases(vf) -> list:
+    ops = set()
+    for c in vf.cases():
+        if c.op == "dequantize" or c.dequantized is not None:
+            ops.add("dequantize")
+        if c.op == "quantize":
+            ops.add("quantize+imatrix" if c.imatrix is not None else "quantize")
+    return [op for op in runner.OPS if op in ops]
+
+
+# only (type, op) pairs for which ggml has the operation, and so the vectors have cases
+CASES = [(name, op) for name in sorted(VECTORS, key=lambda n: get_type(n).id) for op in _ops_with_cases(VECTORS[name])]
 
 
 @pytest.mark.parametrize("name,op", CASES, ids=[f"{n}-{o}" for n, o in CASES])
 def test_reference_matches_vectors(name, op):
-    vf = VECTORS[name]
-    impl = adapters.ReferenceImpl()
-    report = runner.run_file(impl, vf, ops=(op,))
+    report = runner.run_file(adapters.ReferenceImpl(), VECTORS[name], ops=(op,))
     outcome = report.results[(name, op)]
-    has_cases = any((c.op == "dequantize" or c.dequantized is not None) if op == "dequantize"
-                    else (c.op == "quantize" and (c.imatrix is not None) == (op == "quantize+imatrix"))
-                    for c in vf.cases())
-    if not has_cases:
-        pytest.skip(f"the vectors have no {op} cases for {name} (ggml has no such operation)")
     if outcome.status == "unsupported":
-        if op != "dequantize" and name in DEFERRED_QUANTIZE:
-            pytest.skip(f"reference quantizer for {name} is deferred to the i-quant quantizer issue")
         pytest.fail(f"the reference does not support {op} for {name}")
     assert outcome.status == "pass", outcome.failure
     assert outcome.passed == outcome.total > 0
+
+
+def test_every_quantizable_type_has_quantize_vectors():
+    for t in LIVE_TYPES:
+        ops = _ops_with_cases(VECTORS[t.name])
+        assert "dequantize" in ops, t.name
+        if t.quantize_chunk and not t.requires_imatrix:
+            assert "quantize" in ops, t.name
+        if t.quantize_chunk and t.family != "float":
+            assert "quantize+imatrix" in ops, t.name
 
 
 def test_runner_reports_a_tampered_vector(tmp_path):
