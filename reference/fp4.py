@@ -100,7 +100,8 @@ def _floor_log2f(amax: np.float32) -> np.float32:
     float32(log2(double(amax))). Checked exhaustively over every positive finite float32 against
     glibc 2.36's log2f: the floors agree everywhere (the values themselves differ in 313550 cases,
     none of them next to an integer). Near 2**k from below, log2f rounds up to k: e.g.
-    floorf(log2f(0x1.fffffep+7)) is 8, not 7.
+    floorf(log2f(0x1.fffffep+7)) is 8, not 7 (for the largest float below 2**k, at every k from
+    -131 to 127 except -1..2), so the exponent bits of amax are not enough.
     """
     if np.isinf(amax):
         return f32(np.inf)

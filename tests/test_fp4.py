@@ -51,7 +51,7 @@ def test_quantize_any_finite_bits_matches_libggml(oracle, t, data):
 
 @pytest.mark.oracle
 def test_mxfp4_shared_exponent_next_to_every_power_of_two(oracle):
-    """floorf(log2f(amax)) rounds up just below 2**k (from k = 8 or so): blocks whose amax is one of
+    """floorf(log2f(amax)) rounds up just below 2**k (for all k but -1..2): blocks whose amax is one of
     the 8 largest float32 values below each power of two, or the power itself, at every exponent."""
     words = [(ex << 23) + m for ex in range(255) for m in list(range(0x7FFFF8, 0x800000)) + [0]]
     amax = np.array(words, np.uint32).view(np.float32)
