@@ -1,0 +1,226 @@
+"""``ggspec sizes``: predict model file sizes (and RAM) and check published tables.
+
+    ggspec sizes --table shared/tables/llama2-70b-ggml.psv          # every row: predicted vs published
+    ggspec sizes --arch llama-2-70b --mix q4_K_M --era ggmlv3       # one prediction, with the type mix
+    ggspec sizes --arch llama-2-70b --gptq --bits 4 --group-size 128
+    ggspec sizes --hf-config path/to/config.json --mix Q4_K_M --ram --n-ctx 4096
+    ggspec sizes --bpw                                              # bits per weight of every type
+Exit status 1 when a table row does not reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tabulate import tabulate
+
+from ..errors import GGSpecError
+from ..reference.types import LIVE_TYPES
+from . import sizes as S
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sizes", help="predict model file sizes and RAM; check published size tables",
+                       description="Exact file sizes of llama.cpp (ggmlv3, GGUF) and AutoGPTQ files from an "
+                                   "architecture and a quant mix; --table checks every row of a published "
+                                   "table (exit 1 if any row fails).")
+    src = p.add_argument_group("what to size")
+    src.add_argument("--table", action="append", default=[], metavar="PATH",
+                     help="a published table (.psv, '#' header); repeatable")
+    src.add_argument("--arch", default=None,
+                     help="architecture preset (" + ", ".join(sorted(S.ARCHITECTURES)) + ")")
+    src.add_argument("--hf-config", default=None, metavar="PATH", help="a Hugging Face config.json (or its folder)")
+    src.add_argument("--gguf", default=None, metavar="PATH", help="take the architecture from a GGUF file's metadata")
+    src.add_argument("--mix", default=None, help="quant mix, e.g. q4_K_M (default with --arch: every mix of the era)")
+    src.add_argument("--era", default=None,
+                     help="ggmlv3, gguf (today's llama.cpp rules) or gguf@YYYY-MM-DD (rules of that day); "
+                          "with --table: overrides what the header says")
+    src.add_argument("--imatrix", choices=("yes", "no"), default=None,
+                     help="GGUF: whether an importance matrix was used (default: only where required)")
+    g = p.add_argument_group("GPTQ")
+    g.add_argument("--gptq", action="store_true", help="size an AutoGPTQ safetensors file instead")
+    g.add_argument("--bits", type=int, default=4)
+    g.add_argument("--group-size", default="128", help="group size, or None / -1 for no grouping")
+    g.add_argument("--act-order", choices=("yes", "no"), default="yes")
+    g.add_argument("--inv-freq", choices=("yes", "no"), default=None,
+                   help="rotary inv_freq buffers in the checkpoint (transformers <= 4.31); default: by architecture")
+    r = p.add_argument_group("RAM")
+    r.add_argument("--ram", action="store_true", help="also print the RAM estimate")
+    r.add_argument("--n-ctx", type=int, default=4096)
+    r.add_argument("--cache-type", default="f16")
+    r.add_argument("--n-gpu-layers", type=int, default=0)
+    p.add_argument("--bpw", action="store_true", help="print the bits per weight of every ggml type")
+    p.add_argument("--breakdown", choices=("yes", "no"), default="yes", help="per-type breakdown under each row")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def _arch(args) -> "S.LlamaArchitecture | None":
+    if args.hf_config:
+        return S.from_hf_config(args.hf_config)
+    if args.gguf:
+        return S.from_gguf(args.gguf)
+    if args.arch:
+        return S.get_architecture(args.arch)
+    return None
+
+
+def _imatrix(args):
+    return None if args.imatrix is None else args.imatrix == "yes"
+
+
+def _roles_text(roles: dict, era: str) -> str:
+    names = S.GGMLV3_NAMES if era == "ggmlv3" else S.GGUF_NAMES
+    parts = []
+    for role, n in roles.items():
+        short = names[role].replace("layers.{i}.", "").replace("blk.{i}.", "").replace(".weight", "")
+        parts.append(f"{short} x{n}" if n > 1 else short)
+    return ", ".join(parts)
+
+
+def _breakdown_rows(breakdown: dict, era: str) -> list[list]:
+    rows = []
+    for ty, e in sorted(breakdown.items(), key=lambda kv: -kv[1]["bytes"]):
+        if "roles" in e:
+            bpw = S.bits_per_weight(ty)
+            rows.append([ty, f"{float(bpw):g}", e["count"], f"{e['bytes']:,}", _roles_text(e["roles"], era)])
+        else:
+            rows.append([ty, "", e["count"], f"{e['bytes']:,}", ""])
+    return rows
+
+
+def _print_table_report(path: str, table: S.Table, arch: S.LlamaArchitecture, kind: str, results: list[dict],
+                        show_breakdown: bool) -> None:
+    print(f"{path}\n  {arch.describe()}\n  era: {kind}")
+    rows = []
+    for r in results:
+        what = r.get("mix") or f"{r['bits']}-bit g{r['group_size'] or 'none'} act={'yes' if r['act_order'] else 'no'}"
+        row = [r["label"], what, f"{r['predicted_bytes']:,}", r["predicted_gb"], r["published_gb"],
+               "pass" if r["ok"] else "FAIL"]
+        if "published_ram_gb" in r:
+            row += [r["predicted_ram_gb"], r["published_ram_gb"], "pass" if r["ram_ok"] else "FAIL"]
+        else:
+            row += ["", "", ""]
+        rows.append(row)
+    print(tabulate(rows, headers=["row", "mix", "predicted bytes", "pred GB", "published GB", "size",
+                                  "pred RAM GB", "pub RAM GB", "RAM"], tablefmt="simple", disable_numparse=True))
+    if show_breakdown:
+        for r in results:
+            print(f"\n  {r['label']}: {r['predicted_bytes']:,} bytes")
+            print(_indent(tabulate(_breakdown_rows(r["breakdown"], kind),
+                                   headers=["type", "bpw", "tensors", "bytes", "which tensors"], tablefmt="simple", disable_numparse=True)))
+    n_fail = sum(1 for r in results if not r["ok"] or r.get("ram_ok") is False)
+    print(f"\n  {len(results)} rows: {len(results) - n_fail} pass, {n_fail} FAIL")
+
+
+def _indent(text: str, n: int = 4) -> str:
+    return "\n".join(" " * n + line for line in text.splitlines())
+
+
+def _jsonable(results: list[dict]) -> list[dict]:
+    out = []
+    for r in results:
+        r = dict(r)
+        bd = {}
+        for ty, e in r.pop("breakdown").items():
+            bd[ty] = {k: v for k, v in e.items()}
+        r["breakdown"] = bd
+        out.append(r)
+    return out
+
+
+def run(args) -> int:
+    if args.bpw:
+        rows = [[t.name, t.block_size, t.type_size, str(t.bpw), f"{float(t.bpw):g}"] for t in LIVE_TYPES]
+        if args.json:
+            print(json.dumps([dict(zip(("type", "block_size", "type_size", "bpw", "bpw_float"), r)) for r in rows],
+                             indent=1))
+        else:
+            print(tabulate(rows, headers=["type", "block", "bytes", "bpw (exact)", "bpw"], tablefmt="simple", disable_numparse=True))
+        return 0
+
+    if args.table:
+        failed = False
+        reports = []
+        for path in args.table:
+            table = S.read_table(path)
+            arch = _arch(args) or S.table_architecture(table)
+            kind = args.era or S.table_kind(table)
+            results = S.evaluate_table(table, arch, kind)
+            failed |= any(not r["ok"] or r.get("ram_ok") is False for r in results)
+            if args.json:
+                reports.append({"table": str(path), "architecture": arch.describe(), "era": kind,
+                                "rows": _jsonable(results)})
+            else:
+                _print_table_report(path, table, arch, kind, results, args.breakdown == "yes")
+        if args.json:
+            print(json.dumps(reports, indent=1))
+        return 1 if failed else 0
+
+    arch = _arch(args)
+    if arch is None:
+        raise GGSpecError("give --table, or an architecture (--arch, --hf-config or --gguf), or --bpw")
+
+    if args.gptq:
+        gs = None if args.group_size.strip().lower() in ("none", "-1", "0") else int(args.group_size)
+        inv = None if args.inv_freq is None else args.inv_freq == "yes"
+        act = args.act_order == "yes"
+        n = S.gptq_file_size(arch, args.bits, gs, act, inv_freq=inv)
+        bd = S._gptq_breakdown(arch, args.bits, gs, act)
+        if args.json:
+            print(json.dumps({"architecture": arch.describe(), "format": "autogptq-safetensors", "bits": args.bits,
+                              "group_size": gs, "act_order": act, "bytes": n, "gb": S.round_gb(n),
+                              "breakdown": bd}, indent=1))
+        else:
+            print(f"{arch.describe()}\nAutoGPTQ {args.bits}-bit, group size {gs or 'none'}: {n:,} bytes "
+                  f"({S.round_gb(n)} GB)")
+            print(tabulate([[k, e["count"], f"{e['bytes']:,}"] for k, e in bd.items()],
+                           headers=["tensor (dtype)", "count", "bytes"], tablefmt="simple", disable_numparse=True))
+        return 0
+
+    era = args.era or "gguf"
+    base, _ = S._rules_date(era)
+    mixes = [args.mix] if args.mix else list(S.GGMLV3_MIXES if base == "ggmlv3" else
+                                             [m for m in S.GGUF_MIXES if m not in ("MXFP4_MOE",)])
+    results = []
+    for mix in mixes:
+        try:
+            types = S.tensor_types(arch, mix, era, _imatrix(args))
+            n = S.ggml_file_size(arch, mix, era, imatrix=_imatrix(args))
+        except GGSpecError as e:
+            if args.mix:
+                raise
+            results.append({"mix": S.normalize_mix(mix), "error": str(e)})
+            continue
+        weights = sum(e["bytes"] for e in S.mix_breakdown(types).values())
+        r = {"mix": S.normalize_mix(mix), "era": era, "bytes": n, "gb": S.round_gb(n),
+             "bpw": round(8 * weights / arch.n_params, 4), "card_max_ram_gb": S.round_gb(S.card_max_ram(n)),
+             "breakdown": S.mix_breakdown(types)}
+        if args.ram:
+            r["ram"] = S.ram_estimate(arch, mix, era, args.n_ctx, args.cache_type, n_gpu_layers=args.n_gpu_layers)
+        results.append(r)
+    if args.json:
+        print(json.dumps({"architecture": arch.describe(), "n_params": arch.n_params, "results": results}, indent=1))
+        return 0
+    print(f"{arch.describe()} ({arch.n_params:,} parameters), era {era}")
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["mix"], "", "", "", "", r["error"]])
+            continue
+        ram = ""
+        if "ram" in r:
+            ram = f"{S.round_gb(r['ram']['total'])} GB (n_ctx {args.n_ctx})"
+        rows.append([r["mix"], f"{r['bytes']:,}", r["gb"], r["bpw"], r["card_max_ram_gb"], ram])
+    print(tabulate(rows, headers=["mix", "bytes", "GB", "bpw (weights)", "card max RAM GB", "RAM estimate"],
+                   tablefmt="simple", disable_numparse=True))
+    if args.mix and args.breakdown == "yes":
+        r = results[0]
+        print()
+        print(tabulate(_breakdown_rows(r["breakdown"], S._rules_date(era)[0]),
+                       headers=["type", "bpw", "tensors", "bytes", "which tensors"], tablefmt="simple", disable_numparse=True))
+        if "ram" in r:
+            print()
+            print(tabulate([[k, f"{v:,}", S.round_gb(v)] for k, v in r["ram"].items()],
+                           headers=["RAM component", "bytes", "GB"], tablefmt="simple", disable_numparse=True))
+    return 0
