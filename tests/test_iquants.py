@@ -159,6 +159,8 @@ def _row(kind: str, n: int, seed: int, scale: float) -> np.ndarray:
         x = rng.integers(-3, 4, n) * 0.5
     elif kind == "heavy":
         x = rng.standard_t(2, n)
+    elif kind == "tiny":  # x*x and the weights go subnormal, products underflow to zero
+        x = x * 1e-19
     return (x * scale).astype(np.float32).reshape(1, n)
 
 
@@ -167,7 +169,7 @@ def quantize_examples(name: str):
     n_max = 2 if t.block_size == 256 else 8
     imatrix_kinds = IMATRIX_KINDS if t.requires_imatrix else ("none",) + IMATRIX_KINDS
     return st.tuples(
-        st.sampled_from(["normal", "zero_subblocks", "ties", "heavy"]),
+        st.sampled_from(["normal", "zero_subblocks", "ties", "heavy", "tiny"]),
         st.integers(1, n_max).map(lambda k: k * t.block_size),
         st.integers(0, 2**32 - 1),
         st.floats(-6, 4).map(lambda e: 10.0 ** e),
@@ -237,3 +239,74 @@ def test_best_index_int8_picks_the_nearest_level_ties_up():
     got = list(iquants.best_index_int8(v, xs))
     # -115.5 is the midpoint of -127 and -104 (tie -> upper index 1); -4.5 is the midpoint of -10 and 1
     assert got == [0, 0, 1, 0, 8, 8, 7, 8, 15, 15, 15]
+
+
+# --------------------------------------------------------------------------------------------------
+# the start-up search tables (ggml's iq2xs_init_impl / iq3xs_init_impl), oracle-free
+#
+# Byte-exact quantization against ggml (above) is what proves them; these check their structure
+# against a direct, slow re-derivation.
+
+TABLE_TYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ3_XXS", "IQ3_S"]
+NWANT = {"IQ2_XXS": 2, "IQ2_XS": 2, "IQ2_S": 1, "IQ1_S": 3, "IQ3_XXS": 2, "IQ3_S": 3}
+FORMAT_GRID = {"IQ2_XXS": (grids.iq2xxs_grid, 8), "IQ2_XS": (grids.iq2xs_grid, 8),
+               "IQ2_S": (grids.iq2s_grid, 8), "IQ1_S": (grids.iq1s_grid, 8),
+               "IQ3_XXS": (grids.iq3xxs_grid, 4), "IQ3_S": (grids.iq3s_grid, 4)}
+
+
+def _points(name):
+    """The grid as 2*level+1 per coordinate, derived here from the format table."""
+    table, nbytes = FORMAT_GRID[name]
+    signed = name == "IQ1_S"
+    rows = [[b - 256 if signed and b > 127 else b for b in e.to_bytes(nbytes, "little")] for e in table]
+    values = sorted({v for r in rows for v in r})
+    return [[2 * values.index(v) + 1 for v in r] for r in rows]
+
+
+@pytest.mark.parametrize("name", TABLE_TYPES)
+def test_every_grid_point_maps_to_itself(name):
+    tab = iquants.quant_grid(name)
+    bits = 3 if name.startswith("IQ3") else 2
+    pts = _points(name)
+    assert tab.pos.tolist() == pts
+    for k, p in enumerate(pts):
+        u = sum(((v - 1) // 2) << (bits * i) for i, v in enumerate(p))
+        assert tab.kmap[u] == k
+    assert (tab.kmap >= 0).sum() == len(pts)
+
+
+@pytest.mark.parametrize("name", TABLE_TYPES)
+def test_neighbour_lists_follow_ggml_order(name):
+    """For off-grid codes: all grid points within the nwant smallest distinct distances, sorted by
+    (distance, grid index) -- the order of ggml's qsort with iq2_compare_func, whose key
+    (distance, index) is a total order, so qsort's instability cannot matter."""
+    tab = iquants.quant_grid(name)
+    bits = 3 if name.startswith("IQ3") else 2
+    ncoord = 4 if name.startswith("IQ3") else 8
+    pts = np.array(_points(name))
+    off = np.flatnonzero(tab.kmap < 0)
+    rng = np.random.default_rng(123)
+    for u in list(off[:3]) + list(off[-3:]) + list(rng.choice(off, 40, replace=False)):
+        u = int(u)
+        pos = np.array([2 * ((u >> (bits * i)) & ((1 << bits) - 1)) + 1 for i in range(ncoord)])
+        d2 = ((pts - pos) ** 2).sum(axis=1)
+        keep = sorted(set(d2.tolist()))[:NWANT[name]]
+        expect = sorted((int(d), j) for j, d in enumerate(d2) if d in keep)
+        assert tab.neighbours_of(u).tolist() == [j for _, j in expect], u
+
+
+@pytest.mark.parametrize("name", TABLE_TYPES)
+def test_neighbour_table_layout_is_ggmls(name):
+    """kmap[u] = -(offset+1) for off-grid codes in increasing order; at offset: count, members."""
+    tab = iquants.quant_grid(name)
+    off = np.flatnonzero(tab.kmap < 0)
+    offsets = -tab.kmap[off] - 1
+    counts = tab.neighbours[offsets].astype(np.int64)
+    assert offsets[0] == 0 and (counts > 0).all()
+    assert np.array_equal(offsets[1:], offsets[:-1] + 1 + counts[:-1])
+    assert offsets[-1] + 1 + counts[-1] == tab.neighbours.size
+    assert int(tab.neighbours.max()) < len(tab.pos) or counts.max() >= len(tab.pos)
+
+
+def test_iq1_s_and_iq1_m_share_one_table():
+    assert iquants.quant_grid("IQ1_S") is iquants.quant_grid("IQ1_M")
