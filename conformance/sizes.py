@@ -454,6 +454,18 @@ GGUF_RULE_CHANGES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# when llama.cpp added the mixes that the ggml era did not have (git history); for dated rules after
+# these days the i-quant / ternary choices follow today's code (their early variants are not modelled)
+MIX_INTRODUCED = {
+    "Q2_K_S": "2024-01-14", "IQ2_XXS": "2024-01-14", "IQ2_XS": "2024-01-14", "IQ3_XS": "2024-01-22",
+    "IQ3_XXS": "2024-01-30", "IQ1_S": "2024-02-18", "IQ4_NL": "2024-02-21", "IQ3_S": "2024-02-24",
+    "IQ3_M": "2024-02-24", "IQ2_S": "2024-02-26", "IQ2_M": "2024-02-26", "IQ4_XS": "2024-02-27",
+    "IQ1_M": "2024-03-26", "BF16": "2024-03-11", "TQ1_0": "2024-09-05", "TQ2_0": "2024-09-05",
+}
+# the last llama.cpp commit whose rules were transcribed date by date; later dates use today's rules
+LAST_DATED_RULES = "2025-02-20"
+
+
 def _rules_date(era: str) -> "tuple[str, str]":
     """('ggmlv3'|'gguf', 'YYYY-MM-DD' or 'today') from an era string such as 'gguf@2023-09-15'."""
     base, _, date = era.partition("@")
@@ -475,6 +487,8 @@ def _rules_date(era: str) -> "tuple[str, str]":
         d = datetime.fromordinal(nxt.toordinal() - 1)
     if d.strftime("%Y-%m-%d") < "2023-08-21":
         raise GGSpecError(f"GGUF did not exist before 2023-08-21 (era {era!r})")
+    if d.strftime("%Y-%m-%d") > LAST_DATED_RULES:
+        return base, "today"
     return base, d.strftime("%Y-%m-%d")
 
 
@@ -625,7 +639,7 @@ def _gguf_impl_type(arch: LlamaArchitecture, t: Tensor, mix: str, new: str, qs: 
                 new = "Q3_K"
             else:
                 new = "Q4_K"
-        elif q == "Q2_K_S" and n_gqa >= 4:
+        elif q == "Q2_K_S" and n_gqa >= 4 and _since(date, "2024-01-17"):
             new = "Q4_K"
         elif q == "IQ3_XXS":
             new = "Q4_K" if n_gqa >= 4 else ("IQ3_S" if not qs.has_imatrix else "IQ3_XXS")
@@ -731,15 +745,24 @@ _FALLBACK_TODAY = {
     "Q2_0": "Q4_0", "Q2_K": "Q4_0", "Q3_K": "Q4_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
     "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
 }
-# 2023-10-28 .. 2024-02: the first per-type fallback table (bd6d9e205)
+# 2023-10-28 .. 2024-02-20: the first per-type fallback table (bd6d9e205)
 _FALLBACK_2023_10 = {"Q2_K": "Q4_0", "Q3_K": "Q4_1", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+# 2024-02-21 (a14679cc3) .. at least 2025-02-20: Q2_K, Q3_K and the i-quants fall back to IQ4_NL
+_FALLBACK_2024_02 = {"IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL", "IQ3_XXS": "IQ4_NL",
+                     "IQ3_S": "IQ4_NL", "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL",
+                     "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
+                     "TQ1_0": "Q4_0", "TQ2_0": "Q4_0"}
 
 
 def _gguf_fallback(t: Tensor, new: str, date: str) -> str:
     ncols = t.ne[0]
     kquants = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
     if date != "today":
-        if new not in kquants or not _since(date, "2023-08-21"):
+        if _since(date, "2024-02-21"):
+            if get_type(new).block_size != QK_K or ncols % QK_K == 0:
+                return new
+            return _FALLBACK_2024_02[new]
+        if new not in kquants:
             return new
         bad = ncols % QK_K != 0 or (not _since(date, "2023-08-26") and t.ne[1] % QK_K != 0)
         if not bad:
@@ -770,10 +793,11 @@ def _gguf_mix(arch: LlamaArchitecture, mix: str, date: str, imatrix: "bool | Non
     tensors = arch.tensors("gguf")
     if mix in ("F32", "F16", "BF16"):  # the converter's output (convert.py: 1-D tensors stay F32)
         return [(t, mix if t.n_dims == 2 else "F32") for t in tensors]
-    if date != "today":
-        introduced = {"Q2_K_S": "2024-01-14"}
-        if mix not in GGMLV3_MIXES and not _since(date, introduced.get(mix, "9999")):
-            raise GGSpecError(f"mix {mix} did not exist on {date}; pass era='gguf' for today's rules")
+    if date != "today" and mix not in GGMLV3_MIXES:
+        since = MIX_INTRODUCED.get(mix, "today")
+        if since == "today" or date < since:
+            raise GGSpecError(f"mix {mix} did not exist on {date} (llama.cpp added it on {since}); "
+                              f"pass era='gguf' for today's rules")
     base = DEFAULT_TYPE[mix]
     has_imatrix = (mix in IMATRIX_MIXES) if imatrix is None else bool(imatrix)
     qs = _QuantState(

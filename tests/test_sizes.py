@@ -637,3 +637,20 @@ def test_gguf_file_size_matches_llama_model_quantize(oracle, tmp_path, shape):
         got = out.stat().st_size
         assert got == S.ggml_file_size(arch, mix, "gguf", imatrix=False), (mix, got)
         out.unlink()
+
+
+def test_gguf_fallback_history():
+    # rows of 320 are not a multiple of 256: what a Q3_K_M attn_q became over time
+    a = S.llama_architecture(320, 2, 5, 5, 640, 32000)
+
+    def q(era):
+        return {S.Tensor("attn_q", 0, (320, 320)).name(): ty for t, ty in S.tensor_types(a, "Q3_K_M", era)
+                if t.role == "attn_q" and t.layer == 0}[S.Tensor("attn_q", 0, (320, 320)).name()]
+
+    with pytest.raises(GGSpecError):
+        q("gguf@2023-09-30")  # an error before 2023-10-28
+    assert q("gguf@2023-11-01") == "Q4_1"
+    assert q("gguf@2024-03-01") == "IQ4_NL"
+    assert q("gguf") == "Q4_0"
+    with pytest.raises(GGSpecError):
+        S.tensor_types(a, "IQ4_XS", "gguf@2024-01-01")
