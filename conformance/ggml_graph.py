@@ -92,6 +92,10 @@ class GGMLGraph:
         b.ggml_rope_yarn_corr_dims.argtypes = [_I, _I, _F, _F, _F, ctypes.POINTER(_F * 2)]
         b.ggml_soft_max_ext.restype = _P
         b.ggml_soft_max_ext.argtypes = [_P, _P, _P, _F, _F]
+        b.ggml_rms_norm.restype = _P
+        b.ggml_rms_norm.argtypes = [_P, _P, _F]
+        b.ggml_mul.restype = _P
+        b.ggml_mul.argtypes = [_P, _P, _P]
         b.ggml_mul_mat.restype = _P
         b.ggml_mul_mat.argtypes = [_P, _P, _P]
         b.ggml_new_graph.restype = _P
@@ -220,6 +224,34 @@ class GGMLGraph:
             node = self.base.ggml_soft_max_ext(ctx, a, m, scale, max_bias)
             self._compute(ctx, node, n_threads)
             return self._read(node, x.shape, np.float32)
+        finally:
+            self.base.ggml_free(ctx)
+
+
+    def rms_norm_mul(self, x, w, eps: float, n_threads: int = 1) -> np.ndarray:
+        """ggml_mul(ggml_rms_norm(x, eps), w) over rows of float32 ``x`` (rows, n); ``w`` float32 (n,)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        ctx = self._ctx(4 * x.nbytes)
+        try:
+            a = self._tensor(ctx, x, GGML_TYPE_F32)
+            wt = self._tensor(ctx, np.ascontiguousarray(w, dtype=np.float32), GGML_TYPE_F32)
+            node = self.base.ggml_mul(ctx, self.base.ggml_rms_norm(ctx, a, eps), wt)
+            self._compute(ctx, node, n_threads)
+            return self._read(node, x.shape, np.float32)
+        finally:
+            self.base.ggml_free(ctx)
+
+    def mul_mat(self, w, x, n_threads: int = 1) -> np.ndarray:
+        """ggml_mul_mat(w, x): float32 w (out, in), x (n, in) -> (n, out)."""
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        ctx = self._ctx(4 * (w.nbytes + 2 * x.nbytes + x.shape[0] * w.shape[0] * 4))
+        try:
+            a = self._tensor(ctx, w, GGML_TYPE_F32)
+            b = self._tensor(ctx, x, GGML_TYPE_F32)
+            node = self.base.ggml_mul_mat(ctx, a, b)
+            self._compute(ctx, node, n_threads)
+            return self._read(node, (x.shape[0], w.shape[0]), np.float32)
         finally:
             self.base.ggml_free(ctx)
 

@@ -1,0 +1,320 @@
+"""Tiny synthetic Llama GGUFs (random weights from a seed) that llama.cpp loads, and a reader.
+
+    spec = TinySpec(n_head=4, n_head_kv=1, rope="yarn", wtype="Q8_0", seed=3)
+    path = write_tiny_llama(spec, "/tmp/m.gguf")          # via gguf-py (GGUFWriter)
+    md, tensors = read_gguf(path)                          # via gguf-py (GGUFReader): raw bytes
+    model = LlamaModel.from_tensors(md, tensors)           # ggspec.reference.llama
+
+Vocabulary: a SentencePiece ("llama") vocabulary of <unk>, <s>, </s>, the 256 byte tokens
+<0x00>..<0xFF> and a few word pieces -- the smallest llama.cpp's SPM loader takes without warnings
+about a missing newline token. Weights: normal(0, 1/sqrt(fan_in)) per matrix, norms around 1.
+
+RoPE configurations written into the metadata (llama.rope.*):
+    none      no scaling keys                           linear   scaling.type=linear, factor
+    yarn      type=yarn, factor, original_context_length  llama3   rope_freqs.weight tensor
+    longrope  type=longrope, rope_factors_long/short tensors, scaling.attn_factor
+    ntk       a larger rope.freq_base = base*alpha^(d/(d-2)) (static NTK-aware)
+gguf-py is used here (conformance code), never in ggspec.reference.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..reference import rope as R
+
+f32 = np.float32
+
+ROPE_CONFIGS = ("none", "linear", "ntk", "yarn", "llama3", "longrope")
+HEAD_LAYOUTS = {"MHA": None, "GQA": 2, "MQA": 1}      # n_head_kv (None = n_head)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    n_embd: int = 256
+    n_head: int = 4
+    n_head_kv: Optional[int] = None
+    n_layer: int = 2
+    n_ff: int = 512
+    n_ctx_train: int = 4096
+    rope: str = "none"
+    rope_factor: float = 4.0
+    rope_freq_base: float = 10000.0
+    rms_eps: float = 1e-5
+    wtype: str = "F32"            # type of the 2-D weight matrices (norms stay F32)
+    seed: int = 0
+    n_extra_tokens: int = 61
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_head_kv is None else self.n_head_kv
+
+    @property
+    def n_vocab(self) -> int:
+        return 3 + 256 + self.n_extra_tokens
+
+    def name(self) -> str:
+        return f"tiny-h{self.n_head}kv{self.kv_heads}-{self.rope}-{self.wtype}-s{self.seed}"
+
+
+def vocabulary(n_extra: int):
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    words = ["\u2581" + "".join(chr(ord("a") + (i * 7 + j) % 26) for j in range(1 + i % 4)) for i in range(n_extra)]
+    seen = set()
+    for w in words:
+        while w in seen:
+            w += "x"
+        seen.add(w)
+        tokens.append(w)
+        types.append(1)
+    scores = [0.0] * len(tokens)
+    for i in range(259, len(tokens)):
+        scores[i] = -float(i)
+    return tokens, scores, types
+
+
+def _quantize(wtype: str, x: np.ndarray) -> np.ndarray:
+    """Raw rows of ``wtype`` as uint8 (rows, row_bytes): ggml's quantizer when the oracle is present
+    (fast; the reference quantizers are byte-exact to it), else the reference quantizer."""
+    if wtype == "F32":
+        return x.astype(f32)
+    if wtype == "F16":
+        return x.astype(np.float16)
+    from . import libggml
+    try:
+        raw = libggml.load().quantize(wtype, x.astype(f32))
+    except Exception:
+        from .. import reference
+        raw = reference.quantize(wtype, x.astype(f32))
+    return np.frombuffer(raw, dtype=np.uint8).reshape(x.shape[0], -1)
+
+
+def tiny_weights(spec: TinySpec) -> "dict[str, np.ndarray]":
+    """float32 weights by GGUF name, numpy shape (rows=out, cols=in)."""
+    rng = np.random.default_rng(spec.seed)
+    E, F, V = spec.n_embd, spec.n_ff, spec.n_vocab
+    hd, nkv = spec.head_dim, spec.kv_heads
+
+    def mat(o, i, gain=1.0):
+        return (rng.standard_normal((o, i)) * gain / math.sqrt(i)).astype(f32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(f32)
+
+    w = {"token_embd.weight": (rng.standard_normal((V, E))).astype(f32),
+         "output_norm.weight": norm(E), "output.weight": mat(V, E, 2.0)}
+    for il in range(spec.n_layer):
+        b = f"blk.{il}."
+        w[b + "attn_norm.weight"] = norm(E)
+        w[b + "attn_q.weight"] = mat(E, E, 2.0)
+        w[b + "attn_k.weight"] = mat(nkv * hd, E, 2.0)
+        w[b + "attn_v.weight"] = mat(nkv * hd, E)
+        w[b + "attn_output.weight"] = mat(E, E)
+        w[b + "ffn_norm.weight"] = norm(E)
+        w[b + "ffn_gate.weight"] = mat(F, E)
+        w[b + "ffn_up.weight"] = mat(F, E)
+        w[b + "ffn_down.weight"] = mat(E, F)
+    n_rot = hd
+    if spec.rope == "llama3":
+        w["rope_freqs.weight"] = R.llama3_rope_freqs(n_rot, spec.rope_freq_base, spec.rope_factor, 1.0, 4.0,
+                                                     spec.n_ctx_train)
+    if spec.rope == "longrope":
+        w["rope_factors_long.weight"] = (1.0 + rng.random(n_rot // 2) * (spec.rope_factor * 4 - 1)).astype(f32)
+        w["rope_factors_short.weight"] = (1.0 + rng.random(n_rot // 2) * 0.5).astype(f32)
+    return w
+
+
+def rope_freq_base(spec: TinySpec) -> float:
+    if spec.rope == "ntk":
+        return float(R.ntk_alpha_base(spec.rope_freq_base, spec.rope_factor, spec.head_dim))
+    return spec.rope_freq_base
+
+
+def write_tiny_llama(spec: TinySpec, path) -> Path:
+    """Write the model; returns the path."""
+    import gguf
+
+    path = Path(path)
+    w = tiny_weights(spec)
+    wr = gguf.GGUFWriter(str(path), "llama")
+    wr.add_name(spec.name())
+    wr.add_context_length(spec.n_ctx_train)
+    wr.add_embedding_length(spec.n_embd)
+    wr.add_block_count(spec.n_layer)
+    wr.add_feed_forward_length(spec.n_ff)
+    wr.add_head_count(spec.n_head)
+    wr.add_head_count_kv(spec.kv_heads)
+    wr.add_layer_norm_rms_eps(spec.rms_eps)
+    wr.add_rope_dimension_count(spec.head_dim)
+    wr.add_rope_freq_base(rope_freq_base(spec))
+    wr.add_vocab_size(spec.n_vocab)
+    if spec.rope == "none":
+        wr.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+    elif spec.rope == "linear":
+        wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        wr.add_rope_scaling_factor(spec.rope_factor)
+    elif spec.rope == "yarn":
+        wr.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        wr.add_rope_scaling_factor(spec.rope_factor)
+        wr.add_rope_scaling_orig_ctx_len(spec.n_ctx_train)
+    elif spec.rope == "longrope":
+        wr.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
+        wr.add_rope_scaling_orig_ctx_len(spec.n_ctx_train)
+        af = math.sqrt(1 + math.log(spec.rope_factor) / math.log(spec.n_ctx_train))
+        wr.add_rope_scaling_attn_factors(af)
+    tokens, scores, types = vocabulary(spec.n_extra_tokens)
+    wr.add_tokenizer_model("llama")
+    wr.add_tokenizer_pre("default")
+    wr.add_token_list(tokens)
+    wr.add_token_scores(scores)
+    wr.add_token_types(types)
+    wr.add_bos_token_id(1)
+    wr.add_eos_token_id(2)
+    wr.add_unk_token_id(0)
+    wr.add_add_bos_token(False)
+    qtype = getattr(gguf.GGMLQuantizationType, spec.wtype)
+    for name, arr in w.items():
+        if arr.ndim == 2 and spec.wtype != "F32":
+            data = _quantize(spec.wtype, arr)
+            if spec.wtype in ("F16",):
+                wr.add_tensor(name, data)
+            else:
+                wr.add_tensor(name, data, raw_dtype=qtype)
+        else:
+            wr.add_tensor(name, arr.astype(f32))
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    return path
+
+
+def read_gguf(path) -> "tuple[dict, dict]":
+    """(metadata {key: python value}, tensors {name: (type_name, ne, raw bytes)}) via gguf-py."""
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+    md = {}
+    for k, fld in r.fields.items():
+        if k.startswith("GGUF."):
+            continue
+        try:
+            md[k] = fld.contents()
+        except Exception:  # pragma: no cover
+            continue
+    tensors = {}
+    for t in r.tensors:
+        ne = tuple(int(v) for v in t.shape)
+        tensors[t.name] = (t.tensor_type.name, ne, np.asarray(t.data).tobytes())
+    return md, tensors
+
+
+def load_reference(path, dequantize=None):
+    """LlamaModel from a GGUF written here (gguf-py reader)."""
+    from ..reference.llama import LlamaModel
+    md, tensors = read_gguf(path)
+    return LlamaModel.from_tensors(md, tensors, dequantize or dequantizer_for(tensors))
+
+
+def _ref_supports(op: str, tname: str) -> bool:
+    from .. import reference
+    try:
+        return reference.supports(op, tname)
+    except ImportError:         # the family module has not landed yet
+        return False
+
+
+def dequantizer_for(tensors) -> "callable":
+    """ggspec.reference.dequantize when the reference has every type used, else the oracle's to_float
+    for the missing ones (the quantizer families land separately)."""
+    from .. import reference
+
+    def deq(tname, raw, n):
+        if _ref_supports("dequantize", tname):
+            return reference.dequantize(tname, raw, n)
+        from . import libggml
+        return libggml.load().to_float(tname, raw, n)
+    return deq
+
+
+# ------------------------------------------------------------------------------------------------
+# llama.cpp (the oracle) on the same file
+# ------------------------------------------------------------------------------------------------
+
+def llama_cpp_logits(path, tokens, *, n_ctx: int = 256, kv_f32: bool = True, decode_steps: int = 0,
+                     **ctx_kw) -> np.ndarray:
+    """Logits (n_tokens + decode_steps, n_vocab) from llama-cpp-python 0.3.36 for ``tokens`` evaluated
+    as one batch, then ``decode_steps`` greedy single-token steps (each step feeds the argmax).
+
+    ``kv_f32``: type_k = type_v = GGML_TYPE_F32 (else llama.cpp's default F16 cache).
+    """
+    import llama_cpp
+
+    kw = dict(n_ctx=n_ctx, n_batch=max(32, len(tokens)), n_ubatch=max(32, len(tokens)), logits_all=True,
+              n_threads=1, n_threads_batch=1, verbose=False, flash_attn=False, seed=0)
+    if kv_f32:
+        kw.update(type_k=0, type_v=0)
+    kw.update(ctx_kw)
+    llm = llama_cpp.Llama(model_path=str(path), **kw)
+    try:
+        llm.reset()
+        llm.eval(list(int(t) for t in tokens))
+        n = len(tokens)
+        for _ in range(decode_steps):
+            nxt = int(np.argmax(llm.scores[n - 1]))
+            llm.eval([nxt])
+            n += 1
+        return np.array(llm.scores[:n], dtype=f32)
+    finally:
+        llm.close() if hasattr(llm, "close") else None
+
+
+def spec_matrix(wtypes=("F32", "F16"), ropes=ROPE_CONFIGS, layouts=HEAD_LAYOUTS):
+    """All TinySpecs for the given weight types x RoPE configurations x head layouts."""
+    out = []
+    for wt in wtypes:
+        for rp in ropes:
+            for lname, nkv in layouts.items():
+                out.append((lname, TinySpec(n_head_kv=nkv, rope=rp, wtype=wt, seed=len(out))))
+    return out
+
+
+def compare(spec: TinySpec, tokens, *, workdir, n_ctx: int = 512, act: str = "ggml", decode_steps: int = 0,
+            kv_f32: bool = True, ref_rope=None) -> dict:
+    """Our logits vs llama.cpp's for one tiny model: max |diff|, max |diff| / max |logit|, argmax agreement.
+
+    ``ref_rope``: override the reference's RoPE parameters (to show a wrong configuration is detected).
+    """
+    from ..reference.llama import ContextParams
+    from ..reference.attention import KVCache
+
+    path = Path(workdir) / f"{spec.name()}.gguf"
+    if not path.exists():
+        write_tiny_llama(spec, path)
+    model = load_reference(path)
+    cp = ContextParams(n_ctx=n_ctx)
+    if ref_rope is not None:
+        model.rope_params = lambda cp=None, _r=ref_rope: _r
+    theirs = llama_cpp_logits(path, tokens, n_ctx=n_ctx, kv_f32=kv_f32, decode_steps=decode_steps)
+    cache = KVCache(model.hp.n_layer, kv_dtype="f32" if kv_f32 else "f16")
+    ours = [model.forward(tokens, cache=cache, cp=cp, act=act)]
+    for step in range(decode_steps):
+        nxt = int(np.argmax(theirs[len(tokens) - 1 + step]))
+        ours.append(model.forward([nxt], cache=cache, cp=cp, act=act))
+    ours = np.concatenate(ours)
+    d = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+    scale = float(np.abs(theirs).max())
+    return {"max_abs": float(d.max()), "max_rel": float(d.max() / scale), "scale": scale,
+            "argmax_agree": float(np.mean(ours.argmax(1) == theirs.argmax(1))),
+            "rope": model.rope_params(cp), "n": int(ours.shape[0])}
