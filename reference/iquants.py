@@ -102,6 +102,12 @@ IQ4_NL (18 bytes per 32, 4.5 bpw) and IQ4_XS (136 bytes, 4.25 bpw)
     IQ4_NL: y[j] = d * kvalues_iq4nl[qs[j] & 0xf],  y[j+16] = d * kvalues_iq4nl[qs[j] >> 4]
     IQ4_XS: ls = (scales_l nibble) | (2 bits of scales_h) << 4 ;  dl = d * (ls - 32) ; then as IQ4_NL per 32
 
+Quantizers (``QUANTIZE``, the semantics of ``ggml_quantize_chunk``): IQ4_NL/IQ4_XS search a scale
+per block of 32 over the 16 non-linear levels; the grid types search a scale per sub-block, project
+each group onto the grid (or its nearest grid neighbours, from tables ggml builds at start-up and
+``quant_grid`` rebuilds identically), and store 4-bit (IQ1: 3-bit) sub-block scales relative to
+the largest one. The searches are described step by step in docs/formats/iquants.md.
+
 Arithmetic is float32 throughout, in ggml's order; reductions are sequential (``_seq_sum``).
 Element-wise steps are written with numpy arrays where that gives the same bits as ggml's loops.
 """
