@@ -88,7 +88,9 @@ Q8_K (292 bytes, 9.125 bpw): the activation type of the k-quant dot products
     y[k] = d * qs[k]          (bsums are not used by dequantize)
 
 All arithmetic is float32 in ggml's order (``(d * sc) * q - dmin * m``: the two products first, one
-subtraction; no fused multiply-add: the oracle's compiled code has none). The quantizers are
+subtraction; the oracle's compiled code has no fused multiply-add). In dequantize every product is
+exact (fp16 ``d`` has 11 significant bits, the integer factors at most 12), so only the subtraction
+rounds; the quantizers' sums are where the order of operations matters. The quantizers are
 described next to their functions and in ``docs/formats/kquants.md``; the shared scale searches
 (``make_qx_quants``, ``make_q3_quants``, ``make_qkx2_quants``, ``make_qkx3_quants``,
 ``make_qp_quants``) live in ``search.py``.
