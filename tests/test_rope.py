@@ -231,3 +231,51 @@ def test_thread_count_does_not_change_bits(graph):
     x = rng.standard_normal((pos.size, 4, 64)).astype(f32)
     p = R.RopeParams(n_dims=64, freq_scale=0.5, ext_factor=1.0, n_ctx_orig=2048)
     assert _same(graph.rope_ext(x, pos, n_threads=2, **p.ggml_kwargs()), graph.rope_ext(x, pos, **p.ggml_kwargs()))
+
+
+# ---------------------------------------------------------------------------------------------
+# ggspec rope --explain
+# ---------------------------------------------------------------------------------------------
+
+def test_explain_llama_cpp_yarn_flags():
+    from ggspec.conformance import cmd_rope
+    r = cmd_rope.explain(["--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "4096", "-c", "32768"])
+    assert (r["freq_scale"], r["ext_factor"], r["n_ctx_orig"], r["beta_fast"], r["beta_slow"]) == (0.25, 1.0, 4096, 32.0, 1.0)
+    # llama_context: attn_factor = get_mscale(4) / (1 + 0.1 ln 4), ggml multiplies by 1 + 0.1 ln 4 again
+    assert abs(r["attn_factor"] - 1.0) < 1e-6
+    assert r["yarn_corr_dims"] == [20.0, 46.0]
+    r = cmd_rope.explain("--rope-freq-base 500000 --rope-freq-scale 0.5")
+    assert (r["freq_base"], r["freq_scale"], r["ext_factor"]) == (500000.0, 0.5, 0.0)
+    r = cmd_rope.explain(["--rope-scaling", "none", "--rope-freq-scale", "0.5"])
+    assert r["freq_scale"] == 1.0                      # "never scale if scaling type is none"
+
+
+def test_explain_hf_dicts():
+    from ggspec.conformance import cmd_rope
+    r = cmd_rope.explain('{"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4, '
+                         '"original_max_position_embeddings": 8192}', head_dim=128, freq_base=500000.0)
+    assert r["freq_factors"] == R.llama3_rope_freqs(128, 500000.0).tolist()
+    r = cmd_rope.explain({"type": "linear", "factor": 2})
+    assert r["freq_scale"] == 0.5
+    r = cmd_rope.explain({"compress_pos_emb": 4})
+    assert r["freq_scale"] == 0.25
+    r = cmd_rope.explain({"type": "dynamic", "factor": 2}, n_ctx=8192, head_dim=128)
+    assert r["freq_base"] == float(f32(10000.0 * 3.0 ** (128 / 126)))
+    r = cmd_rope.explain({"type": "yarn", "factor": 4, "original_max_position_embeddings": 2048})
+    assert (r["freq_scale"], r["ext_factor"], r["n_ctx_orig"]) == (0.25, 1.0, 2048)
+    lr = {"type": "longrope", "short_factor": [1, 1], "long_factor": [2, 3],
+          "original_max_position_embeddings": 4096, "max_position_embeddings": 131072}
+    assert cmd_rope.explain(lr, head_dim=4, n_ctx=4096)["freq_factors"] == [1.0, 1.0]
+    r = cmd_rope.explain(lr, head_dim=4, n_ctx=8192)
+    assert r["freq_factors"] == [2.0, 3.0]
+    assert r["attn_factor"] == pytest.approx(math.sqrt(1 + math.log(32) / math.log(4096)), rel=1e-7)
+
+
+def test_cli_rope_json(capsys):
+    import json
+    from ggspec.cli import main
+    assert main(["rope", "--explain", "--json", "--", "--rope-scaling", "yarn", "--rope-scale", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["freq_scale"] == 0.125 and out["ext_factor"] == 1.0
+    assert main(["rope", "--explain", '{"type": "linear", "factor": 4}', "--head-dim", "64"]) == 0
+    assert "freq_scale     0.25" in capsys.readouterr().out
