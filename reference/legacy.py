@@ -243,7 +243,7 @@ def dequantize_block_q8_1(block: bytes) -> np.ndarray:
 def quantize_block_q4_0(x: np.ndarray) -> bytes:
     """quantize_row_q4_0_ref: d = max/-8 (max = the signed element of largest magnitude), so the
     extreme element maps to level 0; levels = MIN(15, (int8_t)(x*id + 8.5f)) (truncation)."""
-    amax, max_ = _absmax_with_sign(x)
+    _, max_ = _absmax_with_sign(x)
     d = max_ / f32(-8.0)
     id_ = _inverse(d)
     # (int8_t)(x0 + 8.5f): float -> int (truncates) -> low 8 bits; then MIN(15, ...) on the
@@ -266,7 +266,7 @@ def quantize_block_q4_1(x: np.ndarray) -> bytes:
 
 def quantize_block_q5_0(x: np.ndarray) -> bytes:
     """quantize_row_q5_0_ref: d = max/-16; levels MIN(31, (int8_t)(x*id + 16.5f))."""
-    amax, max_ = _absmax_with_sign(x)
+    _, max_ = _absmax_with_sign(x)
     d = max_ / f32(-16.0)
     id_ = _inverse(d)
     xi = np.minimum(31, to_int8(c_int(x * id_ + f32(16.5)))) & 0xFF

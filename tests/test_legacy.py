@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from ggspec import reference
 from ggspec.conformance.compare import assert_bits_equal, assert_bytes_equal
