@@ -149,8 +149,12 @@ def _imatrix(kind: str, n: int, seed: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def _row(kind: str, n: int, seed: int, scale: float) -> np.ndarray:
+def _rows(kind: str, n_rows: int, n: int, seed: int, scale: float) -> np.ndarray:
     rng = np.random.default_rng(seed)
+    return np.concatenate([_row(kind, n, rng, scale) for _ in range(n_rows)])
+
+
+def _row(kind: str, n: int, rng, scale: float) -> np.ndarray:
     x = rng.standard_normal(n)
     if kind == "zero_subblocks":  # whole sub-blocks of zeros (exercises ggml's skip paths)
         for ib in rng.choice(n // 16, size=max(1, n // 64), replace=False):
@@ -166,11 +170,11 @@ def _row(kind: str, n: int, seed: int, scale: float) -> np.ndarray:
 
 def quantize_examples(name: str):
     t = get_type(name)
-    n_max = 2 if t.block_size == 256 else 8
+    blocks = 2 if t.block_size == 256 else 8          # at most 512 values per example
     imatrix_kinds = IMATRIX_KINDS if t.requires_imatrix else ("none",) + IMATRIX_KINDS
     return st.tuples(
         st.sampled_from(["normal", "zero_subblocks", "ties", "heavy", "tiny"]),
-        st.integers(1, n_max).map(lambda k: k * t.block_size),
+        st.sampled_from([(1, blocks // 2), (1, blocks), (2, blocks // 2)]).map(lambda s: (s[0], s[1] * t.block_size)),
         st.integers(0, 2**32 - 1),
         st.floats(-6, 4).map(lambda e: 10.0 ** e),
         st.sampled_from(imatrix_kinds),
@@ -178,12 +182,12 @@ def quantize_examples(name: str):
 
 
 def _check_quantize(oracle, name, example):
-    kind, n, seed, scale, im_kind = example
-    x = _row(kind, n, seed, scale)
+    kind, (n_rows, n), seed, scale, im_kind = example
+    x = _rows(kind, n_rows, n, seed, scale)
     im = None if im_kind == "none" else _imatrix(im_kind, n, seed + 1)
     expected = oracle.quantize(name, x, im)
     got = reference.quantize(name, x, im)
-    assert_bytes_equal(got, expected, f"{name} quantize ({kind}, n={n}, seed={seed}, imatrix={im_kind})",
+    assert_bytes_equal(got, expected, f"{name} quantize ({kind}, {n_rows}x{n}, seed={seed}, scale={scale}, imatrix={im_kind})",
                        get_type(name).type_size)
 
 
