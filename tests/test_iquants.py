@@ -156,9 +156,10 @@ def _rows(kind: str, n_rows: int, n: int, seed: int, scale: float) -> np.ndarray
 
 def _row(kind: str, n: int, rng, scale: float) -> np.ndarray:
     x = rng.standard_normal(n)
-    if kind == "zero_subblocks":  # whole sub-blocks of zeros (exercises ggml's skip paths)
-        for ib in rng.choice(n // 16, size=max(1, n // 64), replace=False):
-            x[16 * ib:16 * (ib + 1)] = 0.0
+    if kind == "zero_subblocks":  # whole sub-blocks (16 or 32) of zeros: ggml's skip paths
+        width = int(rng.choice([16, 32]))
+        for ib in rng.choice(n // width, size=max(1, n // (4 * width)), replace=False):
+            x[width * ib:width * (ib + 1)] = 0.0
     elif kind == "ties":  # few distinct values: ties in every sort and comparison
         x = rng.integers(-3, 4, n) * 0.5
     elif kind == "heavy":
@@ -207,6 +208,46 @@ def test_quantize_shared_strategies_match_libggml(oracle, name, data):
     im = data.draw(imatrices(x.shape[1])) if t.requires_imatrix or data.draw(st.booleans()) else None
     assert_bytes_equal(reference.quantize(name, x, im), oracle.quantize(name, x, im),
                        f"{name} quantize (imatrix={im is not None})", t.type_size)
+
+
+def _edge_rows(n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(2024)
+    half = np.zeros(n)
+    half[: n // 2] = rng.standard_normal(n // 2)
+    zero32 = rng.standard_normal(n)
+    zero32[32:64] = 0.0
+    outlier = np.zeros(n)
+    outlier[17] = 5.0
+    return {
+        "zeros": np.zeros(n),
+        "constant": np.full(n, 1.5),
+        "tiny_constant": np.full(n, -3e-20),         # subnormal weights, sumqx underflows to 0
+        "tiny_normal": rng.standard_normal(n) * 1e-19,
+        "subnormal": rng.standard_normal(n) * 1e-42,
+        "large": rng.standard_normal(n) * 6e4,
+        "alternating": np.tile([0.7, -0.7], n // 2),
+        "one_outlier": outlier,
+        "half_zero": half,
+        "zero_subblock_32": zero32,
+        "signed_zeros": np.where(rng.uniform(size=n) < 0.5, 0.0, -0.0),
+        "negative": -np.abs(rng.standard_normal(n)),
+    }
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", QUANTIZERS)
+def test_quantize_edge_rows_match_libggml(oracle, name):
+    t = get_type(name)
+    n = 256
+    imatrices_ = {"uniform": np.ones(n, np.float32), "all_zero": np.zeros(n, np.float32),
+                  "skewed": _imatrix("skewed", n, 5)}
+    if not t.requires_imatrix:
+        imatrices_["none"] = None
+    for row_kind, x in _edge_rows(n).items():
+        x = x.astype(np.float32).reshape(1, n)
+        for im_kind, im in imatrices_.items():
+            assert_bytes_equal(reference.quantize(name, x, im), oracle.quantize(name, x, im),
+                               f"{name} quantize ({row_kind}, imatrix={im_kind})", t.type_size)
 
 
 # --------------------------------------------------------------------------------------------------
