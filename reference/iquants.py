@@ -85,7 +85,7 @@ IQ1_M (56 bytes, 1.75 bpw)
 |--------|---------|-------|-------|---------------------------------------------------------------|
 | qs     | uint8_t | 32    | 32    | low 8 bits of the grid indices                                |
 | qh     | uint8_t | 16    | 16    | per 2 groups: 3 high index bits + delta sign bit (0x08, 0x80) |
-| scales | uint8_t | 8     | 8     | 4 uint16 ``sc``: 3-bit scales per 16 weights (bits 0..11); the fp16 ``d`` in the top nibbles |
+| scales | uint8_t | 8     | 8     | 4 uint16 ``sc``: 3-bit scales per 16 weights (bits 0..11), fp16 ``d`` in top nibbles |
 
 There is no ``d`` field: ``d = fp16(sc[0] >> 12 | (sc[1] >> 8) & 0xf0 | (sc[2] >> 4) & 0xf00 | sc[3] & 0xf000)``
 (``iq1m_scale_t``). Then ``dl = d * (2*s3 + 1)``, ``y[j] = dl * (grid[j] + delta)`` as IQ1_S.
@@ -1219,8 +1219,11 @@ def quantize_block_iq1_m(xbl: np.ndarray, qw) -> bytes:
             qx_m.append(txs[h] * m2 - sx)
             q2_p.append(tws[h] * p2 * p2 + pw[h, i1s] * cp1 + pw[h, i2s] * cp2)
             q2_m.append(tws[h] * m2 * m2 + pw[h, i1s] * cm1 + pw[h, i2s] * cm2)
-        sumqx_c = np.stack([qx_p[0] + qx_p[1], qx_p[0] + qx_m[1], qx_m[0] + qx_p[1], qx_m[0] + qx_m[1]], axis=1).reshape(-1)
-        sumq2_c = np.stack([q2_p[0] + q2_p[1], q2_p[0] + q2_m[1], q2_m[0] + q2_p[1], q2_m[0] + q2_m[1]], axis=1).reshape(-1)
+        # candidates per split, in ggml's order k = 0..3: (+,+), (+,-), (-,+), (-,-)
+        sumqx_c = np.stack([qx_p[0] + qx_p[1], qx_p[0] + qx_m[1],
+                            qx_m[0] + qx_p[1], qx_m[0] + qx_m[1]], axis=1).reshape(-1)
+        sumq2_c = np.stack([q2_p[0] + q2_p[1], q2_p[0] + q2_m[1],
+                            q2_m[0] + q2_p[1], q2_m[0] + q2_m[1]], axis=1).reshape(-1)
         chosen = _scan_candidates(sumqx_c, sumq2_c)
         if chosen < 0:
             continue

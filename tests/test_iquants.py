@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from ggspec import reference
 from ggspec.conformance.compare import assert_bits_equal, assert_bytes_equal
@@ -188,8 +188,8 @@ def _check_quantize(oracle, name, example):
     im = None if im_kind == "none" else _imatrix(im_kind, n, seed + 1)
     expected = oracle.quantize(name, x, im)
     got = reference.quantize(name, x, im)
-    assert_bytes_equal(got, expected, f"{name} quantize ({kind}, {n_rows}x{n}, seed={seed}, scale={scale}, imatrix={im_kind})",
-                       get_type(name).type_size)
+    what = f"{name} quantize ({kind}, {n_rows}x{n}, seed={seed}, scale={scale}, imatrix={im_kind})"
+    assert_bytes_equal(got, expected, what, get_type(name).type_size)
 
 
 @pytest.mark.oracle
