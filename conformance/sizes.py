@@ -1117,52 +1117,123 @@ CACHE_TYPE_BYTES = {"f32": Fraction(4), "f16": Fraction(2), "bf16": Fraction(2),
 
 
 def kv_cache_bytes(arch: LlamaArchitecture, n_ctx: int, cache_type: str = "f16") -> int:
-    """K and V caches: n_ctx x n_layer x 2 x n_head_kv x head_dim x bytes per element of the type."""
+    """K and V caches: n_ctx x n_layer x 2 x n_head_kv x head_dim x bytes per element of the type.
+
+    llama.cpp allocates the whole cache up front and clears it (``ggml_backend_buffer_clear``), so all
+    of it is resident from the start.
+    """
     per = CACHE_TYPE_BYTES[cache_type.lower()]
     return int(n_ctx * arch.n_layers * 2 * arch.n_embd_kv * per)
 
 
-# Fixed process overhead: the Python interpreter with numpy and llama_cpp imported, the ggml backends
-# and their thread pools, llama.cpp's vocabulary structures.  Measured (docs/sizes.md) as the peak RSS
-# of a run on the smallest synthetic model, minus its weights, KV cache and compute buffers.
-FIXED_OVERHEAD_BYTES = 120_000_000
+def _pad_to(n: int, m: int) -> int:
+    return (n + m - 1) // m * m
 
 
-def compute_buffer_bytes(arch: LlamaArchitecture, n_ctx: int, n_batch: int = 512, n_ubatch: int = 512) -> int:
-    """The CPU compute buffer llama.cpp reserves for one ubatch (an estimate of ggml-alloc's peak).
+def compute_buffer_bytes(arch: LlamaArchitecture, n_kv: int, n_tokens: int, n_outputs: int = 1,
+                         weight_types: "Iterable[str]" = ()) -> int:
+    """The part of llama.cpp's CPU compute buffer a graph of ``n_tokens`` tokens attending ``n_kv``
+    cache cells touches: the largest live set of the graph (ggml-alloc reuses memory between ops),
+    plus the CPU backend's work buffer for the quantized activations.
 
-    The graph's largest live set for one ubatch of ``n_ubatch`` tokens: the logits (n_vocab x n_ubatch
-    f32, llama.cpp keeps the output buffer separately for n_batch tokens) and the attention scores
-    (n_ctx x n_ubatch x n_head f32) plus the FFN activations (3 x ffn_dim x n_ubatch f32).
+    * attention (no flash attention): KQ [n_kv, n_tokens, n_head] f32 (soft_max runs in place), the
+      f32 KQ mask [n_kv, n_tokens], and about eight n_embd-wide f32 activations (residual, norm, Q, K,
+      V, roped Q/K, KQV);
+    * FFN: gate and up [n_ff, n_tokens] f32 (SiLU and the product run in place) and four n_embd-wide;
+    * output: the logits [n_vocab, n_outputs] f32 and three n_embd-wide.
+    Work buffer: the activations converted to the weights' ``vec_dot_type`` for the widest mat-mul
+    input (Q8_K: 292/256 bytes per value; Q8_0: 34/32; F16: 2).
     """
-    nu = min(n_ubatch, n_batch, n_ctx)
-    scores = n_ctx * nu * arch.n_heads * 4
-    ffn = 3 * arch.ffn_dim * nu * 4
-    logits = arch.n_vocab * nu * 4
-    output_buffer = arch.n_vocab * min(n_batch, n_ctx) * 4
-    return max(scores, ffn, logits) + output_buffer
+    d, nt = arch.dim, n_tokens
+    attn = 4 * (n_kv * nt * (arch.n_heads + 1) + 8 * d * nt)
+    ffn = 4 * (2 * arch.ffn_dim * nt + 4 * d * nt)
+    out = 4 * (arch.n_vocab * n_outputs + 3 * d * nt)
+    per_value = Fraction(0)
+    for ty in weight_types:
+        t = get_type(ty)
+        if t.family == "kquant" or ty.startswith(("IQ", "TQ")) and t.block_size == QK_K:
+            per_value = max(per_value, Fraction(292, 256))
+        elif t.family in ("legacy", "iquant", "fp4", "lowbit"):
+            per_value = max(per_value, Fraction(34, 32))
+        elif ty in ("F16", "BF16"):
+            per_value = max(per_value, Fraction(2))
+    work = int(max(arch.ffn_dim, arch.dim) * nt * per_value)
+    return max(attn, ffn, out) + work
+
+
+# CPU "repack" (ggml-cpu/repack.cpp, ggml_repack_get_optimal_repack_type): on x86 with AVX2 the
+# mat-mul weights of these types (rows a multiple of 8; not token_embd, which is read by get_rows) are
+# copied into an interleaved layout in an anonymous CPU_REPACK buffer -- in addition to the mmapped file
+# pages, which stay resident.  AVX-512 adds Q2_K.  (ARM NEON has its own list; pass ``repack=``.)
+REPACK_AVX2 = ("Q4_0", "Q4_K", "IQ4_NL", "MXFP4")
+REPACK_AVX512 = REPACK_AVX2 + ("Q2_K",)
+
+
+def host_repack_types() -> tuple[str, ...]:
+    """The repacked types on this machine (x86 flags from /proc/cpuinfo; none elsewhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return ()
+    if "avx512f" in flags and "avx2" in flags:
+        return REPACK_AVX512
+    if "avx2" in flags:
+        return REPACK_AVX2
+    return ()
+
+
+# The fixed part of the peak RSS: the host process (for the validation harness: CPython with numpy
+# and llama_cpp imported, ~42 MB) plus llama.cpp's own state that does not scale with the model
+# (backend and thread pool, vocabulary maps for 32000 tokens, tensor and graph metadata, the code
+# pages of libggml/libllama).  Measured: peak RSS of the smallest synthetic model (1 layer, dim 256)
+# with no evaluation, minus its file and KV cache (docs/sizes.md, "RAM").
+FIXED_OVERHEAD_BYTES = 51_000_000
 
 
 def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: int = 4096,
                  cache_type: str = "f16", mmap: bool = True, n_gpu_layers: int = 0, *,
-                 file_bytes: "int | None" = None, n_batch: int = 512) -> dict[str, int]:
-    """Peak resident memory of running the model on the CPU with llama.cpp, by component (bytes).
+                 n_prompt: "int | None" = None, n_batch: int = 512, n_ubatch: int = 512, n_outputs: int = 1,
+                 repack: "Sequence[str] | None" = None, overhead: int = FIXED_OVERHEAD_BYTES) -> dict[str, int]:
+    """Peak resident memory (bytes, by component) of llama.cpp running the model on the CPU.
 
-    weights: the tensor data (with mmap, file pages become resident as they are read; without, the
-    same amount is copied into anonymous memory) minus the layers offloaded to a GPU; kv_cache;
-    compute: the compute buffer; overhead: a fixed process overhead.  ``total`` is their sum.
+    weights   with mmap the whole file (llama.cpp maps it with MAP_POPULATE: every page is resident);
+              without mmap the tensor data, copied into anonymous memory.  Layers offloaded to a GPU
+              (``n_gpu_layers``) are not counted.
+    repack    the anonymous copies of the weights the CPU backend repacks (``repack``: the types; None =
+              this machine's, see ``host_repack_types``).
+    kv_cache  ``kv_cache_bytes`` of the layers kept on the CPU.
+    compute   ``compute_buffer_bytes`` for the largest ubatch of a prompt of ``n_prompt`` tokens (None:
+              ``n_ctx``, the worst case), attending at most ``n_ctx`` cells (padded to 256).
+    overhead  ``FIXED_OVERHEAD_BYTES``.
+    ``total`` is the sum.  The estimate is checked against measured peak RSS in tests/test_sizes.py.
     """
     types = tensor_types(arch, mix, era)
-    weights = sum(tensor_nbytes(ty, t.ne) for t, ty in types)
-    if n_gpu_layers:
-        per_layer = sum(tensor_nbytes(ty, t.ne) for t, ty in types if t.layer is not None) // arch.n_layers
-        weights -= per_layer * min(n_gpu_layers, arch.n_layers)
-        if n_gpu_layers > arch.n_layers:  # the output layer goes too
-            weights -= sum(tensor_nbytes(ty, t.ne) for t, ty in types if t.role in ("output", "output_norm"))
-    kv_layers = arch.n_layers - min(n_gpu_layers, arch.n_layers)
-    kv = kv_cache_bytes(arch, n_ctx, cache_type) * kv_layers // arch.n_layers
-    compute = compute_buffer_bytes(arch, n_ctx, n_batch)
-    out = {"weights": weights, "kv_cache": kv, "compute": compute, "overhead": FIXED_OVERHEAD_BYTES}
+    repack_types = host_repack_types() if repack is None else tuple(repack)
+    n_cpu_layers = arch.n_layers - min(max(n_gpu_layers, 0), arch.n_layers)
+    offload_output = n_gpu_layers > arch.n_layers
+
+    def on_cpu(t: Tensor) -> bool:
+        if t.layer is not None:
+            return t.layer < n_cpu_layers
+        return not (offload_output and t.role in ("output", "output_norm"))
+
+    tensor_bytes = sum(tensor_nbytes(ty, t.ne) for t, ty in types if on_cpu(t))
+    if mmap and n_gpu_layers == 0:
+        weights = ggml_file_size(arch, mix, era)
+    else:
+        weights = tensor_bytes
+    repacked = sum(tensor_nbytes(ty, t.ne) for t, ty in types
+                   if on_cpu(t) and ty in repack_types and t.n_dims == 2 and t.role != "token_embd"
+                   and t.ne[1] % 8 == 0)
+    kv = kv_cache_bytes(arch, n_ctx, cache_type) * n_cpu_layers // arch.n_layers
+    n_prompt = n_ctx if n_prompt is None else min(n_prompt, n_ctx)
+    if n_prompt > 0:
+        nt = min(n_ubatch, n_batch, n_prompt)
+        n_kv = min(n_ctx, _pad_to(n_prompt, 256))
+        compute = compute_buffer_bytes(arch, n_kv, nt, min(n_outputs, nt), {ty for _, ty in types})
+    else:
+        compute = 0
+    out = {"weights": weights, "repack": repacked, "kv_cache": kv, "compute": compute, "overhead": overhead}
     out["total"] = sum(out.values())
     return out
 

@@ -462,9 +462,19 @@ def test_kv_cache_formula():
     a = S.ARCHITECTURES["llama-2-70b"]
     assert S.kv_cache_bytes(a, 4096) == 4096 * 80 * 2 * 8 * 128 * 2  # 1.25 GiB
     assert S.kv_cache_bytes(S.ARCHITECTURES["llama-2-7b"], 4096, "q8_0") == 4096 * 32 * 2 * 4096 * 34 // 32
-    est = S.ram_estimate(a, "Q4_K_M", "gguf", 4096)
+    est = S.ram_estimate(a, "Q4_K_M", "gguf", 4096, repack=())
     assert est["total"] == est["weights"] + est["kv_cache"] + est["compute"] + est["overhead"]
-    assert est["weights"] < S.ggml_file_size(a, "Q4_K_M", "gguf")
+    assert est["weights"] == S.ggml_file_size(a, "Q4_K_M", "gguf") and est["repack"] == 0
+    # the worst-case attention buffer at n_ctx 4096: KQ + mask for a 512-token ubatch over 4096 cells
+    assert est["compute"] >= 4096 * 512 * 65 * 4
+    no_mmap = S.ram_estimate(a, "Q4_K_M", "gguf", 4096, mmap=False, repack=())
+    assert no_mmap["weights"] == sum(S.tensor_nbytes(ty, t.ne) for t, ty in S.tensor_types(a, "Q4_K_M", "gguf"))
+    half = S.ram_estimate(a, "Q4_K_M", "gguf", 4096, n_gpu_layers=40, repack=())
+    assert half["kv_cache"] == est["kv_cache"] // 2 and half["weights"] < est["weights"] * 0.55
+    rp = S.ram_estimate(a, "Q4_K_M", "gguf", 4096, repack=S.REPACK_AVX2)
+    q4k = sum(S.tensor_nbytes(ty, t.ne) for t, ty in S.tensor_types(a, "Q4_K_M", "gguf")
+              if ty == "Q4_K" and t.role != "token_embd")
+    assert rp["repack"] == q4k
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -654,3 +664,61 @@ def test_gguf_fallback_history():
     assert q("gguf") == "Q4_0"
     with pytest.raises(GGSpecError):
         S.tensor_types(a, "IQ4_XS", "gguf@2024-01-01")
+
+
+_RSS_CHILD = r"""
+import json, sys, llama_cpp
+path, n_ctx, n_prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=2, verbose=False)
+if n_prompt:
+    m.eval([1] + [3 + (i * 7919) % 31000 for i in range(n_prompt - 1)])
+"""
+_RSS_WRAPPER = r"""
+import resource, subprocess, sys
+subprocess.run([sys.executable, "-c", sys.argv[1]] + sys.argv[2:], check=True,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+def peak_rss_of_llama_cpp(path: Path, n_ctx: int, n_prompt: int) -> int:
+    """Peak RSS (bytes) of a fresh process that loads ``path`` with llama_cpp and evaluates a prompt,
+    read with getrusage(RUSAGE_CHILDREN) in a wrapper process that runs only that child."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, _RSS_CHILD, str(path), str(n_ctx), str(n_prompt)],
+                         check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.oracle
+@pytest.mark.slow
+def test_ram_estimate_within_10_percent_of_peak_rss(oracle, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    if not VOCAB_GGUF.exists():
+        pytest.skip(f"{VOCAB_GGUF} not present")
+    _, llama, lc = _llama_lib()
+    r = gguf.GGUFReader(str(VOCAB_GGUF))
+    f = r.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(f.parts[i]) for i in f.data]
+    scores = [float(r.fields["tokenizer.ggml.scores"].parts[i][0]) for i in r.fields["tokenizer.ggml.scores"].data]
+    ttypes = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0])
+              for i in r.fields["tokenizer.ggml.token_type"].data]
+    arch = S.llama_architecture(512, 4, 8, 2, 1408, 32000, name="rss")
+    src = tmp_path / "f16.gguf"
+    _write_f16_gguf(src, arch, tokens, scores, ttypes)
+    results = []
+    for mix, n_ctx, n_prompt in (("Q4_K_M", 512, 0), ("Q4_K_M", 4096, 512), ("Q8_0", 2048, 1024)):
+        path = tmp_path / f"{mix}.gguf"
+        if not path.exists():
+            params = lc.llama_model_quantize_default_params()
+            params.ftype = S.FTYPES[mix]
+            params.nthread = 2
+            assert lc.llama_model_quantize(str(src).encode(), str(path).encode(), ctypes.byref(params)) == 0
+        measured = peak_rss_of_llama_cpp(path, n_ctx, n_prompt)
+        est = S.ram_estimate(arch, mix, "gguf", n_ctx, n_prompt=n_prompt)["total"]
+        results.append((mix, n_ctx, n_prompt, measured, est, est / measured - 1))
+    print(results)
+    bad = [r for r in results if abs(r[5]) > 0.10]
+    assert not bad, results
