@@ -49,6 +49,10 @@ def register(sub) -> None:
     r.add_argument("--n-ctx", type=int, default=4096)
     r.add_argument("--cache-type", default="f16")
     r.add_argument("--n-gpu-layers", type=int, default=0)
+    r.add_argument("--repack", choices=("auto", "none", "avx2", "avx512"), default="auto",
+                   help="which weight types the CPU backend repacks (an extra anonymous copy): this machine's "
+                        "(auto), none, or those of an AVX2 / AVX-512 x86 CPU")
+    r.add_argument("--no-mmap", action="store_true", help="RAM estimate without mmap")
     p.add_argument("--bpw", action="store_true", help="print the bits per weight of every ggml type")
     p.add_argument("--breakdown", choices=("yes", "no"), default="yes", help="per-type breakdown under each row")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -190,14 +194,17 @@ def run(args) -> int:
         except GGSpecError as e:
             if args.mix:
                 raise
-            results.append({"mix": S.normalize_mix(mix), "error": str(e)})
+            if "did not exist" not in str(e):
+                results.append({"mix": S.normalize_mix(mix), "error": str(e)})
             continue
         weights = sum(e["bytes"] for e in S.mix_breakdown(types).values())
         r = {"mix": S.normalize_mix(mix), "era": era, "bytes": n, "gb": S.round_gb(n),
              "bpw": round(8 * weights / arch.n_params, 4), "card_max_ram_gb": S.round_gb(S.card_max_ram(n)),
              "breakdown": S.mix_breakdown(types)}
         if args.ram:
-            r["ram"] = S.ram_estimate(arch, mix, era, args.n_ctx, args.cache_type, n_gpu_layers=args.n_gpu_layers)
+            repack = {"auto": None, "none": (), "avx2": S.REPACK_AVX2, "avx512": S.REPACK_AVX512}[args.repack]
+            r["ram"] = S.ram_estimate(arch, mix, era, args.n_ctx, args.cache_type, mmap=not args.no_mmap,
+                                      n_gpu_layers=args.n_gpu_layers, repack=repack)
         results.append(r)
     if args.json:
         print(json.dumps({"architecture": arch.describe(), "n_params": arch.n_params, "results": results}, indent=1))
@@ -206,14 +213,14 @@ def run(args) -> int:
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["mix"], "", "", "", "", r["error"]])
+            rows.append([r["mix"], "", "", "", r["error"]] + ([""] if args.ram else []))
             continue
-        ram = ""
-        if "ram" in r:
-            ram = f"{S.round_gb(r['ram']['total'])} GB (n_ctx {args.n_ctx})"
-        rows.append([r["mix"], f"{r['bytes']:,}", r["gb"], r["bpw"], r["card_max_ram_gb"], ram])
-    print(tabulate(rows, headers=["mix", "bytes", "GB", "bpw (weights)", "card max RAM GB", "RAM estimate"],
-                   tablefmt="simple", disable_numparse=True))
+        row = [r["mix"], f"{r['bytes']:,}", r["gb"], r["bpw"], r["card_max_ram_gb"]]
+        if args.ram:
+            row.append(f"{S.round_gb(r['ram']['total'])} (n_ctx {args.n_ctx})")
+        rows.append(row)
+    headers = ["mix", "bytes", "GB", "bpw (weights)", "card max RAM GB"] + (["RAM estimate GB"] if args.ram else [])
+    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
     if args.mix and args.breakdown == "yes":
         r = results[0]
         print()

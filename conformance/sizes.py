@@ -1205,7 +1205,7 @@ def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: in
     compute   ``compute_buffer_bytes`` for the largest ubatch of a prompt of ``n_prompt`` tokens (None:
               ``n_ctx``, the worst case), attending at most ``n_ctx`` cells (padded to 256).
     overhead  ``FIXED_OVERHEAD_BYTES``.
-    ``total`` is the sum.  The estimate is checked against measured peak RSS in tests/test_sizes.py.
+    ``total`` is the sum (the peak RSS); ``reclaimable`` the part of it that is clean file pages.  The estimate is checked against measured peak RSS in tests/test_sizes.py.
     """
     types = tensor_types(arch, mix, era)
     repack_types = host_repack_types() if repack is None else tuple(repack)
@@ -1235,6 +1235,9 @@ def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: in
         compute = 0
     out = {"weights": weights, "repack": repacked, "kv_cache": kv, "compute": compute, "overhead": overhead}
     out["total"] = sum(out.values())
+    # mmapped file pages are clean page cache: the kernel can drop them under memory pressure (and read
+    # them again), so the memory a run *needs* is the total minus this
+    out["reclaimable"] = weights if mmap else 0
     return out
 
 
@@ -1335,18 +1338,21 @@ def table_kind(table: Table) -> str:
         return "ggmlv3"
     if "gguf" in text or ".gguf" in names:
         date = _published(text)
-        return f"gguf@{date}" if date else "gguf"
+        if date and len(date) == 4:
+            date += "-12"  # a year only: the rules at its end
+        return f"gguf@{date}" if date and date >= "2023-08" else "gguf"
     raise GGSpecError(f"{table.path}: cannot tell whether the table is GGML, GGUF or GPTQ")
 
 
 def _published(text: str) -> "str | None":
-    """'published September 2023' -> '2023-09' (the rules at the end of that month)."""
-    m = re.search(r"published\s+(?:in\s+)?([a-z]+)\s+(\d{4})", text, re.IGNORECASE)
-    if m and m.group(1).lower() in _MONTHS:
-        month = _MONTHS[m.group(1).lower()]
-        date = f"{int(m.group(2)):04d}-{month:02d}"
-        return date if date >= "2023-08" else None
-    return None
+    """'published September 2023' -> '2023-09' (the rules at the end of that month); 'published 2023'
+    -> '2023-12'; None when the header gives no date."""
+    m = re.search(r"published\s+(?:in\s+)?(?:([a-z]+)\s+)?(\d{4})", text, re.IGNORECASE)
+    if not m:
+        return None
+    if (m.group(1) or "").lower() not in _MONTHS:
+        return f"{int(m.group(2)):04d}"  # a year only
+    return f"{int(m.group(2)):04d}-{_MONTHS[m.group(1).lower()]:02d}"
 
 
 def _yes(s: str) -> bool:
@@ -1366,7 +1372,10 @@ def evaluate_table(table: Table, arch: "LlamaArchitecture | None" = None, era: "
             gs_text = row.get("group_size", "None").strip()
             gs = None if gs_text.lower() in ("none", "-1", "", "0") else int(gs_text)
             act = _yes(row.get("act_order", "no"))
-            n = gptq_file_size(arch, bits, gs, act)
+            # transformers dropped the persistent inv_freq buffers on 2023-08-22 (v4.32)
+            published = _published(table.header_text)
+            inv = default_inv_freq(arch) and (published is None or len(published) == 4 or published <= "2023-08")
+            n = gptq_file_size(arch, bits, gs, act, inv_freq=inv)
             r.update(kind="gptq", bits=bits, group_size=gs, act_order=act, predicted_bytes=n,
                      breakdown=_gptq_breakdown(arch, bits, gs, act))
         else:
