@@ -964,6 +964,22 @@ def gguf_file_size(types: Sequence[tuple[Tensor, str]], metadata: Sequence[KV], 
     return size
 
 
+def gguf_data_offsets(types: Sequence[tuple[Tensor, str]], metadata: Sequence[KV], version: int = 3,
+                      alignment: int = 32) -> list[tuple[int, int]]:
+    """[(start, end)] absolute file offsets of each tensor's data in a GGUF laid out as ``gguf_file_size``."""
+    n = 4 if version == 1 else 8
+    pos = 4 + 4 + 2 * n + sum(kv.nbytes(version) for kv in metadata)
+    for t, _ in types:
+        pos += n + len(t.name("gguf").encode()) + 4 + t.n_dims * n + 4 + 8
+    pos = _pad(pos, alignment)
+    out = []
+    for t, ty in types:
+        nb = tensor_nbytes(ty, t.ne)
+        out.append((pos, pos + nb))
+        pos += _pad(nb, alignment)
+    return out
+
+
 def ggml_file_size(arch: LlamaArchitecture, mix: str, era: str = "gguf", *, imatrix: "bool | None" = None,
                    metadata: "Sequence[KV] | None" = None, gguf_version: int = 3) -> int:
     """Exact bytes of a llama.cpp model file: ``era`` "ggmlv3", "gguf" or "gguf@YYYY-MM-DD".
@@ -1139,14 +1155,15 @@ def compute_buffer_bytes(arch: LlamaArchitecture, n_kv: int, n_tokens: int, n_ou
     * attention (no flash attention): KQ [n_kv, n_tokens, n_head] f32 (soft_max runs in place), the
       f32 KQ mask [n_kv, n_tokens], and about eight n_embd-wide f32 activations (residual, norm, Q, K,
       V, roped Q/K, KQV);
-    * FFN: gate and up [n_ff, n_tokens] f32 (SiLU and the product run in place) and four n_embd-wide;
+    * FFN: gate, up and their SwiGLU product [n_ff, n_tokens] f32 (the fused GLU op does not run in
+      place) and three n_embd-wide;
     * output: the logits [n_vocab, n_outputs] f32 and three n_embd-wide.
     Work buffer: the activations converted to the weights' ``vec_dot_type`` for the widest mat-mul
     input (Q8_K: 292/256 bytes per value; Q8_0: 34/32; F16: 2).
     """
     d, nt = arch.dim, n_tokens
     attn = 4 * (n_kv * nt * (arch.n_heads + 1) + 8 * d * nt)
-    ffn = 4 * (2 * arch.ffn_dim * nt + 4 * d * nt)
+    ffn = 4 * (3 * arch.ffn_dim * nt + 3 * d * nt)
     out = 4 * (arch.n_vocab * n_outputs + 3 * d * nt)
     per_value = Fraction(0)
     for ty in weight_types:
@@ -1186,8 +1203,8 @@ def host_repack_types() -> tuple[str, ...]:
 # and llama_cpp imported, ~42 MB) plus llama.cpp's own state that does not scale with the model
 # (backend and thread pool, vocabulary maps for 32000 tokens, tensor and graph metadata, the code
 # pages of libggml/libllama).  Measured: peak RSS of the smallest synthetic model (1 layer, dim 256)
-# with no evaluation, minus its file and KV cache (docs/sizes.md, "RAM").
-FIXED_OVERHEAD_BYTES = 51_000_000
+# with no evaluation, minus its mapped tensor data and KV cache (docs/sizes.md, "RAM").
+FIXED_OVERHEAD_BYTES = 52_000_000
 
 
 def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: int = 4096,
@@ -1196,9 +1213,10 @@ def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: in
                  repack: "Sequence[str] | None" = None, overhead: int = FIXED_OVERHEAD_BYTES) -> dict[str, int]:
     """Peak resident memory (bytes, by component) of llama.cpp running the model on the CPU.
 
-    weights   with mmap the whole file (llama.cpp maps it with MAP_POPULATE: every page is resident);
-              without mmap the tensor data, copied into anonymous memory.  Layers offloaded to a GPU
-              (``n_gpu_layers``) are not counted.
+    weights   with mmap the span of the file from the first to the last tensor read from the mapping
+              (llama.cpp maps the file with MAP_POPULATE, so every page is resident, then unmaps the
+              parts outside that span: the header, repacked or offloaded tensors at the ends); without
+              mmap the data of those tensors, copied into anonymous memory.
     repack    the anonymous copies of the weights the CPU backend repacks (``repack``: the types; None =
               this machine's, see ``host_repack_types``).
     kv_cache  ``kv_cache_bytes`` of the layers kept on the CPU.
@@ -1217,14 +1235,19 @@ def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: in
             return t.layer < n_cpu_layers
         return not (offload_output and t.role in ("output", "output_norm"))
 
-    tensor_bytes = sum(tensor_nbytes(ty, t.ne) for t, ty in types if on_cpu(t))
-    if mmap and n_gpu_layers == 0:
-        weights = ggml_file_size(arch, mix, era)
+    def is_repacked(t: Tensor, ty: str) -> bool:
+        return on_cpu(t) and ty in repack_types and t.n_dims == 2 and t.role != "token_embd" and t.ne[1] % 8 == 0
+
+    repacked = sum(tensor_nbytes(ty, t.ne) for t, ty in types if is_repacked(t, ty))
+    mapped = [(t, ty) for t, ty in types if on_cpu(t) and not is_repacked(t, ty)]
+    if mmap and _rules_date(era)[0] == "gguf":
+        # llama.cpp maps the file with MAP_POPULATE, then unmaps what lies outside the span of the
+        # tensors it reads from the mapping (the header; repacked or offloaded tensors at the ends)
+        offsets = gguf_data_offsets(types, gguf_metadata(arch, mix))
+        spans = [off for (t, ty), off in zip(types, offsets) if (t, ty) in set(mapped)]
+        weights = (max(e for _, e in spans) - min(b for b, _ in spans)) if spans else 0
     else:
-        weights = tensor_bytes
-    repacked = sum(tensor_nbytes(ty, t.ne) for t, ty in types
-                   if on_cpu(t) and ty in repack_types and t.n_dims == 2 and t.role != "token_embd"
-                   and t.ne[1] % 8 == 0)
+        weights = sum(tensor_nbytes(ty, t.ne) for t, ty in mapped)
     kv = kv_cache_bytes(arch, n_ctx, cache_type) * n_cpu_layers // arch.n_layers
     n_prompt = n_ctx if n_prompt is None else min(n_prompt, n_ctx)
     if n_prompt > 0:
