@@ -107,12 +107,14 @@ def _print_table_report(path: str, table: S.Table, arch: S.LlamaArchitecture, ki
             row += ["", "", ""]
         rows.append(row)
     print(tabulate(rows, headers=["row", "mix", "predicted bytes", "pred GB", "published GB", "size",
-                                  "pred RAM GB", "pub RAM GB", "RAM"], tablefmt="simple", disable_numparse=True))
+                                  "pred RAM GB", "pub RAM GB", "RAM"], tablefmt="simple",
+                   disable_numparse=True))
     if show_breakdown:
         for r in results:
             print(f"\n  {r['label']}: {r['predicted_bytes']:,} bytes")
             print(_indent(tabulate(_breakdown_rows(r["breakdown"], kind),
-                                   headers=["type", "bpw", "tensors", "bytes", "which tensors"], tablefmt="simple", disable_numparse=True)))
+                                   headers=["type", "bpw", "tensors", "bytes", "which tensors"], tablefmt="simple",
+                   disable_numparse=True)))
     n_fail = sum(1 for r in results if not r["ok"] or r.get("ram_ok") is False)
     print(f"\n  {len(results)} rows: {len(results) - n_fail} pass, {n_fail} FAIL")
 
@@ -140,7 +142,8 @@ def run(args) -> int:
             print(json.dumps([dict(zip(("type", "block_size", "type_size", "bpw", "bpw_float"), r)) for r in rows],
                              indent=1))
         else:
-            print(tabulate(rows, headers=["type", "block", "bytes", "bpw (exact)", "bpw"], tablefmt="simple", disable_numparse=True))
+            print(tabulate(rows, headers=["type", "block", "bytes", "bpw (exact)", "bpw"], tablefmt="simple",
+                   disable_numparse=True))
         return 0
 
     if args.table:
@@ -179,7 +182,8 @@ def run(args) -> int:
             print(f"{arch.describe()}\nAutoGPTQ {args.bits}-bit, group size {gs or 'none'}: {n:,} bytes "
                   f"({S.round_gb(n)} GB)")
             print(tabulate([[k, e["count"], f"{e['bytes']:,}"] for k, e in bd.items()],
-                           headers=["tensor (dtype)", "count", "bytes"], tablefmt="simple", disable_numparse=True))
+                           headers=["tensor (dtype)", "count", "bytes"], tablefmt="simple",
+                   disable_numparse=True))
         return 0
 
     era = args.era or "gguf"
@@ -220,14 +224,17 @@ def run(args) -> int:
             row.append(f"{S.round_gb(r['ram']['total'])} (n_ctx {args.n_ctx})")
         rows.append(row)
     headers = ["mix", "bytes", "GB", "bpw (weights)", "card max RAM GB"] + (["RAM estimate GB"] if args.ram else [])
-    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    print(tabulate(rows, headers=headers, tablefmt="simple",
+                   disable_numparse=True))
     if args.mix and args.breakdown == "yes":
         r = results[0]
         print()
         print(tabulate(_breakdown_rows(r["breakdown"], S._rules_date(era)[0]),
-                       headers=["type", "bpw", "tensors", "bytes", "which tensors"], tablefmt="simple", disable_numparse=True))
+                       headers=["type", "bpw", "tensors", "bytes", "which tensors"], tablefmt="simple",
+                   disable_numparse=True))
         if "ram" in r:
             print()
             print(tabulate([[k, f"{v:,}", S.round_gb(v)] for k, v in r["ram"].items()],
-                           headers=["RAM component", "bytes", "GB"], tablefmt="simple", disable_numparse=True))
+                           headers=["RAM component", "bytes", "GB"], tablefmt="simple",
+                   disable_numparse=True))
     return 0

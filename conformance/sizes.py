@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -1223,7 +1223,8 @@ def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: in
     compute   ``compute_buffer_bytes`` for the largest ubatch of a prompt of ``n_prompt`` tokens (None:
               ``n_ctx``, the worst case), attending at most ``n_ctx`` cells (padded to 256).
     overhead  ``FIXED_OVERHEAD_BYTES``.
-    ``total`` is the sum (the peak RSS); ``reclaimable`` the part of it that is clean file pages.  The estimate is checked against measured peak RSS in tests/test_sizes.py.
+    ``total`` is the sum (the peak RSS); ``reclaimable`` the part of it that is clean file pages.
+    The estimate is checked against measured peak RSS in tests/test_sizes.py.
     """
     types = tensor_types(arch, mix, era)
     repack_types = host_repack_types() if repack is None else tuple(repack)
@@ -1326,7 +1327,7 @@ def table_architecture(table: Table) -> LlamaArchitecture:
         if {"dim", "n_layers", "n_heads", "ffn_dim"} <= set(nums):
             nums.setdefault("n_kv_heads", nums["n_heads"])
             nums.setdefault("n_vocab", 32000)
-            preset = _preset_for(nums)
+            preset = _preset_for(nums, text + " " + table.path.name)
             if preset is not None:
                 return preset
             return llama_architecture(**nums, name="table")
@@ -1334,7 +1335,7 @@ def table_architecture(table: Table) -> LlamaArchitecture:
         if name.lower() in ARCHITECTURES:
             return ARCHITECTURES[name.lower()]
     # fall back on a preset name in the header or file name
-    hay = (text + " " + table.path.name).lower().replace("_", "-")
+    hay = (text + " " + table.path.name).lower().replace("_", "-").replace(" ", "-")
     for key in sorted(ARCHITECTURES, key=len, reverse=True):
         if key in hay:
             return ARCHITECTURES[key]
@@ -1342,12 +1343,17 @@ def table_architecture(table: Table) -> LlamaArchitecture:
                       f"to the header or pass --arch")
 
 
-def _preset_for(nums: Mapping[str, int]) -> "LlamaArchitecture | None":
-    for a in ARCHITECTURES.values():
-        if (a.dim, a.n_layers, a.n_heads, a.n_kv_heads, a.ffn_dim, a.n_vocab) == (
-                nums["dim"], nums["n_layers"], nums["n_heads"], nums["n_kv_heads"], nums["ffn_dim"], nums["n_vocab"]):
+def _preset_for(nums: Mapping[str, int], hay: str = "") -> "LlamaArchitecture | None":
+    """The preset with these shape numbers; among equal shapes (llama-7b / llama-2-7b) the one named in
+    ``hay`` (header text and file name), else the first."""
+    same = [a for a in ARCHITECTURES.values()
+            if (a.dim, a.n_layers, a.n_heads, a.n_kv_heads, a.ffn_dim, a.n_vocab) == (
+                nums["dim"], nums["n_layers"], nums["n_heads"], nums["n_kv_heads"], nums["ffn_dim"], nums["n_vocab"])]
+    hay = hay.lower().replace("_", "-").replace(" ", "-")
+    for a in sorted(same, key=lambda a: -len(a.name)):
+        if a.name in hay:
             return a
-    return None
+    return same[0] if same else None
 
 
 def table_kind(table: Table) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -726,3 +725,22 @@ def test_ram_estimate_within_10_percent_of_peak_rss(oracle, tmp_path):
     print(results)
     bad = [r for r in results if abs(r[5]) > 0.10]
     assert not bad, results
+
+
+def test_table_header_parsing(tmp_path):
+    p = tmp_path / "t.psv"
+    p.write_text("# Llama-2-7B (Meta), GGUF files, published September 2023\n"
+                 "# Architecture: dim 4096, 32 layers, 32 heads, ffn 11008, vocab 32000.\n"
+                 "name|quant_method|bits|size_gb|max_ram_gb|use_case\n"
+                 "llama-2-7b.Q4_K_M.gguf|Q4_K_M|4|0.00|0.00|x\n")
+    t = S.read_table(p)
+    assert S.table_architecture(t).name == "llama-2-7b"  # not llama-7b, which has the same shapes
+    assert S.table_kind(t) == "gguf@2023-09"
+    r = S.evaluate_table(t)[0]
+    assert not r["ok"] and r["predicted_bytes"] == S.ggml_file_size(S.ARCHITECTURES["llama-2-7b"], "Q4_K_M",
+                                                                     "gguf@2023-09")
+    p.write_text("# LLaMA 30B, GGML ggmlv3 files, published June 2023\n"
+                 "name|quant_method|bits|size_gb|max_ram_gb|use_case\n"
+                 "llama-30b.ggmlv3.q4_0.bin|q4_0|4|0.00|0.00|x\n")
+    t = S.read_table(p)
+    assert S.table_architecture(t).name == "llama-30b" and S.table_kind(t) == "ggmlv3"
