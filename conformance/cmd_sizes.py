@@ -99,6 +99,9 @@ def _print_table_report(path: str, table: S.Table, arch: S.LlamaArchitecture, ki
     rows = []
     for r in results:
         what = r.get("mix") or f"{r['bits']}-bit g{r['group_size'] or 'none'} act={'yes' if r['act_order'] else 'no'}"
+        if "error" in r:
+            rows.append([r["label"], what, "", "", r["published_gb"], "FAIL: " + r["error"], "", "", ""])
+            continue
         row = [r["label"], what, f"{r['predicted_bytes']:,}", r["predicted_gb"], r["published_gb"],
                "pass" if r["ok"] else "FAIL"]
         if "published_ram_gb" in r:
@@ -111,6 +114,8 @@ def _print_table_report(path: str, table: S.Table, arch: S.LlamaArchitecture, ki
                    disable_numparse=True))
     if show_breakdown:
         for r in results:
+            if "error" in r:
+                continue
             print(f"\n  {r['label']}: {r['predicted_bytes']:,} bytes")
             print(_indent(tabulate(_breakdown_rows(r["breakdown"], kind),
                                    headers=["type", "bpw", "tensors", "bytes", "which tensors"], tablefmt="simple",

@@ -1408,9 +1408,15 @@ def evaluate_table(table: Table, arch: "LlamaArchitecture | None" = None, era: "
             r.update(kind="gptq", bits=bits, group_size=gs, act_order=act, predicted_bytes=n,
                      breakdown=_gptq_breakdown(arch, bits, gs, act))
         else:
-            mix = normalize_mix(row.get("quant_method") or row.get("mix") or row["name"].rsplit(".", 2)[-2])
-            types = tensor_types(arch, mix, kind)
-            n = ggml_file_size(arch, mix, kind)
+            try:
+                mix = normalize_mix(row.get("quant_method") or row.get("mix") or row["name"].rsplit(".", 2)[-2])
+                types = tensor_types(arch, mix, kind)
+                n = ggml_file_size(arch, mix, kind)
+            except (GGSpecError, KeyError, IndexError) as e:  # a row we cannot predict is a failing row
+                r.update(kind=kind, mix=row.get("quant_method", "?"), predicted_bytes=0, predicted_gb="",
+                         published_gb=row.get("size_gb", ""), ok=False, error=str(e), breakdown={})
+                results.append(r)
+                continue
             r.update(kind=kind, mix=mix, predicted_bytes=n, breakdown=mix_breakdown(types))
             if row.get("max_ram_gb"):
                 r["published_ram_gb"] = row["max_ram_gb"]
