@@ -45,6 +45,12 @@ def block_bytes(draw, type, max_blocks: int = 4):
         for off in F16_FIELDS.get(t.name, []):
             v = draw(_f16_scale())
             b[i, off:off + 2] = [v & 0xFF, v >> 8]
+        if t.name == "IQ1_M":  # its fp16 scale is split over the top nibbles of the four uint16 scales
+            v = draw(_f16_scale())
+            sc = b[i, 48:56].view("<u2").copy()
+            for k in range(4):
+                sc[k] = (sc[k] & 0x0FFF) | (((v >> (4 * k)) & 0xF) << 12)
+            b[i, 48:56] = sc.view(np.uint8)
     return b.tobytes(), nb * t.block_size
 
 
