@@ -153,7 +153,8 @@ def vectors_root() -> Path:
 
 def vector_paths(root: "str | Path | None" = None) -> list[Path]:
     root = Path(root) if root else vectors_root()
-    return sorted(p for p in root.glob("*/*.json") if p.parent.name != "schema")
+    # schema/ holds the JSON schema and model/ the model-math vectors (RoPE), not per-type files
+    return sorted(p for p in root.glob("*/*.json") if p.parent.name not in ("schema", "model"))
 
 
 def load_all(root: "str | Path | None" = None) -> dict[str, VectorFile]:
