@@ -64,7 +64,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from ..errors import FormatError, GGSpecError, UnsupportedTypeError
+from ..errors import FormatError, GGSpecError, ShapeError, UnsupportedTypeError
 from .types import GGMLType, get_type, TYPES
 
 GGUF_MAGIC = b"GGUF"
@@ -176,6 +176,13 @@ def swap_byte_order(type, raw) -> bytes:
 to_little_endian = swap_byte_order  # from a big-endian file's bytes to ggml's (little-endian) bytes
 
 
+def _reshape(a: np.ndarray, shape: tuple, name: str) -> np.ndarray:
+    try:
+        return a.reshape(shape or ())
+    except ValueError:  # e.g. an empty tensor (0, 2**62): ggml accepts it, numpy cannot represent it
+        raise ShapeError(f"tensor {name!r}: numpy cannot represent the shape {shape}") from None
+
+
 class GGUFTensor:
     """A tensor of a GGUF file: its info and a lazy view of its bytes."""
 
@@ -235,13 +242,13 @@ class GGUFTensor:
             raise UnsupportedTypeError(f"{self.name}: numpy has no bfloat16; use dequantize()")
         kind = {"F16": "f2", "F32": "f4", "F64": "f8", "I8": "i1", "I16": "i2", "I32": "i4", "I64": "i8"}
         dt = np.dtype(self._file.byte_order + kind[self.type.name])
-        return np.frombuffer(self.raw, dtype=dt).reshape(self.numpy_shape or ())
+        return _reshape(np.frombuffer(self.raw, dtype=dt), self.numpy_shape, self.name)
 
     def dequantize(self) -> np.ndarray:
         """float32 values in numpy's shape (``shape[::-1]``), via ggspec.reference.dequantize."""
         from . import dequantize
         out = dequantize(self.type, self.le_bytes(), self.n_elements)
-        return out.reshape(self.numpy_shape or ())
+        return _reshape(out, self.numpy_shape, self.name)
 
     def __repr__(self) -> str:
         return (f"GGUFTensor({self.name!r}, {self.type.name}, shape={self.shape}, offset={self.offset}, "
@@ -349,7 +356,7 @@ def _value_type(c: _Cursor, what: str, allow_array: bool = True) -> ValueType:
     try:
         vt = ValueType(raw)
     except ValueError:
-        raise FormatError(f"{what} has an unknown value type {raw} (valid: 0..12)", off) from None
+        raise FormatError(f"{what}: unknown value type {raw} (GGUF value types are 0..12)", off) from None
     return vt
 
 
@@ -374,7 +381,7 @@ def _read_value(c: _Cursor, vt: ValueType, what: str, depth: int = 0) -> Value:
     # array
     if depth >= MAX_ARRAY_NESTING:
         raise FormatError(f"{what} nests arrays more than {MAX_ARRAY_NESTING} deep", c.pos)
-    sub = _value_type(c, f"the items of {what}")
+    sub = _value_type(c, f"the item type of {what}")
     start = c.pos
     n = c.count(f"the length of {what}")
     per = _min_size(sub, c.version)
@@ -391,8 +398,10 @@ def _read_value(c: _Cursor, vt: ValueType, what: str, depth: int = 0) -> Value:
             items = a.tolist()
         return Value(items, vt, sub)
     if sub == ValueType.STRING:
-        return Value([c.string(f"item {i} of {what}") for i in range(n)], vt, sub)
-    return Value([_read_value(c, ValueType.ARRAY, f"item {i} of {what}", depth + 1) for i in range(n)], vt, sub)
+        return Value([c.string(f"string {i} of {what}") for i in range(n)], vt, sub)
+    inner = f"an array nested {depth + 1} deep in {what}" if depth else None
+    return Value([_read_value(c, ValueType.ARRAY, inner or f"array {i} of {what}", depth + 1) for i in range(n)],
+                 vt, sub)
 
 
 def parse(buf, *, path=None) -> GGUFFile:
@@ -442,7 +451,7 @@ def parse(buf, *, path=None) -> GGUFFile:
             raise FormatError(f"key-value pair {i} has an empty key", start)
         if key in g.values:
             raise FormatError(f"duplicate key {key!r} (key-value pair {i})", start)
-        vt = _value_type(c, f"key {key!r}")
+        vt = _value_type(c, f"the value of {key!r}")
         val = _read_value(c, vt, f"the value of {key!r}")
         g.fields[key] = Field(key, start, val)
         g.values[key] = val
