@@ -407,9 +407,9 @@ def parse(buf, *, path=None) -> LegacyModel:
         name_len = u32("a tensor header")
         tid = u32("a tensor header")
         if n_dims < 1 or n_dims > MAX_DIMS:
-            raise FormatError(f"tensor header at byte {start}: n_dims = {n_dims} (1..{MAX_DIMS} allowed)", start)
+            raise FormatError(f"tensor header: n_dims = {n_dims} (1..{MAX_DIMS} allowed)", start)
         if name_len == 0 or name_len > size - pos:
-            raise FormatError(f"tensor header at byte {start}: name length {name_len} is "
+            raise FormatError(f"tensor header: name length {name_len} is "
                               f"{'zero' if name_len == 0 else 'past the end of the file'}", start + 4)
         ne = tuple(u32(f"dimension {j} of a tensor header") for j in range(n_dims))
         if name_len > size - pos:
