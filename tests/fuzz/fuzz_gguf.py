@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """atheris fuzzer for the container readers (coverage-guided, libFuzzer underneath).
 
     pip install atheris
@@ -7,7 +8,9 @@
 libFuzzer arguments pass through (the first directory is where it writes new inputs; the others are
 read as seeds). A crash is any exception other than a ggspec error (GGSpecError): the input that
 caused it is written to -artifact_prefix. Interesting inputs worth keeping are copied to
-tests/fuzz/corpus/<format>/fuzz-<sha1>.
+tests/fuzz/corpus/<format>/fuzz-<sha1 prefix>.<ext>; tests/fuzz/test_corpus.py replays them.
+-merge=1 and -jobs=N make libFuzzer re-run argv[0] itself: run the script as an executable with the
+virtualenv's python first on PATH (./tests/fuzz/fuzz_gguf.py ...), not as "python tests/fuzz/...".
 """
 
 from __future__ import annotations
