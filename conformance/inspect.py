@@ -23,8 +23,6 @@ JSON report (``ggspec inspect FILE --json``)
 from __future__ import annotations
 
 import math
-import os
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 

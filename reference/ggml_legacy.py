@@ -52,7 +52,7 @@ into model.bin, model.bin.1, ...): each part parses, but holds slices of tensors
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 

@@ -55,17 +55,16 @@ given as uint8 arrays (numpy's byteswap of uint8 is a no-op): such files hold li
 from __future__ import annotations
 
 import enum
-import mmap
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
 from ..errors import FormatError, GGSpecError, ShapeError, UnsupportedTypeError
-from .types import GGMLType, get_type, TYPES
+from .types import GGMLType, get_type
 
 GGUF_MAGIC = b"GGUF"
 GGUF_DEFAULT_ALIGNMENT = 32
@@ -350,7 +349,7 @@ class _Cursor:
         return s
 
 
-def _value_type(c: _Cursor, what: str, allow_array: bool = True) -> ValueType:
+def _value_type(c: _Cursor, what: str) -> ValueType:
     off = c.pos
     raw = c.u32(f"the value type of {what}")
     try:
