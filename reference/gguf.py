@@ -516,11 +516,14 @@ def parse(buf, *, path=None) -> GGUFFile:
             if v > INT64_MAX:
                 raise FormatError(f"dimension {j} of tensor {name!r} is negative ({v - 2**64} as int64)", doff)
             ne.append(v)
-        n_el = 1
-        for v in ne:
+        # ggml's overflow check: every running product ne0*ne1*..*nei must fit in int64 (a later 0
+        # does not excuse an earlier overflow)
+        n_el = ne[0] if ne else 1
+        for v in ne[1:]:
+            if v > 1 and n_el * v > INT64_MAX:
+                raise FormatError(f"tensor {name!r} has shape {tuple(ne)}: the element count overflows int64",
+                                  dims_off)
             n_el *= v
-        if n_el > INT64_MAX:
-            raise FormatError(f"tensor {name!r} has shape {tuple(ne)}: {n_el} elements overflow int64", dims_off)
         toff = c.pos
         tid = c.unpack("i", f"the type of tensor {name!r}")
         try:

@@ -584,3 +584,75 @@ def test_llama_cpp_loads_a_model_we_wrote(tmp_path, oracle):
     g = G.read(path)
     assert g.tensors["blk.0.attn_q.weight"].type.name == "Q8_0"
     assert g.metadata["tokenizer.ggml.tokens"][:3] == ["<unk>", "<s>", "</s>"]
+
+
+# --------------------------------------------------------------------------------------------------
+# differential: our validation vs ggml's gguf_init_from_buffer on corrupted files
+# --------------------------------------------------------------------------------------------------
+
+def _ggml_accepts(lib, data: bytes) -> bool:
+    buf = ctypes.create_string_buffer(data, len(data))
+    ctx = lib.gguf_init_from_buffer(buf, len(data), _InitParams(True, None))
+    if ctx:
+        lib.gguf_free(ctx)
+    return bool(ctx)
+
+
+def _explained_accept(g) -> "str | None":
+    """Why ggml may reject a file we accept (documented differences), or None."""
+    if g.version == 1:
+        return "v1"
+    if g.byte_order == ">":
+        return "big-endian"
+    if any(v.sub_type == VT.ARRAY for v in g.values.values()):
+        return "nested array"
+    expect = 0
+    for t in g.tensors.values():
+        if t.relative_offset != expect:
+            return "offset gap"
+        expect += -(-t.nbytes // g.alignment) * g.alignment
+    return None
+
+
+_OURS_ONLY = ("not valid UTF-8", "run past the end", "ends before the data section")
+
+
+@pytest.mark.oracle
+def test_validation_agrees_with_ggml_on_corruptions(ggml_gguf):
+    lib = ggml_gguf
+    lib.gguf_init_from_buffer.restype = ctypes.c_void_p
+    lib.gguf_init_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_size_t, _InitParams]
+    rng = np.random.default_rng(2024)
+    md = random_metadata(rng, nested=False, n=20)
+    base = G.to_bytes(md, [(n, (t, ne, raw)) for n, t, ne, raw in random_tensors(rng, ("F32", "Q4_0", "Q6_K"))])
+    from pathlib import Path
+    corpus = [p.read_bytes() for p in sorted((Path(__file__).parent / "fuzz" / "corpus" / "gguf").glob("*.gguf"))]
+    cases = list(corpus)
+    for _ in range(1500):
+        b = bytearray(base)
+        for _ in range(int(rng.integers(1, 3))):
+            i = int(rng.integers(len(b)))
+            b[i] = int(rng.integers(256))
+        cases.append(bytes(b))
+    stats = {"both accept": 0, "both reject": 0}
+    for data in cases:
+        theirs = _ggml_accepts(lib, data)
+        try:
+            g = G.parse(data)
+            ours, why = True, None
+        except FormatError as e:
+            ours, why = False, e.message
+        if ours and theirs:
+            stats["both accept"] += 1
+        elif not ours and not theirs:
+            stats["both reject"] += 1
+        elif ours:
+            reason = _explained_accept(g)
+            assert reason, f"ggml rejects a file we accept: {data[:64]!r}"
+            stats[f"ours only: {reason}"] = stats.get(f"ours only: {reason}", 0) + 1
+        else:
+            assert any(s in why for s in _OURS_ONLY), f"we reject a file ggml accepts: {why}"
+            key = next(s for s in _OURS_ONLY if s in why)
+            stats[f"ggml only: {key}"] = stats.get(f"ggml only: {key}", 0) + 1
+    print(stats)
+    assert stats["both accept"] > 50 and stats["both reject"] > 500, stats
