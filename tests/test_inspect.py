@@ -100,3 +100,12 @@ def test_json_value_rules():
     assert I.json_value(float("inf")) == "inf"
     assert I.json_value(b"\x00a") == "\x00a" and I.json_value(b"\xc3") == {"hex": "c3"}
     assert I.json_value(list(range(20)), 4)["length"] == 20
+
+
+def test_big_endian_and_v1(capsys, tmp_path):
+    md = {"general.architecture": "x", "n": G.Value(7, G.ValueType.UINT64)}
+    for order, version in ((">", 3), ("<", 1)):
+        p = G.write(tmp_path / f"m{version}.gguf", md, {"w": np.arange(32, dtype=np.float32)}, order, version)
+        r = _json(capsys, str(p))
+        assert r["version"] == version and r["header"]["byte_order"] == ("big" if order == ">" else "little")
+        assert r["metadata"]["n"] == 7 and r["tensors"][0]["shape"] == [32]
