@@ -50,7 +50,7 @@ import math
 import numpy as np
 
 from .fp import e8m0_to_f32_half, f32_to_ue4m3, ue4m3_to_f32
-from .search import c_int
+from .search import blockwise_row_quantizer, c_int
 
 f32 = np.float32
 
@@ -162,18 +162,10 @@ def dequantize_block_nvfp4(block: bytes) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _row_quantizer(name, qk, block_fn):
-    def quantize_row(row: np.ndarray, imatrix=None) -> bytes:
-        """One row, block by block; ggml ignores the importance matrix for this type."""
-        row = np.asarray(row, dtype=np.float32)
-        with np.errstate(all="ignore"):
-            return b"".join(block_fn(row[i:i + qk]) for i in range(0, row.size, qk))
-    quantize_row.__name__ = quantize_row.__qualname__ = f"quantize_row_{name}"
-    return quantize_row
 
 
-quantize_row_mxfp4 = _row_quantizer("mxfp4", QK_MXFP4, quantize_block_mxfp4)
-quantize_row_nvfp4 = _row_quantizer("nvfp4", QK_NVFP4, quantize_block_nvfp4)
+quantize_row_mxfp4 = blockwise_row_quantizer("mxfp4", QK_MXFP4, quantize_block_mxfp4)
+quantize_row_nvfp4 = blockwise_row_quantizer("nvfp4", QK_NVFP4, quantize_block_nvfp4)
 
 DEQUANTIZE = {"MXFP4": dequantize_block_mxfp4, "NVFP4": dequantize_block_nvfp4}
 QUANTIZE = {"MXFP4": quantize_row_mxfp4, "NVFP4": quantize_row_nvfp4}

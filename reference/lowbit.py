@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fp import f16_bytes, f16_to_f32
-from .search import c_int, c_roundf, seq_sum
+from .search import blockwise_row_quantizer, c_int, c_roundf, seq_sum
 
 f32 = np.float32
 
@@ -96,18 +96,10 @@ def quantize_block_q2_0(x: np.ndarray) -> bytes:
     return f16_bytes(d) + qs.astype(np.uint8).tobytes()
 
 
-def _row_quantizer(name, qk, block_fn):
-    def quantize_row(row: np.ndarray, imatrix=None) -> bytes:
-        """One row, block by block; ggml ignores the importance matrix for this type."""
-        row = np.asarray(row, dtype=np.float32)
-        with np.errstate(all="ignore"):
-            return b"".join(block_fn(row[i:i + qk]) for i in range(0, row.size, qk))
-    quantize_row.__name__ = quantize_row.__qualname__ = f"quantize_row_{name}"
-    return quantize_row
 
 
-quantize_row_q1_0 = _row_quantizer("q1_0", QK1_0, quantize_block_q1_0)
-quantize_row_q2_0 = _row_quantizer("q2_0", QK2_0, quantize_block_q2_0)
+quantize_row_q1_0 = blockwise_row_quantizer("q1_0", QK1_0, quantize_block_q1_0)
+quantize_row_q2_0 = blockwise_row_quantizer("q2_0", QK2_0, quantize_block_q2_0)
 
 DEQUANTIZE = {"Q1_0": dequantize_block_q1_0, "Q2_0": dequantize_block_q2_0}
 QUANTIZE = {"Q1_0": quantize_row_q1_0, "Q2_0": quantize_row_q2_0}

@@ -32,7 +32,8 @@ The module also holds the small C-semantics helpers that the family modules shar
 ``seq_sum`` (a sequential float32 sum), ``nearest_int_array`` (ggml's ``nearest_int`` on an
 array), ``c_int`` (C's float -> int conversion as x86-64 performs it), ``c_roundf`` (``roundf``),
 ``c_max``/``c_min`` (ggml's ``MAX``/``MIN`` macros), ``to_int8`` (C's conversion of an int to
-``int8_t``).
+``int8_t``), and ``blockwise_row_quantizer`` (a row quantizer for types whose ggml quantizer works
+block by block and ignores the importance matrix).
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # C semantics
+
+def blockwise_row_quantizer(name: str, qk: int, block_fn):
+    """The row quantizer of a type that ggml quantizes block by block, ignoring the importance matrix:
+    ``block_fn`` (float32[qk] -> bytes) applied to each block of the row, in order."""
+    def quantize_row(row: np.ndarray, imatrix=None) -> bytes:
+        """One row, block by block; ggml ignores the importance matrix for this type."""
+        row = np.asarray(row, dtype=np.float32)
+        with np.errstate(all="ignore"):
+            return b"".join(block_fn(row[i:i + qk]) for i in range(0, row.size, qk))
+    quantize_row.__name__ = quantize_row.__qualname__ = f"quantize_row_{name}"
+    return quantize_row
+
 
 def seq_sum(values, start=f32(0.0)) -> np.float32:
     """``float s = start; for (i...) s += values[i];`` in float32, strictly left to right.

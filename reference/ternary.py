@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fp import f16_bytes, f16_to_f32
-from .search import c_max, c_roundf
+from .search import blockwise_row_quantizer, c_max, c_roundf
 
 f32 = np.float32
 
@@ -151,18 +151,10 @@ def dequantize_block_tq2_0(block: bytes) -> np.ndarray:
         return (q - 1).astype(np.float32) * d
 
 
-def _row_quantizer(name, block_fn):
-    def quantize_row(row: np.ndarray, imatrix=None) -> bytes:
-        """One row, block by block; ggml ignores the importance matrix for this type."""
-        row = np.asarray(row, dtype=np.float32)
-        with np.errstate(all="ignore"):
-            return b"".join(block_fn(row[i:i + QK_K]) for i in range(0, row.size, QK_K))
-    quantize_row.__name__ = quantize_row.__qualname__ = f"quantize_row_{name}"
-    return quantize_row
 
 
-quantize_row_tq1_0 = _row_quantizer("tq1_0", quantize_block_tq1_0)
-quantize_row_tq2_0 = _row_quantizer("tq2_0", quantize_block_tq2_0)
+quantize_row_tq1_0 = blockwise_row_quantizer("tq1_0", QK_K, quantize_block_tq1_0)
+quantize_row_tq2_0 = blockwise_row_quantizer("tq2_0", QK_K, quantize_block_tq2_0)
 
 DEQUANTIZE = {"TQ1_0": dequantize_block_tq1_0, "TQ2_0": dequantize_block_tq2_0}
 QUANTIZE = {"TQ1_0": quantize_row_tq1_0, "TQ2_0": quantize_row_tq2_0}
