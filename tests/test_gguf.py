@@ -656,3 +656,44 @@ def test_validation_agrees_with_ggml_on_corruptions(ggml_gguf):
             stats[f"ggml only: {key}"] = stats.get(f"ggml only: {key}", 0) + 1
     print(stats)
     assert stats["both accept"] > 50 and stats["both reject"] > 500, stats
+
+
+# --------------------------------------------------------------------------------------------------
+# real files: llama.cpp's vocabulary GGUFs (vendored in llama-cpp-python 0.3.36's source tree)
+# --------------------------------------------------------------------------------------------------
+
+VOCAB_DIR = "/work/src/llama_cpp_python-0.3.36/vendor/llama.cpp/models"
+
+
+def _vocab_files():
+    import glob
+    # the five smallest (gguf-py's reader needs seconds for a 250k-token vocabulary)
+    return sorted(glob.glob(f"{VOCAB_DIR}/ggml-vocab-*.gguf"), key=os.path.getsize)[:5]
+
+
+@needs_gguf_py
+@pytest.mark.skipif(not _vocab_files(), reason=f"no vocabulary GGUFs under {VOCAB_DIR}")
+@pytest.mark.parametrize("path", _vocab_files(), ids=lambda p: p.rsplit("/", 1)[-1])
+def test_real_vocab_files(path):
+    """Same metadata as gguf-py; re-encoding gives the same bytes (these files predate the padding that
+    gguf-py 0.19 and ggml's writer add after the last tensor info even when there are no tensors)."""
+    g = G.read(path)
+    r = gguf.GGUFReader(path)
+    for k, f in r.fields.items():
+        if not k.startswith("GGUF."):
+            want = f.contents()
+            if g.values[k].sub_type == VT.BOOL:
+                want = [bool(x) for x in want]
+            assert g.metadata[k] == want, k
+    data = open(path, "rb").read()
+    out = G.to_bytes(g.values, g.tensors, g.byte_order, g.version)
+    assert out[:len(data)] == data and set(out[len(data):]) <= {0} and len(out) % g.alignment == 0
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(not _vocab_files(), reason=f"no vocabulary GGUFs under {VOCAB_DIR}")
+def test_real_vocab_files_vs_ggml(ggml_gguf):
+    for path in _vocab_files():
+        hdr, kv, ts = ggml_parse(ggml_gguf, path)
+        g = G.read(path)
+        assert kv == g.values and hdr["data_offset"] == g.data_offset and not ts
