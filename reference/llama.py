@@ -364,15 +364,10 @@ class LlamaModel:
 
 
 def _gguf_to_source(g) -> "tuple[dict, TensorSource]":
-    """Adapt ggspec.reference.gguf.read's result (metadata + tensor infos) to (metadata, TensorSource)."""
-    md = dict(getattr(g, "metadata", None) or getattr(g, "kv", None) or {})
+    """Adapt ggspec.reference.gguf.read's result (``.metadata``, ``.tensors`` name -> view with
+    ``.type``, ``.shape`` in ggml order, ``.raw``) to (metadata, TensorSource)."""
+    md = dict(g.metadata)
     tensors = {}
-    for t in getattr(g, "tensors"):
-        name = t.name
-        tname = getattr(t, "type_name", None) or getattr(t, "type").name
-        ne = tuple(getattr(t, "ne", None) or getattr(t, "shape"))
-        raw = getattr(t, "data", None)
-        if raw is None:
-            raw = g.tensor_bytes(t)
-        tensors[name] = (tname, ne, bytes(raw))
+    for name, t in g.tensors.items():
+        tensors[name] = (t.type.name, tuple(t.shape), bytes(t.raw))
     return md, tensors

@@ -117,3 +117,16 @@ def test_rope_params_from_metadata():
     assert (p.freq_scale, p.ext_factor, p.n_ctx_orig, p.beta_fast, p.beta_slow) == (0.25, 1.0, 2048, 32.0, 1.0)
     # llama.cpp cancels ggml's 1 + 0.1 ln s inside attn_factor, so the net magnitude is get_mscale(4)
     assert abs(p.attn_factor * (1 + 0.1 * np.log(4)) - (1 + 0.1 * np.log(4))) < 1e-6
+
+
+def test_from_gguf_uses_ggspec_reader_and_matches_gguf_py_path(tmp_path):
+    """LlamaModel.from_gguf (ggspec.reference.gguf) and tinymodels.load_reference (gguf-py) agree bit for bit."""
+    pytest.importorskip("gguf", reason="tinymodels writes with gguf-py")
+    from ggspec.conformance import tinymodels as tm
+    from ggspec.reference.llama import LlamaModel
+    spec = tm.TinySpec(n_embd=64, n_head=4, n_head_kv=2, n_layer=1, n_ff=128, wtype="Q8_0")
+    path = tm.write_tiny_llama(spec, tmp_path / "m.gguf")
+    a = np.asarray(LlamaModel.from_gguf(path).forward([1, 5, 9, 11]), np.float32)
+    b = np.asarray(tm.load_reference(path).forward([1, 5, 9, 11]), np.float32)
+    assert a.shape == (4, spec.n_vocab)
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
