@@ -160,11 +160,42 @@ def report_gptq(path, max_array) -> dict:
             "metadata": json_value(m.config.raw, max_array), "tensors": rows}
 
 
+def predict_gguf(path, file_size: int, n_ctx: "int | None" = None) -> dict:
+    """The size model's view of a Llama-family GGUF: the file size its architecture and quant mix
+    predict (``conformance.sizes``), against the actual size, and a CPU RAM estimate. Files the size
+    model does not cover give ``{"error": reason}``."""
+    from ..errors import GGSpecError
+    from . import sizes
+    try:
+        arch = sizes.from_gguf(path)
+        from ..reference import gguf as G
+        g = G.read(path)
+        ftype = g.metadata.get("general.file_type")
+        mix = next((m for m, v in sizes.FTYPES.items() if v == ftype), None)
+        if mix is None and ftype is None and g.tensors:
+            # no general.file_type: take the type holding the most bytes as the mix (F16, Q8_0, ...)
+            by: dict = {}
+            for t in g.tensors.values():
+                by[t.type.name] = by.get(t.type.name, 0) + t.nbytes
+            mix = max(by, key=by.get) if max(by, key=by.get) in sizes.FTYPES else None
+        if mix is None:
+            return {"error": f"general.file_type {ftype!r} is not a llama.cpp mix the size model knows"}
+        predicted = sizes.ggml_file_size(arch, mix, "gguf")
+        ctx = int(n_ctx or min(arch.context_length or 4096, 4096))
+        ram = sizes.ram_estimate(arch, mix, "gguf", n_ctx=ctx)
+    except (GGSpecError, KeyError, ValueError, TypeError) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"mix": mix, "predicted_file_size": predicted, "actual_file_size": file_size,
+            "difference": file_size - predicted, "ram_n_ctx": ctx, "ram_estimate": ram}
+
+
 def report(path, max_array: "int | None" = MAX_ARRAY) -> dict:
     kind = detect(path)
     r = {"gguf": report_gguf, "ggml": report_legacy, "gptq": report_gptq}[kind](Path(path), max_array)
     r["totals"] = _totals(r["tensors"])
     r["totals"]["file_bpw"] = round(8 * r["file_size"] / r["totals"]["elements"], 4) if r["totals"]["elements"] else None
+    if kind == "gguf":
+        r["prediction"] = predict_gguf(Path(path), r["file_size"])
     return r
 
 
@@ -213,6 +244,18 @@ def render_text(r: dict, max_tensors: "int | None" = None) -> str:
     out += ["", f"total: {tot['elements']} weights in {tot['bytes']} bytes of tensor data = "
                 f"{tot['bpw'] if tot['bpw'] is not None else '-'} bits per weight; file: {r['file_size']} bytes = "
                 f"{tot['file_bpw'] if tot['file_bpw'] is not None else '-'} bits per weight"]
+    pr = r.get("prediction")
+    if pr:
+        if "error" in pr:
+            out += ["", f"size model: not applicable ({pr['error']})"]
+        else:
+            ram = pr["ram_estimate"]
+            out += ["", f"size model ({pr['mix']}, today's llama.cpp rules): predicted {pr['predicted_file_size']} bytes, "
+                        f"actual {pr['actual_file_size']} ({pr['difference']:+d})",
+                    f"RAM estimate (CPU, mmap, n_ctx {pr['ram_n_ctx']}): "
+                    f"{ram['total'] / 1e9:.2f} GB = " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in ram.items()
+                                                        if k not in ("total", "reclaimable"))
+                    + (f" (of which {ram['reclaimable'] / 1e6:.0f} MB clean file pages)" if "reclaimable" in ram else "")]
     return "\n".join(out)
 
 

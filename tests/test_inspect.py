@@ -109,3 +109,18 @@ def test_big_endian_and_v1(capsys, tmp_path):
         r = _json(capsys, str(p))
         assert r["version"] == version and r["header"]["byte_order"] == ("big" if order == ">" else "little")
         assert r["metadata"]["n"] == 7 and r["tensors"][0]["shape"] == [32]
+
+
+def test_inspect_gguf_prediction_and_ram(tmp_path):
+    """inspect puts the size model's prediction and a RAM estimate beside the actual size."""
+    pytest.importorskip("gguf", reason="tinymodels writes with gguf-py")
+    from ggspec.conformance import inspect as I
+    from ggspec.conformance import sizes, tinymodels as tm
+    path = tm.write_tiny_llama(tm.TinySpec(n_embd=64, n_head=4, n_layer=1, n_ff=128, wtype="Q8_0"), tmp_path / "m.gguf")
+    r = I.report(path)
+    pr = r["prediction"]
+    assert pr["mix"] == "Q8_0" and pr["actual_file_size"] == path.stat().st_size
+    arch = sizes.from_gguf(path)
+    assert pr["predicted_file_size"] == sizes.ggml_file_size(arch, "Q8_0", "gguf")
+    assert pr["difference"] == pr["actual_file_size"] - pr["predicted_file_size"]
+    assert pr["ram_estimate"]["total"] > pr["ram_estimate"]["kv_cache"] > 0
