@@ -69,6 +69,12 @@ def _scale_min_k4(s):
     return sc, m
 
 
+def _k4_dl_ml(b):
+    """Q4_K/Q5_K: d*sc and dmin*m per sub-block, (nb, 8) float32 each (ggml's d1/m1, d2/m2)."""
+    sc, m = _scale_min_k4(b[:, 4:16])
+    return _f16(b, 0) * sc.astype(F32), _f16(b, 2) * m.astype(F32)
+
+
 def _crumbs(qs32):
     """(nb, 32) bytes -> (nb, 128): the four 2-bit fields, shift 0,2,4,6 each over 32 bytes."""
     return np.concatenate([(qs32 >> s) & 3 for s in (0, 2, 4, 6)], axis=1)
@@ -132,10 +138,7 @@ class _Deq:
     @staticmethod
     def Q4_K(b):
         nb = b.shape[0]
-        d, dmin = _f16(b, 0), _f16(b, 2)
-        sc, m = _scale_min_k4(b[:, 4:16])
-        dl = d * sc.astype(F32)
-        ml = dmin * m.astype(F32)
+        dl, ml = _k4_dl_ml(b)
         qs = b[:, 16:144].reshape(nb, 4, 32)
         q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(nb, 8, 32).astype(F32)
         return (dl[:, :, None] * q - ml[:, :, None]).reshape(nb, 256)
@@ -143,10 +146,7 @@ class _Deq:
     @staticmethod
     def Q5_K(b):
         nb = b.shape[0]
-        d, dmin = _f16(b, 0), _f16(b, 2)
-        sc, m = _scale_min_k4(b[:, 4:16])
-        dl = d * sc.astype(F32)
-        ml = dmin * m.astype(F32)
+        dl, ml = _k4_dl_ml(b)
         qh = b[:, 16:48]
         ql = b[:, 48:176].reshape(nb, 4, 32)
         low = np.stack([ql & 0xF, ql >> 4], axis=2).reshape(nb, 8, 32)
