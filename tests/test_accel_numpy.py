@@ -46,7 +46,7 @@ def test_random_blocks_match_libggml(oracle, t):
 def test_multi_chunk_threaded_tensor_matches_libggml(oracle, name):
     from ggspec.accel import numpy_backend as nb
     t = next(t for t in LIVE_TYPES if t.name == name)
-    n_blocks = nb.CHUNK_BLOCKS * 2 + 7                  # several chunks on two threads, ragged end
+    n_blocks = nb.CHUNK_ELEMENTS // t.block_size * 2 + 7                 # several chunks on two threads, ragged end
     x = np.random.default_rng(5).standard_normal(n_blocks * t.block_size).astype(np.float32)
     raw = oracle.quantize(t, x.reshape(-1, t.block_size * 8 if n_blocks % 8 == 0 else t.block_size), None)
     assert_bits_equal(B.dequantize(t, raw, x.size), oracle.to_float(t, raw, x.size), name)
