@@ -40,9 +40,16 @@ CHUNK_ELEMENTS = 1 << 16
 _PLAIN = {"F32": "<f4", "F64": "<f8", "I8": "<i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
 
 
-def _quantizers():
-    from ._np import quant
-    return quant.QUANT
+_QUANT: dict = {}
+
+
+def _quantizers() -> dict:
+    """type name -> vectorized quantizer (imported on first use)."""
+    if not _QUANT:
+        from ._np import kquant, quant
+        _QUANT.update(quant.QUANT)
+        _QUANT.update(kquant.QUANT)
+    return _QUANT
 
 
 class Backend:
