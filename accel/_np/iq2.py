@@ -1,0 +1,3 @@
+"""Vectorized IQ2 i-quant quantizers (work in progress): ``QUANT[name](t, x, imatrix, out, threads)``."""
+
+QUANT: dict = {}
