@@ -46,8 +46,8 @@ _QUANT: dict = {}
 def _quantizers() -> dict:
     """type name -> vectorized quantizer (imported on first use)."""
     if not _QUANT:
-        from ._np import iq1, iq2, iq3, kquant, quant
-        for mod in (quant, kquant, iq1, iq2, iq3):
+        from ._np import iq1, iq2, iq3, iq4, kquant, quant
+        for mod in (quant, kquant, iq4, iq1, iq2, iq3):
             _QUANT.update(mod.QUANT)
     return _QUANT
 

@@ -50,3 +50,86 @@ def test_multi_chunk_threaded_tensor_matches_libggml(oracle, name):
     x = np.random.default_rng(5).standard_normal(n_blocks * t.block_size).astype(np.float32)
     raw = oracle.quantize(t, x.reshape(-1, t.block_size * 8 if n_blocks % 8 == 0 else t.block_size), None)
     assert_bits_equal(B.dequantize(t, raw, x.size), oracle.to_float(t, raw, x.size), name)
+
+
+# --------------------------------------------------------------------------------------------------
+# quantize: the vectorized quantizers (the grid i-quants have their own files, test_np_iq*.py)
+
+from ggspec.accel._np import iq1, iq2, iq3  # noqa: E402
+
+_GRID_IQ = set(iq1.QUANT) | set(iq2.QUANT) | set(iq3.QUANT)
+QUANT_TYPES = [t for t in LIVE_TYPES if B.vectorized(t, "quantize") and t.name not in _GRID_IQ]
+
+
+def test_quantizers_are_vectorized():
+    # every type ggml quantizes outside the grid i-quants has a vectorized quantizer, not a fallback
+    names = {t.name for t in QUANT_TYPES}
+    for name in ("F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K",
+                 "Q5_K", "Q6_K", "Q8_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4"):
+        assert name in names, name
+
+
+@pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
+def test_vectors_quantize_pass(t):
+    if t.name not in VECTORS:
+        pytest.skip(f"no vector file for {t.name}")
+    report = runner.run_file(adapters.AccelImpl("numpy"), VECTORS[t.name], ops=("quantize", "quantize+imatrix"))
+    assert report.results[(t.name, "quantize")].status == "pass", report.results[(t.name, "quantize")].failure
+    im = report.results.get((t.name, "quantize+imatrix"))
+    if t.block_size > 1 and t.quantize_chunk:          # ggml takes an importance matrix for this type
+        assert im is not None and im.status == "pass", im and im.failure
+
+
+def _hard_rows(rng, n_per_row: int, bs: int) -> np.ndarray:
+    """Rows that exercise the searches: normal, heavy tails, ties, zeros, tiny and huge scales, -0.0."""
+    rows = [
+        rng.standard_normal(n_per_row),
+        rng.standard_cauchy(n_per_row),
+        np.round(rng.standard_normal(n_per_row) * 2) / 2,                 # many repeated values
+        np.where(rng.random(n_per_row) < 0.7, 0.0, rng.standard_normal(n_per_row)),
+        rng.standard_normal(n_per_row) * 1e-30,
+        rng.standard_normal(n_per_row) * 1e30,
+        np.abs(rng.standard_normal(n_per_row)),                            # one sign only
+        -np.abs(rng.standard_normal(n_per_row)) * 3,
+    ]
+    x = np.array(rows, dtype=np.float32)
+    x[0, :bs] = 0.0                                                         # an all-zero block
+    x[1, bs:2 * bs] = -0.0
+    x[2, :bs] = 1.0                                                         # a constant block
+    return x
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("t", QUANT_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
+def test_quantize_matches_libggml(oracle, t, with_imatrix):
+    if with_imatrix and not t.quantize_chunk:
+        pytest.skip(f"{t.name}: ggml has no importance-matrix path (reference row quantizer only)")
+    if not with_imatrix and t.requires_imatrix:
+        pytest.skip(f"{t.name} requires an importance matrix")
+    rng = np.random.default_rng(t.id * 7 + with_imatrix)
+    bs = t.block_size if t.block_size > 1 else 32
+    n_per_row = bs * 6
+    x = _hard_rows(rng, n_per_row, bs)
+    imatrix = None
+    if with_imatrix:
+        imatrix = (rng.random(n_per_row) ** 2).astype(np.float32)
+        imatrix[: n_per_row // 8] = 0.0                                     # zero importance on a stretch
+    got = B.quantize(t, x, imatrix)
+    want = oracle.quantize(t, x, imatrix)
+    assert got == want, f"{t.name}: first differing byte {np.flatnonzero(np.frombuffer(got, np.uint8) != np.frombuffer(want, np.uint8))[:1]}"
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "Q6_K", "Q2_K", "IQ4_XS"])
+def test_quantize_multi_chunk_threaded_matches_libggml(oracle, name):
+    from ggspec.accel._np import quant
+    t = next(t for t in LIVE_TYPES if t.name == name)
+    n_per_row = 4096
+    rows = quant.CHUNK_ELEMENTS * 3 // n_per_row + 3                    # several chunks, ragged end
+    x = np.random.default_rng(11).standard_normal((rows, n_per_row)).astype(np.float32)
+    imatrix = np.random.default_rng(12).random(n_per_row).astype(np.float32)
+    for im in (None, imatrix):
+        if im is None and t.requires_imatrix:
+            continue
+        assert B.quantize(t, x, im) == oracle.quantize(t, x, im), name
