@@ -134,3 +134,22 @@ def test_quantize_multi_chunk_threaded_matches_libggml(oracle, name):
         if im is None and t.requires_imatrix:
             continue
         assert B.quantize(t, x, im) == oracle.quantize(t, x, im), name
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 9, 16, 32, 33, 256, 1000])
+@pytest.mark.parametrize("g", [1, 2, 3, 64, 2049])
+def test_seq_sum_is_c_order(n, g):
+    """seq_sum must be C's ``s = 0.0f; for (i) s += a[i];`` (written out here) for every shape and
+    layout, on data where the order of additions changes the bits; -0.0 sums come out +0.0."""
+    from ggspec.accel._np.common import seq_sum
+    rng = np.random.default_rng(n * 7919 + g)
+    a = (rng.standard_normal((n, g)) * np.exp(rng.uniform(-25, 25, (n, g)))).astype(np.float32)
+    a[:, 0] = -0.0
+    for arr in (a, np.asfortranarray(a), a[:, ::-1]):
+        want = np.zeros(g, np.float32)
+        for i in range(n):
+            want = (want + arr[i]).astype(np.float32)
+        got = seq_sum(arr, axis=0)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+        got_t = seq_sum(np.ascontiguousarray(arr.T), axis=-1)
+        assert np.array_equal(got_t.view(np.uint32), want.view(np.uint32))

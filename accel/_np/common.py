@@ -84,17 +84,46 @@ def inverse_or_zero(d) -> np.ndarray:
         return np.where(d != 0, F32(1.0) / np.where(d != 0, d, F32(1.0)), F32(0.0)).astype(F32)
 
 
-def seq_sum(a, axis: int = -1) -> np.ndarray:
-    """``float s = 0.0f; for (i) s += a[i];`` along ``axis`` for every other index at once.
-
-    A Python loop over the (short) reduced axis with one vector add per position: each partial sum
-    is one float32 add, left to right, exactly as C. The result is +0.0 where C's is (all -0.0
-    terms): the first add is ``0.0f + a[0]``."""
-    a = np.moveaxis(np.asarray(a, dtype=F32), axis, 0)
+def _loop_sum(a) -> np.ndarray:
     s = a[0] + F32(0.0)
     for k in range(1, a.shape[0]):
         s += a[k]
     return s
+
+
+def _reduce_is_sequential() -> bool:
+    """True when this numpy's ``np.add.reduce(a, axis=0)`` over a C-contiguous (n, G) float32 array
+    adds the rows one after the other (row 0, then += row 1, ...), as numpy does when the reduced
+    axis is the outer loop; pairwise summation is only used when the reduced axis is the inner one.
+    Checked on a probe where pairwise and sequential orders give different bits."""
+    rng = np.random.default_rng(12345)
+    for n, g in ((9, 2), (33, 3), (200, 17)):
+        a = (rng.standard_normal((n, g)) * np.exp(rng.uniform(-30, 30, (n, g)))).astype(F32)
+        with np.errstate(all="ignore"):
+            if not np.array_equal((np.add.reduce(a, axis=0) + F32(0.0)).view(U32), _loop_sum(a).view(U32)):
+                return False
+    return True
+
+
+REDUCE_IS_SEQUENTIAL = _reduce_is_sequential()
+
+
+def seq_sum(a, axis: int = -1) -> np.ndarray:
+    """``float s = 0.0f; for (i) s += a[i];`` along ``axis`` for every other index at once.
+
+    Each partial sum is one float32 add, left to right, exactly as C. The result is +0.0 where C's is
+    (all -0.0 terms): the first add is ``0.0f + a[0]``. Fast path: numpy's own reduction over the
+    outer axis of a C-contiguous array, which is sequential (see ``_reduce_is_sequential``); it
+    starts from a[0] instead of 0.0f + a[0], which differs only in the sign of an all-zero sum, so
+    ``+ 0.0f`` at the end makes it identical. Otherwise a Python loop with one vector add per position."""
+    a = np.moveaxis(np.asarray(a, dtype=F32), axis, 0)
+    if REDUCE_IS_SEQUENTIAL and a.ndim >= 2 and a.shape[0] > 0 and a.flags.c_contiguous:
+        flat = a.reshape(a.shape[0], -1)
+        if flat.shape[1] >= 2:
+            s = np.add.reduce(flat, axis=0)
+            s += F32(0.0)
+            return s.reshape(a.shape[1:])
+    return _loop_sum(a)
 
 
 def seq_sum_from_first(a, axis: int = -1) -> np.ndarray:

@@ -16,7 +16,7 @@ from . import search
 from .common import F16_TABLE, F32, I32, U8, nearest_int, run_chunks, seq_sum
 from .quant import f16_bytes, f16_bits
 
-CHUNK_BLOCKS = 256          # super-blocks per chunk: 64k weights
+CHUNK_BLOCKS = 1024         # super-blocks per chunk: 256k weights (fewer Python-level steps per weight)
 
 
 def _f16v(v):
