@@ -136,27 +136,40 @@ def make_q3_quants(X, nmax: int, do_rmse: bool):
         sumlx = seq_sum(WX * lf, axis=0)
         suml2 = seq_sum((W * lf) * lf, axis=0)
         L = l                                              # int32 (n, G), levels without the offset
+        # A group whose pass changed nothing would change nothing in the next one either (ggml
+        # breaks out of its loop): each pass runs on the groups the previous pass changed only.
+        act = None                                         # None: all groups
         for _itry in range(5):
-            changed = np.zeros(G, bool)
+            if act is None:
+                Wa, WXa, Xa, La, sx, s2 = W, WX, X, L, sumlx, suml2
+            else:
+                Wa, WXa, Xa = W[:, act], WX[:, act], X[:, act]
+                La, sx, s2 = L[:, act], sumlx[act], suml2[act]
+            changed = np.zeros(Wa.shape[1], bool)
             for i in range(n):
-                w, wx, x = W[i], WX[i], X[i]
-                Li = L[i].astype(F32)
-                slx = sumlx - wx * Li                      # sumlx - w*x[i]*L[i]
+                w, wx, x = Wa[i], WXa[i], Xa[i]
+                Li = La[i].astype(F32)
+                slx = sx - wx * Li                         # sumlx - w*x[i]*L[i]
                 m = slx > 0
-                sl2 = suml2 - (w * Li) * Li               # suml2 - w*L[i]*L[i]
+                sl2 = s2 - (w * Li) * Li                   # suml2 - w*L[i]*L[i]
                 new_l = nearest_int(_div(x * sl2, slx))   # x[i] * sl2 / slx
                 np.clip(new_l, -nmax, nmax - 1, out=new_l)
-                m &= new_l != L[i]
+                m &= new_l != La[i]
                 nl = new_l.astype(F32)
                 slx2 = slx + wx * nl
                 sl22 = sl2 + (w * nl) * nl
-                m &= (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+                m &= (sl22 > 0) & ((slx2 * slx2) * s2 > (sx * sx) * sl22)
                 if m.any():
-                    np.copyto(L[i], new_l, where=m)
-                    np.copyto(sumlx, slx2, where=m)
-                    np.copyto(suml2, sl22, where=m)
+                    np.copyto(La[i], new_l, where=m)
+                    np.copyto(sx, slx2, where=m)
+                    np.copyto(s2, sl22, where=m)
                     changed |= m
-            if not changed.any():
+            if act is not None:                            # write the subset back
+                L[:, act], sumlx[act], suml2[act] = La, sx, s2
+                act = act[changed]
+            else:
+                act = np.flatnonzero(changed)
+            if act.size == 0:
                 break
         scale = np.where(suml2 > F32(0.0), _div(sumlx, suml2), F32(0.0)).astype(F32)
     Lout = (L + nmax).astype(np.int8)
