@@ -153,3 +153,19 @@ def test_seq_sum_is_c_order(n, g):
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
         got_t = seq_sum(np.ascontiguousarray(arr.T), axis=-1)
         assert np.array_equal(got_t.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", ["F16", "BF16"])
+def test_float_conversions_every_pattern_class(oracle, name):
+    """F16/BF16 both ways on every fp16/bf16 pattern and on 2**20 random float32 patterns (NaN
+    payloads, signalling NaNs, subnormals, overflow to inf, ties), against ggml."""
+    t = next(t for t in LIVE_TYPES if t.name == name)
+    every = np.arange(65536, dtype=np.uint16).tobytes()
+    assert_bits_equal(B.dequantize(t, every, 65536), oracle.to_float(t, every, 65536), name)
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2**32, 1 << 20, dtype=np.uint64).astype(np.uint32)
+    bits[:4096] = (bits[:4096] & 0x807FFFFF) | 0x7F800000           # NaN / inf exponents
+    bits[4096:8192] = (bits[4096:8192] & 0x80001FFF) | (rng.integers(100, 115, 4096).astype(np.uint32) << 23)
+    x = bits.view(np.float32).reshape(-1, 1024)
+    assert B.quantize(t, x) == oracle.quantize(t, x), name

@@ -125,16 +125,42 @@ def q_f32(t, x, imatrix, out, threads):
 
 
 def q_f16(t, x, imatrix, out, threads):
+    """numpy's float16 cast rounds as ggml's software conversion does (to nearest even, overflow to
+    inf, subnormals kept); only NaN differs: ggml stores the canonical 0x7E00 with the input's sign."""
     o = out.view(U16)
+    o16 = out.view(np.float16)
     xf = x.reshape(-1)
-    run_chunks(xf.size, 1 << 18, lambda lo, hi: o.__setitem__(slice(lo, hi), f16_bits(xf[lo:hi])), threads)
+
+    def work(lo, hi):
+        np.copyto(o16[lo:hi], xf[lo:hi], casting="same_kind")
+        nan = np.isnan(xf[lo:hi])
+        if nan.any():
+            o[lo:hi][nan] = (xf[lo:hi][nan].view(np.uint32) >> 16).astype(U16) & 0x8000 | 0x7E00
+
+    with np.errstate(over="ignore"):
+        run_chunks(xf.size, 1 << 18, work, threads)
 
 
 def q_bf16(t, x, imatrix, out, threads):
-    from ...reference.fp import f32_to_bf16
+    """``ggml_compute_fp32_to_bf16``: (u + 0x7FFF + ((u >> 16) & 1)) >> 16 (round to nearest even,
+    uint32 arithmetic); a NaN becomes (u >> 16) | 64 (quiet, top payload bits kept)."""
     o = out.view(U16)
-    xf = x.reshape(-1)
-    run_chunks(xf.size, 1 << 18, lambda lo, hi: o.__setitem__(slice(lo, hi), f32_to_bf16(xf[lo:hi])), threads)
+    u = x.reshape(-1).view(np.uint32)
+
+    def work(lo, hi):
+        ui = u[lo:hi]
+        r = ui >> 16
+        r &= 1
+        r += 0x7FFF
+        r += ui                                           # wraps modulo 2**32 only for NaN patterns
+        r >>= 16
+        np.copyto(o[lo:hi], r, casting="unsafe")
+        nan = (ui & 0x7FFFFFFF) > 0x7F800000
+        if nan.any():
+            o[lo:hi][nan] = ((ui[nan] >> 16) | 64).astype(U16)
+
+    with np.errstate(over="ignore"):
+        run_chunks(u.size, 1 << 18, work, threads)
 
 
 # --------------------------------------------------------------------------------------------------
