@@ -33,6 +33,9 @@ Optional Metal kernels (``mx.fast.metal_kernel``) for Q4_0, Q8_0, Q4_K, Q6_K and
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -234,6 +237,13 @@ class _Dequantizers:
         self._kv_fp4 = mx.array(np.asarray(KVALUES_FP4, np.float32))           # int8 -> float, exact
         self._kv_iq4nl = mx.array(np.asarray(KVALUES_IQ4NL, np.float32))
         self._grids = None
+        # Every table is built and evaluated here, on the constructing thread's stream: the
+        # dequantizers run on several threads, each with its own stream, and an array still lazy on
+        # another thread's stream cannot be evaluated there.
+        self._f16_lut = f16_lut(self.ar)
+        grids = self.grids()
+        mx.eval(self._f16_lut, self._ue4m3, self._kv_fp4, self._kv_iq4nl,
+                *[v for v in grids.values() if isinstance(v, mx.array)])
 
     def f16(self, b, off):
         return _col(f16_to_f32(_u16(b, off), self.ar))
@@ -594,10 +604,15 @@ class Backend:
 
     name = "mlx"
 
-    def __init__(self, device: str = "cpu", x86_nan: "bool | None" = None, metal: "bool | None" = None):
+    def __init__(self, device: str = "cpu", x86_nan: "bool | None" = None, metal: "bool | None" = None,
+                 threads: "int | None" = None):
         if device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
         self.device = mx.cpu if device == "cpu" else mx.gpu
+        # On the CPU, MLX runs each stream's element-wise work on one thread: chunks are spread over
+        # ``threads`` Python threads, each with its own CPU stream (MLX streams are per thread).
+        self.threads = 1 if device == "gpu" else max(1, int(threads or min(os.cpu_count() or 1, 8)))
+        self._local = threading.local()
         self.arith = _Arith(FIX_DEFAULT_NAN if x86_nan is None else bool(x86_nan))
         with mx.stream(self.device):
             self._deq = _Dequantizers(self.arith, float64_cast=(device == "cpu"))
@@ -675,12 +690,39 @@ class Backend:
                 return y
         out = np.empty(n, np.float32)
         step = max(1, CHUNK_ELEMENTS // t.block_size)
-        with mx.stream(self.device):
-            for i in range(0, nb, step):
-                b = mx.array(blocks[i:i + step])
-                y = fn(b)
-                out[i * t.block_size:(i + b.shape[0]) * t.block_size] = _to_numpy(y).reshape(-1)
+        bs = t.block_size
+
+        def work(k, threads):
+            stream = self.device
+            if threads > 1:
+                stream = getattr(self._local, "stream", None)
+                if stream is None:
+                    stream = self._local.stream = mx.new_stream(mx.cpu)
+            with mx.stream(stream):
+                for i in range(k * step, nb, step * threads):
+                    y = fn(mx.array(blocks[i:i + step]))
+                    mx.eval(y)
+                    out[i * bs:(i + y.shape[0]) * bs] = np.asarray(memoryview(y)).reshape(-1)
+
+        threads = min(self.threads, -(-nb // step))
+        if threads > 1:
+            for f in [_pool(threads).submit(work, k, threads) for k in range(threads)]:
+                f.result()
+        else:
+            work(0, 1)
         return out
+
+
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads:
+            _POOL = ThreadPoolExecutor(threads, thread_name_prefix="ggspec-mlx")
+        return _POOL
 
 
 # --------------------------------------------------------------------------------------------------
