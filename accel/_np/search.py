@@ -17,9 +17,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import F32, I32, nearest_int, seq_sum
+from .common import F32, I32, MAGIC, nearest_int, seq_sum
 
 GROUP_MAX_EPS = F32(1e-15)
+SAFE = F32(2.0**21)          # below 2**22, v + MAGIC - MAGIC is nearest_int(v), as a float
+
+
+def round_clip_f(v, lo: int, hi: int):
+    """``MAX(lo, MIN(hi, nearest_int(v)))`` as float32, in place, for |v| < 2**22 (the caller
+    checks): v + 1.5*2**23 lands in [2**23, 2**24) where the float32 spacing is 1, so the add rounds
+    v to the nearest integer (ties to even, as nearest_int's bit trick) and the subtraction is exact."""
+    v += MAGIC
+    v -= MAGIC
+    np.clip(v, F32(lo), F32(hi), out=v)
+    return v
 
 
 def _div(a, b):
@@ -58,15 +69,28 @@ def make_qx_quants(X, nmax: int, rmse_type: int, QW=None):
     zero = amax < GROUP_MAX_EPS
     iscale = _div(F32(-nmax), mx)                         # -nmax / max
 
+    # The float path of the rounding (round_clip_f) is exact while |isc*x| < 2**21: true of every
+    # group with amax >= GROUP_MAX_EPS when all x are finite (|isc*x| <= nmax + 1 there); the other
+    # groups' results are replaced by zeros at the end, whatever they are.
+    fast = bool(np.isfinite(X).all())
+
     def levels(isc):
+        """(n, G) float32 levels l (without the offset nmax)."""
         with np.errstate(all="ignore"):
-            l = nearest_int(isc[None, :] * X)
+            v = isc[None, :] * X
+            if fast:
+                return round_clip_f(v, -nmax, nmax - 1)
+            l = nearest_int(v)
         np.clip(l, -nmax, nmax - 1, out=l)
-        return l
+        return l.astype(F32)
+
+    def offset_i8(lf):
+        with np.errstate(all="ignore"):
+            return (lf + F32(nmax)).astype(np.int8)
 
     l = levels(iscale)
     if rmse_type == 0:
-        L = (l + nmax).astype(np.int8)
+        L = offset_i8(l)
         L[:, zero] = 0
         return np.where(zero, F32(0.0), _div(F32(1.0), iscale)), L
     return_early = rmse_type < 0
@@ -84,14 +108,13 @@ def make_qx_quants(X, nmax: int, rmse_type: int, QW=None):
             W = np.sqrt(np.abs(X))
         WX = W * X                                        # w*x[i]*l is (w*x[i])*l
 
-    def sums(l):
-        lf = l.astype(F32)
+    def sums(lf):
         with np.errstate(all="ignore"):
             sumlx = seq_sum(WX * lf, axis=0)
             suml2 = seq_sum((W * lf) * lf, axis=0)
         return sumlx, suml2
 
-    L = (l + nmax).astype(np.int8)
+    L = offset_i8(l)
     sumlx, suml2 = sums(l)
     with np.errstate(all="ignore"):
         scale = np.where(suml2 != 0, _div(sumlx, suml2), F32(0.0)).astype(F32)
@@ -109,7 +132,7 @@ def make_qx_quants(X, nmax: int, rmse_type: int, QW=None):
             sumlx, suml2 = sums(l)
             acc = (suml2 > 0) & (sumlx * sumlx > best * suml2)
             if acc.any():
-                L = np.where(acc[None, :], (l + nmax).astype(np.int8), L)
+                np.copyto(L, offset_i8(l), where=acc[None, :])
                 scale = np.where(acc, _div(sumlx, suml2), scale)
                 best = np.where(acc, scale * sumlx, best)
     L[:, zero] = 0
@@ -200,14 +223,24 @@ def _qkx(X, W, nmax, rmin, rdelta, nstep, use_mad, le):
         scale = _div(F32(1.0), iscale)
         L = nearest_int(iscale[None, :] * (X - mn[None, :]))
         np.clip(L, 0, nmax, out=L)
-        best = error(scale, mn, L.astype(F32))
+        L = L.astype(F32)                                    # levels as float32 from here on
+        best = error(scale, mn, L)
+        # the float rounding path is exact while |isc*(x - min)| < 2**21 (checked per step on the
+        # per-group bound |isc| * max(max - min, |min_x - min|); non-finite x: the integer path)
+        finite = bool(np.isfinite(X).all())
+        xmin = X.min(axis=0)
         if nstep >= 1:
             rmin, rdelta = F32(rmin), F32(rdelta)
             for is_ in range(nstep + 1):
                 isc = _div(rmin + rdelta * F32(is_) + F32(nmax), mx - mn)   # max - (current) min
-                Laux = nearest_int(isc[None, :] * (X - mn[None, :]))   # uses the current min
-                np.clip(Laux, 0, nmax, out=Laux)
-                lf = Laux.astype(F32)
+                v = isc[None, :] * (X - mn[None, :])                   # uses the current min
+                bound = np.abs(isc) * np.maximum(np.abs(mx - mn), np.abs(xmin - mn))
+                if finite and bool((bound[~degenerate] < SAFE).all()):
+                    lf = round_clip_f(v, 0, nmax)
+                else:
+                    Laux = nearest_int(v)
+                    np.clip(Laux, 0, nmax, out=Laux)
+                    lf = Laux.astype(F32)
                 wl = W * lf
                 sum_l = seq_sum(wl, axis=0)
                 sum_l2 = seq_sum(wl * lf, axis=0)
@@ -222,11 +255,11 @@ def _qkx(X, W, nmax, rmin, rdelta, nstep, use_mad, le):
                 cur = error(this_scale, this_min, lf)
                 acc = ok & (cur < best)
                 if acc.any():
-                    L = np.where(acc[None, :], Laux, L)
+                    np.copyto(L, lf, where=acc[None, :])
                     best = np.where(acc, cur, best)
                     scale = np.where(acc, this_scale, scale)
                     mn = np.where(acc, this_min, mn)
-    L = L.astype(np.uint8)
+    L = L.astype(np.uint8)                                   # integer-valued floats in 0..nmax
     L[:, degenerate] = 0
     scale = np.where(degenerate, F32(0.0), scale).astype(F32)
     return scale, L, (-mn).astype(F32)
