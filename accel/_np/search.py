@@ -114,13 +114,14 @@ def make_qx_quants(X, nmax: int, rmse_type: int, QW=None):
             suml2 = seq_sum((W * lf) * lf, axis=0)
         return sumlx, suml2
 
-    L = offset_i8(l)
+    Lf = l                                                # the best levels so far (float32)
     sumlx, suml2 = sums(l)
     with np.errstate(all="ignore"):
         scale = np.where(suml2 != 0, _div(sumlx, suml2), F32(0.0)).astype(F32)
         if return_early:
             inv = _div(F32(1.0), iscale)
             res = np.where(suml2 > 0, F32(0.5) * (scale + inv), inv).astype(F32)
+            L = offset_i8(Lf)
             L[:, zero] = 0
             return np.where(zero, F32(0.0), res), L
         best = scale * sumlx
@@ -132,9 +133,10 @@ def make_qx_quants(X, nmax: int, rmse_type: int, QW=None):
             sumlx, suml2 = sums(l)
             acc = (suml2 > 0) & (sumlx * sumlx > best * suml2)
             if acc.any():
-                np.copyto(L, offset_i8(l), where=acc[None, :])
+                np.copyto(Lf, l, where=acc[None, :])
                 scale = np.where(acc, _div(sumlx, suml2), scale)
                 best = np.where(acc, scale * sumlx, best)
+    L = offset_i8(Lf)
     L[:, zero] = 0
     return np.where(zero, F32(0.0), scale).astype(F32), L
 
