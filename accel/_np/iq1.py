@@ -1,3 +1,718 @@
-"""Vectorized IQ1 i-quant quantizers (work in progress): ``QUANT[name](t, x, imatrix, out, threads)``."""
+"""Vectorized IQ1 i-quant quantizers: ``QUANT[name](t, x, imatrix, out, threads)``.
 
-QUANT: dict = {}
+The bytes are those of ggml's ``quantize_iq1_s`` / ``quantize_iq1_m`` (what ``ggml_quantize_chunk``
+writes). The per-sub-block steps follow ``reference/iquants.py`` (``quantize_block_iq1_s`` /
+``quantize_block_iq1_m``), vectorized across all sub-blocks of a chunk:
+
+1. ``weight``, the sub-block maxima, the sort by value (ggml: ``qsort`` with a value-only comparator;
+   glibc's qsort is a stable merge sort at these sizes, so ties keep index order: ``argsort(kind=
+   "stable")``; ``-0.0 == 0.0`` under both comparators), and the prefix sums over the sorted order
+   (sequential float32, C's order) -- structure of arrays, ``S[j]`` = prefix j of every sub-block.
+
+2. The split search. ggml scores every split ``(i1, i2)`` (and every delta sign) and keeps, scanning
+   in C order, a candidate when ``sumq2 > 0 && sumqx*sumqx > best*sumq2``, then
+   ``best = (sumqx/sumq2)*sumqx``. Every candidate value here is computed with ggml's float32 ops in
+   ggml's order (bit-identical), across sub-blocks, one ``i1`` at a time ("slab": all ``i2 >= i1``).
+   The scan itself is not done candidate by candidate: with ``s_c = (sumqx/sumq2)*sumqx`` and ``M``
+   the largest ``s_c`` of a sub-block, take ``tau < M`` and ``H = {c : s_c >= tau}``. If
+
+     (A) ``lhs_h > tau*q2_h`` for every ``h`` in ``H``       (``lhs = sumqx*sumqx``, ``q2 = sumq2``)
+     (B) ``lhs_c <= tau*q2_c`` for every valid ``c`` not in ``H``
+
+   then ggml's scan accepts the first ``H`` member it meets (whatever it kept before has
+   ``best < tau``), never accepts a non-member after that (its ``best`` is then some ``s_h >= tau``),
+   so it ends where the same scan run over ``H`` alone, in C order, from ``best = -FLT_MAX``, ends.
+   (Float multiplication by ``q2 > 0`` is monotone, so ``b <= tau`` gives ``b*q2 <= tau*q2``.)
+   (A) and the members of ``H`` are checked exactly; (B) is checked exactly for the candidates with
+   ``s_c >= tau*(1 - 2**-12)`` and follows for the others from error bounds that hold when the
+   sub-block is "tame" (finite, non-negative weights; total weight, ``max|x|`` and ``M`` in ranges
+   where no value overflows or underflows; then ``sumq2 >= total_weight/65`` for every split).
+   Sub-blocks that are not tame, or where a check fails, or with a large ``H``, run ggml's scan
+   exactly, candidate after candidate (still vectorized across those sub-blocks).
+
+3. Off-grid groups of 8 take ``iq1_find_best_neighbour2``'s choice: the first neighbour with the
+   smallest ``d2 = sum_i w_i*(scale*q_i - x_i)^2`` (sequential float32, strict ``<``). An
+   approximation of every neighbour's ``d2`` (float32 sums of per-coordinate terms, error below
+   ``2**-20 * sum_i max_l |term_i(l)|``) discards the neighbours that cannot be the minimum; the
+   others get ggml's exact sequential sum and comparison.
+
+4. Rescale, scales, packing: element-wise over sub-blocks / super-blocks, sums in C's order.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ...errors import GGSpecError
+from ...reference import iquants as ref
+from ...reference.types import QK_K
+from .common import F32, nearest_int, run_chunks, seq_sum
+from .quant import f16_bytes, max_fold_abs
+
+FLT_MAX = F32(np.finfo(np.float32).max)
+NEG_FLT_MAX = F32(-FLT_MAX)
+INF = F32(np.inf)
+
+X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], dtype=F32)      # {-1 + DELTA, DELTA, 1 + DELTA}
+X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], dtype=F32)     # IQ1S_DELTA == IQ1M_DELTA == 0.125f
+P0, P1, P2 = (F32(v) for v in X_P)
+M0, M1, M2 = (F32(v) for v in X_M)
+CP1 = F32(P0 * P0 - P1 * P1)
+CP2 = F32(P1 * P1 - P2 * P2)
+CM1 = F32(M0 * M0 - M1 * M1)
+CM2 = F32(M1 * M1 - M2 * M2)
+
+EPS_S = F32(1e-12)          # GROUP_MAX_EPS_IQ1_S
+EPS_M = F32(1e-7)           # GROUP_MAX_EPS_IQ1_M
+
+# tame sub-blocks (fast split search): bounds on total weight, max|x| * total weight and M
+TAME_LO = F32(2.0 ** -40)
+TAME_HI = F32(2.0 ** 40)
+TAU_STEP = F32(2.0 ** -12)
+CHUNK_WEIGHTS = 1 << 15     # weights per chunk
+
+
+# --------------------------------------------------------------------------------------------------
+# static tables (ggml_quantize_init's iq2_data for IQ1_S / IQ1_M, as reference.iquants builds them)
+
+class _Grid:
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def _grid() -> _Grid:
+    tab = ref.quant_grid("IQ1_S")
+    g = _Grid()
+    g.levels = tab.levels.astype(np.int8)                          # (2048, 8) levels 0..2
+    g.kmap = tab.kmap.astype(np.int32)                             # code -> grid index or < 0
+    g.pow4 = (4 ** np.arange(8)).astype(np.int32)
+    # neighbour lists of the off-grid codes with every level in 0..2 (the only reachable ones),
+    # padded to the longest list; the pad refers to a slot (81) whose partial sum is +inf
+    codes = np.flatnonzero(g.kmap < 0)
+    lv = (codes[:, None] >> (2 * np.arange(8))) & 3
+    codes = codes[~(lv == 3).any(axis=1)]
+    lists = [tab.neighbours_of(int(u)) for u in codes]
+    width = max(len(v) for v in lists)
+    g.row_of_code = np.full(g.kmap.size, -1, np.int32)
+    g.row_of_code[codes] = np.arange(codes.size, dtype=np.int32)
+    g.count = np.array([len(v) for v in lists], np.int32)
+    g.nb = np.zeros((codes.size, width), np.int16)
+    for r, v in enumerate(lists):
+        g.nb[r, :len(v)] = v
+    lvl = g.levels.astype(np.int32)
+    lo = lvl[:, 0] + 3 * lvl[:, 1] + 9 * lvl[:, 2] + 27 * lvl[:, 3]
+    hi = lvl[:, 4] + 3 * lvl[:, 5] + 9 * lvl[:, 6] + 27 * lvl[:, 7]
+    pad = np.arange(width)[None, :] >= g.count[:, None]
+    g.nb_lo = np.where(pad, 81, lo[g.nb]).astype(np.int32)
+    g.nb_hi = np.where(pad, 81, hi[g.nb]).astype(np.int32)
+    return g
+
+
+@functools.lru_cache(maxsize=None)
+def _pairs(bs: int):
+    """Split pairs in ggml's loop order (i1 outer, i2 = i1..bs inner): i1, i2 and the first pair of each i1."""
+    i1, i2 = np.triu_indices(bs + 1)
+    first = np.concatenate([[0], np.cumsum(bs + 1 - np.arange(bs + 1))[:-1]])
+    return i1.astype(np.int64), i2.astype(np.int64), first.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# the split candidates, one slab (fixed i1, all i2 >= i1) at a time, in ggml's float32 ops
+
+class _CtxS:
+    """IQ1_S prefix sums (33, n) over the sorted order and the per-i2 terms of the candidates."""
+    nsh = 2
+    npos = 33
+
+    def __init__(self, S, W):
+        self.S, self.W = S, W
+        T, Tw = S[32], W[32]
+        D = T - S                                   # sumx[block_size] - sumx[i2]
+        Dw = Tw - W
+        self.Cp, self.Cm = D * P2, D * M2
+        self.Cwp, self.Cwm = (Dw * P2) * P2, (Dw * M2) * M2
+
+    def sub(self, cols):
+        c = object.__new__(_CtxS)
+        for k in ("S", "W", "Cp", "Cm", "Cwp", "Cwm"):
+            setattr(c, k, np.take(getattr(self, k), cols, axis=-1))     # C-contiguous (a[:, cols] is not)
+        return c
+
+    def pass1(self):
+        """max over each slab of s = (sumqx/sumq2)*sumqx: (33, n) (the slab() values, buffers reused)."""
+        S, W = self.S, self.W
+        n = S.shape[1]
+        buf = np.empty((6, 33, n), F32)
+        out = np.empty((33, n), F32)
+        for i1 in range(33):
+            B, qxp, qxm, Bw, q2p, q2m = (buf[k, :33 - i1] for k in range(6))
+            s1, w1 = S[i1], W[i1]
+            np.subtract(S[i1:], s1, out=B)
+            B *= P1
+            np.add(s1 * P0, B, out=qxp)
+            qxp += self.Cp[i1:]
+            np.subtract(s1 * M0, B, out=qxm)
+            qxm += self.Cm[i1:]
+            np.subtract(W[i1:], w1, out=Bw)
+            Bw *= P1
+            Bw *= P1
+            np.add((w1 * P0) * P0, Bw, out=q2p)
+            q2p += self.Cwp[i1:]
+            np.add((w1 * M0) * M0, Bw, out=q2m)
+            q2m += self.Cwm[i1:]
+            np.divide(qxp, q2p, out=q2p)
+            q2p *= qxp
+            np.divide(qxm, q2m, out=q2m)
+            q2m *= qxm
+            np.maximum(q2p, q2m, out=q2p)
+            q2p.max(axis=0, out=out[i1])
+        return out
+
+    def rows(self, i1, cols):
+        """(qx, q2) (2, 33, m) for sub-blocks ``cols`` with their own i1 (m,); rows i2 < i1 are junk."""
+        tk = lambda a: np.take(a, cols, axis=1)           # noqa: E731  (C-contiguous, unlike a[:, cols])
+        S, W = tk(self.S), tk(self.W)
+        s1, w1 = self.S[i1, cols], self.W[i1, cols]
+        Bp = (S - s1) * P1
+        qx = np.empty((2,) + S.shape, F32)
+        q2 = np.empty((2,) + S.shape, F32)
+        np.add(s1 * P0, Bp, out=qx[0])
+        qx[0] += tk(self.Cp)
+        np.subtract(s1 * M0, Bp, out=qx[1])
+        qx[1] += tk(self.Cm)
+        Bw = ((W - w1) * P1) * P1
+        np.add((w1 * P0) * P0, Bw, out=q2[0])
+        q2[0] += tk(self.Cwp)
+        np.add((w1 * M0) * M0, Bw, out=q2[1])
+        q2[1] += tk(self.Cwm)
+        return qx, q2
+
+    def slab(self, i1):
+        """(qx, q2) of shape (2, 33 - i1, n): x_p then x_m for each i2 >= i1."""
+        S, W = self.S, self.W
+        s1, w1 = S[i1], W[i1]
+        B = S[i1:] - s1                             # sumx[i2] - sumx[i1]
+        Bp = B * P1                                 # (.)*x_m[1] is exactly -(.)*x_p[1]
+        L, n = B.shape
+        qx = np.empty((2, L, n), F32)
+        q2 = np.empty((2, L, n), F32)
+        np.add(s1 * P0, Bp, out=qx[0])              # (sumx[i1] - sumx[0])*x_p[0] + ..
+        qx[0] += self.Cp[i1:]
+        np.subtract(s1 * M0, Bp, out=qx[1])
+        qx[1] += self.Cm[i1:]
+        Bw = W[i1:] - w1
+        Bw *= P1
+        Bw *= P1                                    # (.)*x_m[1]*x_m[1] is the same value
+        np.add((w1 * P0) * P0, Bw, out=q2[0])
+        q2[0] += self.Cwp[i1:]
+        np.add((w1 * M0) * M0, Bw, out=q2[1])
+        q2[1] += self.Cwm[i1:]
+        return qx, q2
+
+
+class _CtxM:
+    """IQ1_M prefix sums per half (2, 17, n) over the sorted order (ggml's px / pw)."""
+    nsh = 4
+    npos = 17
+
+    def __init__(self, PX, PW):
+        self.PX, self.PW = PX, PW
+        txs, tws = PX[:, 16], PW[:, 16]
+        self.txp, self.txm = txs * P2, txs * M2
+        self.twp, self.twm = (tws * P2) * P2, (tws * M2) * M2
+        self.Pc2p, self.Pc2m = PW * CP2, PW * CM2
+
+    def sub(self, cols):
+        c = object.__new__(_CtxM)
+        for k in ("PX", "PW", "txp", "txm", "twp", "twm", "Pc2p", "Pc2m"):
+            setattr(c, k, np.take(getattr(self, k), cols, axis=-1))
+        return c
+
+    def pass1(self):
+        """max over each slab of s = (sumqx/sumq2)*sumqx: (17, n) (the slab() values, buffers reused)."""
+        PX, PW = self.PX, self.PW
+        n = PX.shape[-1]
+        buf = np.empty((10, 17, n), F32)
+        qx = np.empty((4, 17, n), F32)
+        q2 = np.empty((4, 17, n), F32)
+        out = np.empty((17, n), F32)
+        for i1 in range(17):
+            L = 17 - i1
+            sx, qxp0, qxm0, q2p0, q2m0, qxp1, qxm1, q2p1, q2m1, _ = (buf[k, :L] for k in range(10))
+            for h, (qxp, qxm, q2p, q2m) in enumerate(((qxp0, qxm0, q2p0, q2m0), (qxp1, qxm1, q2p1, q2m1))):
+                np.add(PX[h, i1], PX[h, i1:], out=sx)
+                np.subtract(self.txp[h], sx, out=qxp)
+                np.subtract(self.txm[h], sx, out=qxm)
+                pw1 = PW[h, i1]
+                np.add(self.twp[h] + pw1 * CP1, self.Pc2p[h, i1:], out=q2p)
+                np.add(self.twm[h] + pw1 * CM1, self.Pc2m[h, i1:], out=q2m)
+            a, b = qx[:, :L], q2[:, :L]
+            np.add(qxp0, qxp1, out=a[0])
+            np.add(qxp0, qxm1, out=a[1])
+            np.add(qxm0, qxp1, out=a[2])
+            np.add(qxm0, qxm1, out=a[3])
+            np.add(q2p0, q2p1, out=b[0])
+            np.add(q2p0, q2m1, out=b[1])
+            np.add(q2m0, q2p1, out=b[2])
+            np.add(q2m0, q2m1, out=b[3])
+            np.divide(a, b, out=b)
+            b *= a
+            np.maximum(b[0], b[1], out=b[0])
+            np.maximum(b[2], b[3], out=b[2])
+            np.maximum(b[0], b[2], out=b[0])
+            b[0].max(axis=0, out=out[i1])
+        return out
+
+    def rows(self, i1, cols):
+        """(qx, q2) (4, 17, m) for sub-blocks ``cols`` with their own i1 (m,); rows i2 < i1 are junk."""
+        tk = lambda a: np.take(a, cols, axis=-1)          # noqa: E731
+        qxp, qxm, q2p, q2m = [], [], [], []
+        for h in range(2):
+            sx = self.PX[h, i1, cols] + tk(self.PX[h])
+            qxp.append(self.txp[h, cols] - sx)
+            qxm.append(self.txm[h, cols] - sx)
+            pw1 = self.PW[h, i1, cols]
+            q2p.append(self.twp[h, cols] + pw1 * CP1 + tk(self.Pc2p[h]))
+            q2m.append(self.twm[h, cols] + pw1 * CM1 + tk(self.Pc2m[h]))
+        qx = np.stack([qxp[0] + qxp[1], qxp[0] + qxm[1], qxm[0] + qxp[1], qxm[0] + qxm[1]])
+        q2 = np.stack([q2p[0] + q2p[1], q2p[0] + q2m[1], q2m[0] + q2p[1], q2m[0] + q2m[1]])
+        return qx, q2
+
+    def slab(self, i1):
+        """(qx, q2) of shape (4, 17 - i1, n): k = 0 (+,+), 1 (+,-), 2 (-,+), 3 (-,-)."""
+        L = 17 - i1
+        n = self.PX.shape[-1]
+        qxp, qxm, q2p, q2m = [], [], [], []
+        for h in range(2):
+            sx = self.PX[h, i1] + self.PX[h, i1:]    # px[h][i1] + px[h][i2]
+            qxp.append(self.txp[h] - sx)
+            qxm.append(self.txm[h] - sx)
+            pw1 = self.PW[h, i1]
+            q2p.append(self.twp[h] + pw1 * CP1 + self.Pc2p[h, i1:])
+            q2m.append(self.twm[h] + pw1 * CM1 + self.Pc2m[h, i1:])
+        qx = np.empty((4, L, n), F32)
+        q2 = np.empty((4, L, n), F32)
+        np.add(qxp[0], qxp[1], out=qx[0])
+        np.add(qxp[0], qxm[1], out=qx[1])
+        np.add(qxm[0], qxp[1], out=qx[2])
+        np.add(qxm[0], qxm[1], out=qx[3])
+        np.add(q2p[0], q2p[1], out=q2[0])
+        np.add(q2p[0], q2m[1], out=q2[1])
+        np.add(q2m[0], q2p[1], out=q2[2])
+        np.add(q2m[0], q2m[1], out=q2[3])
+        return qx, q2
+
+
+def _exact_scan(ctx, bs):
+    """ggml's scan, candidate after candidate, for every sub-block of ctx: (cand, qx, q2), cand -1 if none."""
+    n = ctx.S.shape[1] if isinstance(ctx, _CtxS) else ctx.PX.shape[-1]
+    nsh = ctx.nsh
+    _, _, first = _pairs(bs)
+    best = np.full(n, NEG_FLT_MAX, F32)
+    cand = np.full(n, -1, np.int64)
+    cqx = np.zeros(n, F32)
+    cq2 = np.zeros(n, F32)
+    for i1 in range(bs + 1):
+        qx, q2 = ctx.slab(i1)
+        lhs = qx * qx
+        s = (qx / q2) * qx
+        valid = q2 > 0
+        for r in range(bs + 1 - i1):
+            for k in range(nsh):
+                ok = valid[k, r] & (lhs[k, r] > best * q2[k, r])
+                if ok.any():
+                    np.copyto(best, s[k, r], where=ok)
+                    np.copyto(cqx, qx[k, r], where=ok)
+                    np.copyto(cq2, q2[k, r], where=ok)
+                    cand[ok] = (first[i1] + r) * nsh + k
+    return cand, cqx, cq2
+
+
+TAU_TRIES = 4
+
+
+def _fast_scan(ctx, bs):
+    """The split search of tame sub-blocks through H (module docstring): (cand, qx, q2, failed)."""
+    n = ctx.S.shape[1] if isinstance(ctx, _CtxS) else ctx.PX.shape[-1]
+    nsh = ctx.nsh
+    _, _, first = _pairs(bs)
+    slabmax = ctx.pass1()
+    M = slabmax.max(axis=0)
+    failed = ~((M >= TAME_LO) & (M <= TAME_HI))
+    # thresholds tau_k = M*(1 - 2**-(12+k)); E = {s >= tau_0*(1 - 2**-12)} holds every H_k and
+    # every candidate (B) has to be checked exactly for
+    taus = [M - M * F32(2.0 ** -(12 + k)) for k in range(TAU_TRIES)]
+    tau_lo = taus[0] - taus[0] * TAU_STEP
+
+    # the candidates in E, recomputed for the (sub-block, i1) slabs whose maximum reaches tau_lo
+    i1, sb = np.nonzero((slabmax >= tau_lo) & ~failed)
+    qx, q2 = ctx.rows(i1, sb)                                  # (nsh, npos, m)
+    s = (qx / q2) * qx
+    k, i2, j = np.nonzero((s >= tau_lo[sb]) & (np.arange(bs + 1)[:, None] >= i1))
+    qx, q2, s = qx[k, i2, j], q2[k, i2, j], s[k, i2, j]
+    c = (first[i1[j]] + i2 - i1[j]) * nsh + k
+    sb = sb[j]
+    lhs = qx * qx
+    valid = q2 > 0
+
+    # the first tau_k passing checks (A) and (B) exactly on E, per sub-block
+    use = np.full(n, -1, np.int64)
+    for kk in range(TAU_TRIES - 1, -1, -1):
+        t = taus[kk][sb]
+        tq = t * q2
+        in_h = s >= t
+        bad = np.where(in_h, ~(lhs > tq), ~(lhs <= tq)) | ~valid
+        ok = np.ones(n, bool)
+        ok[sb[bad]] = False
+        use[ok] = kk
+    failed |= use < 0
+    in_h = (s >= np.stack(taus)[np.maximum(use[sb], 0), sb]) & ~failed[sb]
+    sb, c, qx, q2, lhs = sb[in_h], c[in_h], qx[in_h], q2[in_h], lhs[in_h]
+    order = np.lexsort((c, sb))
+    sb, c, qx, q2, lhs = sb[order], c[order], qx[order], q2[order], lhs[order]
+    cnt = np.bincount(sb, minlength=n)
+    start = np.cumsum(cnt) - cnt
+    pos = np.arange(sb.size) - start[sb]
+    kmax = int(cnt.max()) if sb.size else 0
+    Q2 = np.zeros((kmax, n), F32)                  # absent entries: q2 = 0, never accepted
+    LH = np.zeros((kmax, n), F32)
+    QX = np.zeros((kmax, n), F32)
+    C = np.full((kmax, n), -1, np.int64)
+    Q2[pos, sb] = q2
+    LH[pos, sb] = lhs
+    QX[pos, sb] = qx
+    C[pos, sb] = c
+    best = np.full(n, NEG_FLT_MAX, F32)
+    cand = np.full(n, -1, np.int64)
+    cqx = np.zeros(n, F32)
+    cq2 = np.zeros(n, F32)
+    for j in range(kmax):
+        ok = (Q2[j] > 0) & (LH[j] > best * Q2[j])
+        np.copyto(best, (QX[j] / Q2[j]) * QX[j], where=ok)
+        np.copyto(cand, C[j], where=ok)
+        np.copyto(cqx, QX[j], where=ok)
+        np.copyto(cq2, Q2[j], where=ok)
+    return cand, cqx, cq2, failed
+
+
+def _search(ctx, bs, tame, active):
+    """Split search for the ``active`` sub-blocks: (cand, qx, q2) per sub-block (cand -1: none)."""
+    n = active.size
+    cand = np.full(n, -1, np.int64)
+    cqx = np.zeros(n, F32)
+    cq2 = np.zeros(n, F32)
+    fast = np.flatnonzero(active & tame)
+    slow = np.flatnonzero(active & ~tame)
+    if fast.size:
+        c, a, b, failed = _fast_scan(ctx if fast.size == n else ctx.sub(fast), bs)
+        ok = ~failed
+        cand[fast[ok]], cqx[fast[ok]], cq2[fast[ok]] = c[ok], a[ok], b[ok]
+        slow = np.concatenate([slow, fast[failed]])
+    if slow.size:
+        c, a, b = _exact_scan(ctx.sub(slow), bs)
+        cand[slow], cqx[slow], cq2[slow] = c, a, b
+    return cand, cqx, cq2
+
+
+# --------------------------------------------------------------------------------------------------
+# grid snapping: iq1_find_best_neighbour2 for the off-grid groups of 8
+
+NB_SLICE = 512             # off-grid groups per padded batch (sorted by neighbour count)
+
+
+def _best_neighbours(codes, xg, wg, scale, xx):
+    """For off-grid groups: codes (m,), xg/wg (m, 8), scale (m,), xx (m, 3) -> grid index (m,)."""
+    g = _grid()
+    m = codes.size
+    rows = g.row_of_code[codes]
+    # terms t[i, l, group] = w*diff*diff, diff = scale*xx[l] - x   (ggml's float32 ops)
+    q = np.ascontiguousarray((scale[:, None] * xx).T)                   # (3, m)
+    xT, wT = np.ascontiguousarray(xg.T), np.ascontiguousarray(wg.T)     # (8, m)
+    diff = q[None, :, :] - xT[:, None, :]                               # (8, 3, m)
+    t = (wT[:, None, :] * diff) * diff
+    # approximate d2 of every neighbour from two 4-coordinate partial-sum tables (slot 81: +inf)
+    H = np.empty((2, m, 82), F32)
+    for half in range(2):
+        a = 4 * half
+        h = ((t[a + 3][:, None, None, None, :] + t[a + 2][None, :, None, None, :])
+             + t[a + 1][None, None, :, None, :]) + t[a][None, None, None, :, :]
+        H[half, :, :81] = h.reshape(81, m).T
+    H[0, :, 81] = INF
+    H[1, :, 81] = 0
+    tabs = np.abs(t).max(axis=1).sum(axis=0)                            # sum_i max_l |t_i(l)| (bound only)
+    wild = ~np.isfinite(tabs) | (tabs > F32(2.0 ** 100))
+    H1 = H[0].reshape(-1)
+    H2 = H[1].reshape(-1)
+    tflat = t.reshape(-1)
+    cnt = g.count[rows]
+    order = np.argsort(cnt, kind="stable")
+    out = np.empty(m, np.int64)
+    for lo in range(0, m, NB_SLICE):
+        grp = order[lo:lo + NB_SLICE]
+        r = rows[grp]
+        width = int(cnt[grp[-1]])
+        base = (grp.astype(np.int32) * 82)[:, None]
+        A = np.take(H1, g.nb_lo[r, :width] + base)
+        A += np.take(H2, g.nb_hi[r, :width] + base)
+        jmin = A.argmin(axis=1)
+        thr = A[np.arange(grp.size), jmin] + tabs[grp] * F32(2.0 ** -17) + F32(2.0 ** -120)
+        keep = A <= thr[:, None]
+        wl = wild[grp] | ~np.isfinite(thr)
+        if wl.any():
+            keep[wl] = np.arange(width)[None, :] < cnt[grp[wl], None]
+        multi = np.flatnonzero(keep.sum(axis=1) != 1)
+        # one neighbour within the bound: it is the minimum
+        out[grp] = g.nb[r, jmin]
+        if multi.size == 0:
+            continue
+        # several: ggml's exact sequential d2 and first strict minimum below FLT_MAX
+        gi, j = np.nonzero(keep[multi])                                 # row-major: list order per group
+        gg = grp[multi][gi]
+        cand = g.nb[r[multi][gi], j].astype(np.int64)
+        lv = g.levels[cand].astype(np.int64)                            # (K, 8)
+        d2 = np.zeros(gi.size, F32)
+        for i in range(8):
+            d2 += np.take(tflat, (3 * i + lv[:, i]) * m + gg)
+        d2 = np.where(d2 < FLT_MAX, d2, INF)                            # C: if (d2 < best_score), best = FLT_MAX
+        starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]])
+        mins = np.minimum.reduceat(d2, starts)
+        if not np.isfinite(mins).all():
+            raise GGSpecError("IQ1: no finite neighbour distance (ggml reads out of bounds here)")
+        seg = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, gi.size]))
+        firsts = np.where(d2 == mins[seg], np.arange(gi.size), gi.size)
+        out[grp[multi]] = cand[np.minimum.reduceat(firsts, starts)]
+    return out
+
+
+def _snap(L, xs, ws, scale, xx_of_group):
+    """Grid index per group of 8 (L (n, ng, 8) levels) -> (index (n, ng), all_on_grid (n,))."""
+    g = _grid()
+    n, ng, _ = L.shape
+    codes = (L.astype(np.int32) << (2 * np.arange(8, dtype=np.int32))).sum(axis=2)
+    index = g.kmap[codes]
+    off = index < 0
+    if off.any():
+        sb, k = np.nonzero(off)
+        xg = xs.reshape(n, ng, 8)[sb, k]
+        wg = ws.reshape(n, ng, 8)[sb, k]
+        index[sb, k] = _best_neighbours(codes[sb, k], xg, wg, scale[sb], xx_of_group[sb, k])
+    return index, ~off.any(axis=1)
+
+
+def _rescale(q, ws, xs, scale, redo):
+    """``if (!all_on_grid)``: sumqx = sum w*q*x, sumq2 = sum w*q*q (sequential); scale = sumqx/sumq2 if both > 0."""
+    if not redo.any():
+        return scale
+    wq = ws[redo] * q[redo]
+    sqx = seq_sum(np.ascontiguousarray((wq * xs[redo]).T), axis=0)
+    sq2 = seq_sum(np.ascontiguousarray((wq * q[redo]).T), axis=0)
+    scale = scale.copy()
+    upd = (sqx > 0) & (sq2 > 0)
+    scale[np.flatnonzero(redo)[upd]] = sqx[upd] / sq2[upd]
+    return scale
+
+
+# --------------------------------------------------------------------------------------------------
+# shared first steps
+
+def _prepare(xb, QW, bs, eps, m_no_imatrix=False):
+    """weights, skip mask, sort order, tame mask for a chunk of super-blocks (G, 256)."""
+    G = xb.shape[0]
+    sumx2 = seq_sum(np.ascontiguousarray((xb * xb).T), axis=0)
+    sigma2 = (F32(2) * sumx2) / F32(QK_K)
+    if QW is None:                                                      # IQ1_M only
+        w = xb * xb
+    else:
+        w = QW * np.sqrt(sigma2[:, None] + xb * xb)
+    xs = xb.reshape(-1, bs)
+    ws = w.reshape(-1, bs)
+    vmax = max_fold_abs(np.ascontiguousarray(xs.T))
+    active = ~(vmax < eps)
+    idx = np.argsort(xs, axis=1, kind="stable")
+    # tame: finite non-negative weights, total weight and max|x|*total weight in range
+    tw = ws.sum(axis=1, dtype=np.float64)
+    tame = (np.isfinite(ws).all(axis=1) & (ws >= 0).all(axis=1) & np.isfinite(xs).all(axis=1)
+            & (tw >= TAME_LO) & (tw <= TAME_HI) & (tw * vmax <= TAME_HI))
+    return G, xs, ws, active, idx, tame
+
+
+def _levels(idx, i1, i2):
+    """L[idx[j]] = 0 (j < i1), 1 (i1 <= j < i2), 2 (j >= i2)."""
+    n, bs = idx.shape
+    j = np.arange(bs)
+    lev = (j[None, :] >= i1[:, None]).astype(np.int8) + (j[None, :] >= i2[:, None])
+    L = np.empty((n, bs), np.int8)
+    np.put_along_axis(L, idx, lev, axis=1)
+    return L
+
+
+# --------------------------------------------------------------------------------------------------
+# IQ1_S
+
+def _iq1_s_chunk(xb, QW):
+    bs = 32
+    G, xs, ws, active, idx, tame = _prepare(xb, QW, bs, EPS_S)
+    n = xs.shape[0]
+    wx = np.ascontiguousarray(np.take_along_axis(ws * xs, idx, axis=1).T)
+    wsort = np.ascontiguousarray(np.take_along_axis(ws, idx, axis=1).T)
+    S = np.zeros((33, n), F32)
+    W = np.zeros((33, n), F32)
+    for j in range(32):                                         # sumx[j+1] = sumx[j] + weight[i]*xb[i]
+        np.add(S[j], wx[j], out=S[j + 1])
+        np.add(W[j], wsort[j], out=W[j + 1])
+    ctx = _CtxS(S, W)
+    cand, cqx, cq2 = _search(ctx, bs, tame, active)
+
+    chosen = cand >= 0
+    i1s, i2s, _ = _pairs(bs)
+    pair = np.where(chosen, cand // 2, 0)
+    shift = np.where(cand % 2 == 0, 1, -1)
+    scale = np.where(chosen, cqx / np.where(chosen, cq2, F32(1)), F32(0)).astype(F32)
+    L = _levels(idx, i1s[pair], i2s[pair])
+    neg = chosen & (scale < 0)
+    L[neg] = 2 - L[neg]
+    scale[neg] = -scale[neg]
+    shift[neg] = -shift[neg]
+
+    ch = np.flatnonzero(chosen)
+    index = np.zeros((n, 4), np.int32)
+    scales = np.zeros(n, F32)
+    shifts = np.ones(n, np.int32)
+    if ch.size:
+        xx = np.where((shift[ch] == 1)[:, None], X_P, X_M)             # (m, 3)
+        ind, on_grid = _snap(L[ch].reshape(-1, 4, 8), xs[ch], ws[ch], scale[ch],
+                             np.broadcast_to(xx[:, None, :], (ch.size, 4, 3)))
+        lv = _grid().levels[ind].reshape(ch.size, 32)
+        q = np.take_along_axis(xx, lv.astype(np.int64), axis=1)
+        sc = _rescale(q, ws[ch], xs[ch], scale[ch], ~on_grid)
+        index[ch] = ind
+        scales[ch] = sc
+        shifts[ch] = shift[ch]
+
+    # per super-block
+    sc8 = scales.reshape(G, 8)
+    max_scale = sc8.max(axis=1)                                          # scales >= 0; zeros where skipped
+    qh = (((index >> 8) << (3 * np.arange(4))).sum(axis=1)).reshape(G, 8)
+    has = max_scale != 0
+    d = (max_scale / F32(15)).astype(F32)
+    with np.errstate(all="ignore"):
+        idv = (F32(1) / np.where(has, d, F32(1))).astype(F32)
+        l = np.clip(nearest_int(F32(0.5) * (idv[:, None] * sc8 - F32(1))), 0, 7)
+    l = np.where(shifts.reshape(G, 8) == -1, l | 8, l)
+    qh = np.where(has[:, None], qh | (l << 12), qh)
+    ob = np.empty((G, 50), np.uint8)
+    ob[:, 0:2] = f16_bytes(np.where(has, d * F32(1.125), F32(0)).astype(F32))
+    ob[:, 2:34] = (index & 255).reshape(G, 32)
+    ob[:, 34:50] = qh.astype("<u2").view(np.uint8).reshape(G, 16)
+    return ob
+
+
+# --------------------------------------------------------------------------------------------------
+# IQ1_M
+
+def _iq1_m_chunk(xb, QW):
+    bs = 16
+    G, xs, ws, active, idx, tame = _prepare(xb, QW, bs, EPS_M)
+    n = xs.shape[0]
+    wx = np.take_along_axis(ws * xs, idx, axis=1)
+    wsort = np.take_along_axis(ws, idx, axis=1)
+    half = idx >= 8
+    PX = np.zeros((2, 17, n), F32)
+    PW = np.zeros((2, 17, n), F32)
+    for j in range(16):                    # px[h][j+1] = px[h][j] + weight*x in the element's half
+        for h, m in ((0, ~half[:, j]), (1, half[:, j])):
+            PX[h, j + 1] = np.where(m, PX[h, j] + wx[:, j], PX[h, j])
+            PW[h, j + 1] = np.where(m, PW[h, j] + wsort[:, j], PW[h, j])
+    ctx = _CtxM(PX, PW)
+    cand, cqx, cq2 = _search(ctx, bs, tame, active)
+
+    chosen = cand >= 0
+    i1s, i2s, _ = _pairs(bs)
+    pair = np.where(chosen, cand // 4, 0)
+    k = (cand % 4).astype(np.int32)
+    scale = np.where(chosen, cqx / np.where(chosen, cq2, F32(1)), F32(0)).astype(F32)
+    L = _levels(idx, i1s[pair], i2s[pair])
+    neg = chosen & (scale < 0)
+    L[neg] = 2 - L[neg]
+    scale[neg] = -scale[neg]
+    k[neg] = 3 - k[neg]
+
+    ch = np.flatnonzero(chosen)
+    index = np.zeros((n, 2), np.int32)
+    scales = np.zeros(n, F32)
+    shifts = np.zeros(n, np.int32)
+    if ch.size:
+        kk = k[ch]
+        xx = np.stack([np.where((kk < 2)[:, None], X_P, X_M),
+                       np.where((kk % 2 == 0)[:, None], X_P, X_M)], axis=1)   # (m, 2, 3)
+        ind, on_grid = _snap(L[ch].reshape(-1, 2, 8), xs[ch], ws[ch], scale[ch], xx)
+        lv = _grid().levels[ind].astype(np.int64)                             # (m, 2, 8)
+        q = np.take_along_axis(xx, lv, axis=2).reshape(ch.size, 16)
+        sc = _rescale(q, ws[ch], xs[ch], scale[ch], ~on_grid)
+        index[ch] = ind
+        scales[ch] = sc
+        shifts[ch] = kk
+
+    sc16 = scales.reshape(G, 16)
+    max_scale = sc16.max(axis=1)
+    has = max_scale != 0
+    qs = (index & 255).reshape(G, 32)
+    qh = ((index[:, 0] >> 8) | ((index[:, 1] >> 8) << 4)).reshape(G, 16)
+    d = (max_scale / F32(15)).astype(F32)
+    with np.errstate(all="ignore"):
+        idv = (F32(1) / np.where(has, d, F32(1))).astype(F32)
+        l = np.clip(nearest_int(F32(0.5) * (idv[:, None] * sc16 - F32(1))), 0, 7)    # (G, 16)
+    sh16 = shifts.reshape(G, 16)
+    masks = np.array([0x00, 0x80, 0x08, 0x88], np.int32)
+    qh_final = np.where(has[:, None], qh | masks[sh16], qh)
+    sc = np.zeros((G, 4), np.int32)
+    for j in range(4):
+        sc |= l[:, j::4] << (3 * j)
+    # refit d over the super-block with the final indices: q = xx[level]*(2l+1)
+    lv = _grid().levels[index.reshape(G, 32)].astype(np.int64)                # (G, 32, 8)
+    xsel_p = np.stack([sh16 < 2, sh16 % 2 == 0], axis=2).reshape(G, 32)       # group uses x_p
+    qv = np.where(xsel_p[:, :, None], X_P[lv], X_M[lv]).reshape(G, 256)
+    q = qv * np.repeat((2 * l + 1).astype(F32), 16, axis=1)
+    w = ws.reshape(G, 256)
+    wq = w * q
+    sqx = seq_sum(np.ascontiguousarray((wq * xb).T), axis=0)
+    sq2 = seq_sum(np.ascontiguousarray((wq * q).T), axis=0)
+    with np.errstate(all="ignore"):
+        d = np.where(sq2 > 0, sqx / np.where(sq2 > 0, sq2, F32(1)), d).astype(F32)
+    s = f16_bytes((d * F32(1.1125)).astype(F32)).view("<u2").reshape(G).astype(np.int32)
+    sc[:, 0] |= (s & 0x000F) << 12
+    sc[:, 1] |= (s & 0x00F0) << 8
+    sc[:, 2] |= (s & 0x0F00) << 4
+    sc[:, 3] |= (s & 0xF000)
+    sc = np.where(has[:, None], sc, 0)
+    ob = np.empty((G, 56), np.uint8)
+    ob[:, 0:32] = qs
+    ob[:, 32:48] = qh_final
+    ob[:, 48:56] = sc.astype("<u2").view(np.uint8).reshape(G, 8)
+    return ob
+
+
+# --------------------------------------------------------------------------------------------------
+
+def _runner(chunk_fn, ts):
+    def run(t, x, imatrix, out, threads):
+        xb = x.reshape(-1, QK_K)
+        ob = out.reshape(-1, ts)
+        nbpr = x.shape[1] // QK_K
+        QWB = None if imatrix is None else imatrix.reshape(nbpr, QK_K)
+        _grid()
+
+        def work(lo, hi):
+            QW = None if QWB is None else QWB[np.arange(lo, hi) % nbpr]
+            ob[lo:hi] = chunk_fn(xb[lo:hi], QW)
+
+        run_chunks(xb.shape[0], max(1, CHUNK_WEIGHTS // QK_K), work, threads)
+    return run
+
+
+QUANT: dict = {
+    "IQ1_S": _runner(_iq1_s_chunk, 50),
+    "IQ1_M": _runner(_iq1_m_chunk, 56),
+}
