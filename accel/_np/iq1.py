@@ -420,6 +420,7 @@ def _search(ctx, bs, tame, active):
 # grid snapping: iq1_find_best_neighbour2 for the off-grid groups of 8
 
 NB_SLICE = 512             # off-grid groups per padded batch (sorted by neighbour count)
+NB_TOL = F32(2.0 ** -17)   # neighbours with approx d2 <= min + NB_TOL * sum_i max_l |t_i(l)| are exact-checked
 
 
 def _best_neighbours(codes, xg, wg, scale, xx):
@@ -457,7 +458,7 @@ def _best_neighbours(codes, xg, wg, scale, xx):
         A = np.take(H1, g.nb_lo[r, :width] + base)
         A += np.take(H2, g.nb_hi[r, :width] + base)
         jmin = A.argmin(axis=1)
-        thr = A[np.arange(grp.size), jmin] + tabs[grp] * F32(2.0 ** -17) + F32(2.0 ** -120)
+        thr = A[np.arange(grp.size), jmin] + tabs[grp] * NB_TOL + F32(2.0 ** -120)
         keep = A <= thr[:, None]
         wl = wild[grp] | ~np.isfinite(thr)
         if wl.any():
