@@ -1,24 +1,92 @@
 """Whole-chunk dequantizers: ``DEQ[name](b, out)`` with ``b`` the (nb, type_size) uint8 blocks of a
-chunk and ``out`` its (nb, block_size) float32 output, written in place.
+chunk (C-contiguous) and ``out`` its (nb, block_size) float32 output (C-contiguous), written in place.
 
 Exactness: block fields are decoded with integer ops; every float op is one float32 numpy ufunc in
 ggml's order (``d * sc`` before ``* q``, the product before ``- m``). Most products here are exact
 (an fp16 scale has 11 significant bits, the integer factors a few), so only the final add or
-subtract rounds, but the order is kept anyway so that Inf and NaN scales give ggml's bits. Where
-ggml flips a sign (the i-quant sign bits: the compiler emits an xor for ``* (s ? -1.f : 1.f)``) the
-sign bit is xor-ed here too, which flips a NaN's sign as x86 does.
+subtract rounds, but the order is kept anyway so that Inf and NaN scales give ggml's bits.
 
-x86's ``addss`` returns its first operand when both are NaN; numpy may commute an add, so the one
-add with two possibly-NaN operands (``q*d + m`` of Q4_1/Q5_1) is fixed up for the blocks whose
-``m`` is NaN.
+Speed (numpy costs ~1 us per call, a float32 pass over a 64k chunk ~5-8 us when contiguous, ~20 us
+when a per-row scale is broadcast over rows of 16-32, and a gather ~0.7 ns per item):
+
+* integer decoding runs on whole contiguous byte arrays (or uint64 words: 8 bytes per element), the
+  quants are assembled into an int8 array in output order (16-byte moves as one ``V16`` item), and
+  one mixed int8 x float32 multiply writes ``out``;
+* 4-bit lookups (IQ4_NL/IQ4_XS/MXFP4/NVFP4) gather two output bytes per item from 65536-entry tables
+  indexed by two packed bytes, so no nibble split or de-interleave is needed;
+* grid i-quants gather 8 int8 values per item with the sign already applied (``db * (-g)`` is the
+  same float as ``-(db * g)`` for every finite or infinite ``db``; blocks with a NaN scale, where
+  ggml's sign flip shows in the NaN's sign bit, are redone by the plain per-element path);
+* scratch arrays are per thread and reused across chunks.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
 
 from ...reference import grids
-from .common import E8M0_HALF_TABLE, F32, I8, U8, U16, U32, UE4M3_TABLE, f16_field
+from .common import E8M0_HALF_TABLE, F16_TABLE, F32, I8, U8, U16, U32, UE4M3_TABLE, f16_field
+
+U64 = np.uint64
+IP = np.intp
+
+# --------------------------------------------------------------------------------------------------
+# per-thread scratch
+
+_TLS = threading.local()
+
+
+def _buf(name: str, shape, dtype) -> np.ndarray:
+    """A per-thread scratch array (contents undefined), reused by later calls with the same key."""
+    cache = _TLS.__dict__
+    key = (name, shape, dtype)
+    a = cache.get(key)
+    if a is None:
+        if len(cache) > 256:                     # many ragged chunk sizes: start over
+            cache.clear()
+        a = cache[key] = np.empty(shape, dtype)
+    return a
+
+
+def _rep(s, r: int) -> np.ndarray:
+    """Per-row scales (rows, ...) -> each repeated ``r`` times, flat: one scale per output element."""
+    return np.repeat(s.reshape(-1), r)
+
+
+def _scale(q, s, out, r: int) -> None:
+    """out = float(q) * s with one scale per ``r`` consecutive values (float(q) exact: |q| < 2**24).
+
+    A cast, then a contiguous multiply by the repeated scales: numpy's broadcast of a per-row scalar
+    over rows of 16-32 costs more than the repeat."""
+    o = out.reshape(-1)
+    np.copyto(o, q.reshape(-1))
+    np.multiply(o, _rep(s, r), out=o)
+
+
+def _scale_sub(q, s, m, out, r: int) -> None:
+    """out = float(q) * s - m, scales per ``r`` consecutive values."""
+    o = out.reshape(-1)
+    np.copyto(o, q.reshape(-1))
+    np.multiply(o, _rep(s, r), out=o)
+    np.subtract(o, _rep(m, r), out=o)
+
+
+def _redo_nan(b, out, scale, slow) -> None:
+    """Recompute with ``slow`` the blocks whose ``scale`` (nb, ...) has a NaN."""
+    bad = np.isnan(scale.reshape(scale.shape[0], -1)).any(axis=1)
+    if bad.any():
+        i = np.flatnonzero(bad)
+        tmp = np.empty((i.size, out.shape[1]), F32)
+        slow(np.ascontiguousarray(b[i]), tmp)
+        out[i] = tmp
+
+
+def _f16(b, off, k=1):
+    """``k`` consecutive little-endian fp16 fields at byte ``off`` -> float32 (nb, k)."""
+    return np.take(F16_TABLE, b[:, off:off + 2 * k].view("<u2"), mode="clip")
 
 # --------------------------------------------------------------------------------------------------
 # tables
@@ -37,56 +105,123 @@ G_IQ2XS = _grid(grids.iq2xs_grid, 8).astype(F32)          # (512, 8)
 G_IQ2S = _grid(grids.iq2s_grid, 8).astype(F32)            # (1024, 8)
 G_IQ3XXS = _grid(grids.iq3xxs_grid, 4).astype(F32)        # (256, 4)
 G_IQ3S = _grid(grids.iq3s_grid, 4).astype(F32)            # (512, 4)
-_G1 = _grid(grids.iq1s_grid, 8).view(I8).astype(F32)      # (2048, 8) -1, 0, +1
-# IQ1_S / IQ1_M: grid[j] + delta is exact in float32; rows 0..2047 with +delta, 2048..4095 with -delta
-G_IQ1 = np.concatenate([_G1 + F32(grids.IQ1S_DELTA), _G1 - F32(grids.IQ1S_DELTA)]).astype(F32)
 
 # sign bit masks: a sign byte (bit j negates weight j) -> 8 uint32 masks (0x80000000 or 0)
 _BYTE_SIGNS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(U32) << U32(31)   # (256, 8)
 KSIGN_MASKS = _BYTE_SIGNS[np.array(grids.ksigns_iq2xs, dtype=np.intp)]               # (128, 8)
-# Q1_0: bit set -> +d, clear -> -d: the sign mask is set where the bit is clear
-Q1_SIGNS = _BYTE_SIGNS ^ U32(0x80000000)                                              # (256, 8)
-# TQ1_0: digit k of a byte: ((uint8_t)(b * 3**k) * 3) >> 8, minus 1, as int8
-_B = np.arange(256)
-TQ1_DIGITS = np.stack([((((_B * 3 ** k) & 0xFF) * 3) >> 8) - 1 for k in range(5)]).astype(I8)   # (5, 256)
 
+# --- int8 tables, 8 bytes (one uint64) per entry ----------------------------------------------------
+_ONES = U64(0x0101010101010101)
+# a sign byte -> 8 bytes 0xFF (bit set: negate) or 0x00
+BYTE_NEG = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(U8) * U8(0xFF)      # (256, 8)
+BYTE_NEG64 = np.ascontiguousarray(BYTE_NEG).view("<u8")[:, 0].astype(U64)
+KSIGN_NEG64 = BYTE_NEG64[np.array(grids.ksigns_iq2xs, dtype=np.intp)]                   # (128,)
+
+
+def _neg8(g, m):
+    """Per byte: g, or -g where m is 0xFF (g >= 1 in every grid byte, so no carry crosses a byte)."""
+    return (g ^ m) + (m & _ONES)
+
+
+def _grid64(table):
+    return np.ascontiguousarray(_grid(table, 8)).view("<u8")[:, 0].astype(U64)
+
+
+for _t in (grids.iq2xxs_grid, grids.iq2xs_grid, grids.iq2s_grid, grids.iq3xxs_grid, grids.iq3s_grid):
+    assert min(_grid(_t, 8 if _t is not grids.iq3xxs_grid and _t is not grids.iq3s_grid else 4).ravel()) >= 1
+
+# IQ2_XXS: (grid << 7 | sign code) -> signed int8 x 8
+_G = _grid64(grids.iq2xxs_grid)
+T_IQ2XXS = _neg8(np.repeat(_G, 128), np.tile(KSIGN_NEG64, 256))                         # (32768,)
+# IQ2_XS: the uint16 field itself (grid = q & 511, sign code = q >> 9) -> signed int8 x 8
+_G = _grid64(grids.iq2xs_grid)
+_Q = np.arange(65536)
+T_IQ2XS = _neg8(_G[_Q & 511], KSIGN_NEG64[_Q >> 9])                                     # (65536,)
+G64_IQ2S = _grid64(grids.iq2s_grid)                                                      # (1024,)
+G32_IQ3XXS = np.array(grids.iq3xxs_grid, dtype=np.uint32).astype("<u4")                  # (256,)
+G32_IQ3S = np.array(grids.iq3s_grid, dtype=np.uint32).astype("<u4")                     # (512,)
+# IQ1_S / IQ1_M: 8 * (grid + delta) as int8 (exact: grid in -1..1, delta = +-1/8); rows 0..2047 with
+# +delta, 2048..4095 with -delta. dl * (grid + delta) == (dl * 0.125f) * (8 * (grid + delta)) exactly.
+_G1 = _grid(grids.iq1s_grid, 8).view(I8).astype(np.int16) * 8
+T_IQ1 = np.ascontiguousarray(np.concatenate([_G1 + 1, _G1 - 1]).astype(I8)).view("<u8")[:, 0].astype(U64)
+assert grids.IQ1S_DELTA == 0.125
+
+# 4-bit lookups by two packed bytes (little-endian uint16 w = qs[j] | qs[j+1] << 8):
+# rows 0..65535: (kv[qs[j] & 15], kv[qs[j+1] & 15]); rows 65536..: (kv[qs[j] >> 4], kv[qs[j+1] >> 4])
+def _pair_table(kv):
+    w = np.arange(65536)
+    lo = np.stack([kv[w & 15], kv[(w >> 8) & 15]], axis=1)
+    hi = np.stack([kv[(w >> 4) & 15], kv[w >> 12]], axis=1)
+    return np.ascontiguousarray(np.concatenate([lo, hi]).astype(I8)).view("<u2")[:, 0].copy()
+
+
+T2_MXFP4 = _pair_table(KV_MXFP4)
+T2_IQ4NL = _pair_table(KV_IQ4NL)
+
+# Q5_0 / Q5_1 high bits: a qh byte -> 8 bytes, byte k from bit k: Q5_0 (0x00 if set else 0xF0, so
+# that nibble | it is the int8 q - 16), Q5_1 (0x10 if set else 0x00)
+_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(U8)
+T_Q50H = np.ascontiguousarray((1 - _BITS) * U8(0xF0)).view("<u8")[:, 0].astype(U64)
+T_Q51H = np.ascontiguousarray(_BITS * U8(0x10)).view("<u8")[:, 0].astype(U64)
+# Q2_0: a byte -> 4 int8 values (crumb k) - 1
+_C = (np.arange(256)[:, None] >> (2 * np.arange(4))) & 3
+T_Q20 = np.ascontiguousarray((_C - 1).astype(I8)).view("<u4")[:, 0].astype(U32)
+# Q1_0: a byte -> 8 uint32 sign masks (bit clear -> flip)
+Q1_SIGNS = _BYTE_SIGNS ^ U32(0x80000000)                                                 # (256, 8)
 
 _V16 = np.dtype("V16")
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 
 
-def _nibbles(qs, q):
-    """(nb, 16) bytes -> q (nb, 32): low nibbles then high nibbles (Q4_0/Q4_1/Q5/IQ4_NL order).
+def _take(table, idx, out):
+    """np.take with in-range indices (mode='clip' skips numpy's per-item range error path)."""
+    return np.take(table, idx, out=out, mode="clip")
 
-    The 16 bytes of each block are moved as one 16-byte item and split eight at a time as uint64
-    (masks keep each byte's nibble in its byte): far fewer numpy inner-loop calls than a
-    (nb, 16) uint8 operation."""
-    nb = qs.shape[0]
-    w = np.empty((nb, 2), np.uint64)
-    w.view(_V16)[:, 0] = qs.view(_V16)[:, 0]
-    t = np.bitwise_and(w, _M4)
-    qv = q.view(_V16)
-    qv[:, 0] = t.view(_V16)[:, 0]
-    np.right_shift(w, np.uint64(4), out=t)
-    np.bitwise_and(t, _M4, out=t)
-    qv[:, 1] = t.view(_V16)[:, 0]
+
+def _mv16(dst, src):
+    """Copy (nb, 16) byte rows (any row stride) as one 16-byte item each."""
+    dst.view(_V16)[:, 0] = src.view(_V16)[:, 0]
 
 
 # --------------------------------------------------------------------------------------------------
 # legacy
 
+def _q4_split(b, off, name):
+    """Low nibbles then high nibbles of the 16 bytes at ``off`` -> uint8 (nb, 32), output order."""
+    nb = b.shape[0]
+    r = b.reshape(-1)
+    w = _buf(name + "w", (nb, b.shape[1]), U8)
+    q = _buf(name + "q", (nb, 32), U8)
+    np.bitwise_and(r, U8(15), out=w.reshape(-1))
+    _mv16(q[:, 0:16], w[:, off:off + 16])
+    np.right_shift(r, U8(4), out=w.reshape(-1))
+    _mv16(q[:, 16:32], w[:, off:off + 16])
+    return q
+
+
 def q4_0(b, out):
-    d = f16_field(b, 0)
-    q = np.empty(out.shape, U8)
-    _nibbles(b[:, 2:18], q)
+    d = _f16(b, 0)
+    q = _q4_split(b, 2, "q4")
     np.subtract(q, U8(8), out=q)                 # wraps: the int8 view is q - 8
-    np.multiply(q.view(I8), d, out=out)          # (q - 8) * d
+    _scale(q.view(I8), d, out, 32)               # (q - 8) * d
 
 
-def q4_1(b, out):
+def _p_q41(b, out, off_q, hi_off=None):
+    """x*d + m with x86's NaN rule for the add (used for blocks with a NaN m)."""
     d, m = f16_field(b, 0), f16_field(b, 2)
     q = np.empty(out.shape, U8)
-    _nibbles(b[:, 4:20], q)
+    nb = b.shape[0]
+    w = np.empty((nb, 2), np.uint64)
+    w.view(_V16)[:, 0] = b[:, off_q:off_q + 16].view(_V16)[:, 0]
+    t = np.bitwise_and(w, _M4)
+    q.view(_V16)[:, 0] = t.view(_V16)[:, 0]
+    np.right_shift(w, np.uint64(4), out=t)
+    np.bitwise_and(t, _M4, out=t)
+    q.view(_V16)[:, 1] = t.view(_V16)[:, 0]
+    if hi_off is not None:
+        h = np.unpackbits(b[:, hi_off:hi_off + 4], axis=1, bitorder="little")
+        np.left_shift(h, 4, out=h)
+        np.bitwise_or(q, h, out=q)
     np.multiply(q, d, out=out)                   # q * d
     bad = np.isnan(m[:, 0])
     prod = out[bad].copy() if bad.any() else None
@@ -95,90 +230,101 @@ def q4_1(b, out):
         out[bad] = np.where(np.isnan(prod), prod, m[bad])
 
 
-def _q5_high(b, off, q):
-    h = np.unpackbits(b[:, off:off + 4], axis=1, bitorder="little")   # bit i of the LE uint32 qh
-    np.left_shift(h, 4, out=h)
-    np.bitwise_or(q, h, out=q)
+def _x_d_m(q, dm, out):
+    """out = x * d + m (per block of 32)."""
+    o = out.reshape(-1)
+    np.copyto(o, q.reshape(-1))
+    np.multiply(o, _rep(dm[:, 0], 32), out=o)
+    np.add(o, _rep(dm[:, 1], 32), out=o)
+
+
+def q4_1(b, out):
+    dm = _f16(b, 0, 2)
+    _x_d_m(_q4_split(b, 4, "q4"), dm, out)
+    _redo_nan(b, out, dm[:, 1:2], lambda bb, oo: _p_q41(bb, oo, 4))
+
+
+def _q5_high(b, off, table, q):
+    """q |= table[qh byte] (8 bytes per qh byte: one per weight)."""
+    nb = b.shape[0]
+    qh = _buf("q5qh", (nb, 1), U32)
+    np.copyto(qh, b[:, off:off + 4].view("<u4"))                   # contiguous index bytes
+    h = _buf("q5h", (nb, 4), U64)
+    _take(table, qh.view(U8), h)
+    np.bitwise_or(q.view(U64), h, out=q.view(U64))
 
 
 def q5_0(b, out):
-    d = f16_field(b, 0)
-    q = np.empty(out.shape, U8)
-    _nibbles(b[:, 6:22], q)
-    _q5_high(b, 2, q)
-    np.subtract(q, U8(16), out=q)
-    np.multiply(q.view(I8), d, out=out)
+    d = _f16(b, 0)
+    q = _q4_split(b, 6, "q5")
+    _q5_high(b, 2, T_Q50H, q)                    # bit clear -> 0xF0: nibble | that = q - 16 as int8
+    _scale(q.view(I8), d, out, 32)
 
 
 def q5_1(b, out):
-    d, m = f16_field(b, 0), f16_field(b, 2)
-    q = np.empty(out.shape, U8)
-    _nibbles(b[:, 8:24], q)
-    _q5_high(b, 4, q)
-    np.multiply(q, d, out=out)
-    bad = np.isnan(m[:, 0])
-    prod = out[bad].copy() if bad.any() else None
-    np.add(out, m, out=out)
-    if prod is not None:
-        out[bad] = np.where(np.isnan(prod), prod, m[bad])
+    dm = _f16(b, 0, 2)
+    q = _q4_split(b, 8, "q5")
+    _q5_high(b, 4, T_Q51H, q)
+    _x_d_m(q, dm, out)
+    _redo_nan(b, out, dm[:, 1:2], lambda bb, oo: _p_q41(bb, oo, 8, 4))
 
 
 def q8_0(b, out):
-    np.multiply(b[:, 2:34].view(I8), f16_field(b, 0), out=out)
+    np.multiply(b[:, 2:34].view(I8), _f16(b, 0), out=out)
 
 
 def q8_1(b, out):
-    np.multiply(b[:, 4:36].view(I8), f16_field(b, 0), out=out)     # y = qs * d (s is not used)
+    np.multiply(b[:, 4:36].view(I8), _f16(b, 0), out=out)     # y = qs * d (s is not used)
 
 
 # --------------------------------------------------------------------------------------------------
 # k-quants
 
-def _crumbs(qs, nb):
-    """Q2_K/Q3_K ``qs`` (nb, 64) -> (nb, 2, 4, 32) values 0..3: [h, s, 16g + l] = qs[32h + 16g + l] >> 2s & 3."""
-    q = np.empty((nb, 2, 4, 32), U8)
-    src = qs.reshape(nb, 2, 32)
-    for s in range(4):
-        np.right_shift(src, 2 * s, out=q[:, :, s])
-    np.bitwise_and(q, 3, out=q)
+_S4 = np.array([0, 2, 4, 6], dtype=U8).reshape(1, 1, 4, 1)
+_K8 = np.arange(8, dtype=U8).reshape(1, 8, 1)
+_N2 = np.array([0, 4], dtype=U8).reshape(1, 1, 2, 1)
+
+
+def _crumbs(qs, nb, name):
+    """Q2_K/Q3_K/TQ2_0 ``qs`` (nb, 64) -> (nb, 2, 4, 32) uint8 0..3: [h, s, 16g + l] = qs[32h + 16g + l] >> 2s & 3."""
+    q = _buf(name, (nb, 2, 4, 32), U8)
+    np.right_shift(qs.reshape(nb, 2, 1, 32), _S4, out=q)
+    np.bitwise_and(q, U8(3), out=q)
     return q
 
 
 def q2_K(b, out):
     nb = b.shape[0]
-    d, dmin = f16_field(b, 80), f16_field(b, 82)
+    dm = _f16(b, 80, 2)
     sc = b[:, 0:16]
-    dl = d * (sc & 0xF)                          # d * (sc & 0xF): (nb, 16)
-    ml = dmin * (sc >> 4)                        # dmin * (sc >> 4)
-    q = _crumbs(b[:, 16:80], nb).reshape(nb, 16, 16)
-    o = out.reshape(nb, 16, 16)
-    np.multiply(q, dl[:, :, None], out=o)        # dl * q
-    np.subtract(o, ml[:, :, None], out=o)        # - ml
+    dl = dm[:, 0:1] * (sc & 0xF)                 # d * (sc & 0xF): (nb, 16)
+    ml = dm[:, 1:2] * (sc >> 4)                  # dmin * (sc >> 4)
+    q = _crumbs(b[:, 16:80], nb, "c")
+    _scale_sub(q, dl, ml, out, 16)               # dl * q - ml
 
 
 def q3_K(b, out):
     nb = b.shape[0]
-    d = f16_field(b, 108)
+    d = _f16(b, 108)
     s = b[:, 96:108]
     sc = np.empty((nb, 16), U8)
-    sc[:, 0:8] = s[:, 0:8] & 0xF
-    sc[:, 8:16] = s[:, 0:8] >> 4
-    hi = np.concatenate([(s[:, 8:12] >> sh) & 3 for sh in (0, 2, 4, 6)], axis=1)   # j = 4*(j//4) + j%4
-    sc |= hi << 4
+    np.bitwise_and(s[:, 0:8], U8(0xF), out=sc[:, 0:8])
+    np.right_shift(s[:, 0:8], U8(4), out=sc[:, 8:16])
+    hi = np.right_shift(s[:, None, 8:12], _S4[:, 0], out=np.empty((nb, 4, 4), U8))  # [sh, j%4]
+    np.bitwise_and(hi, U8(3), out=hi)
+    np.multiply(hi, U8(16), out=hi)
+    np.bitwise_or(sc, hi.reshape(nb, 16), out=sc)
     np.subtract(sc, U8(32), out=sc)
     dl = d * sc.view(I8)                         # d * (sc - 32)
-    q = _crumbs(b[:, 32:96], nb)                 # (nb, h, s, 32)
-    hm = b[:, 0:32]
-    h = np.empty((nb, 2, 4, 32), U8)
-    for hh in range(2):
-        for ss in range(4):
-            np.right_shift(hm, 4 * hh + ss, out=h[:, hh, ss])
-    np.bitwise_and(h, 1, out=h)
-    np.left_shift(h, 2, out=h)
-    np.bitwise_or(q, h, out=q)                   # low | high << 2: 0..7
+    q = _crumbs(b[:, 32:96], nb, "c")            # (nb, h, s, 32)
+    h = _buf("h", (nb, 8, 32), U8)
+    np.right_shift(b[:, None, 0:32], _K8, out=h)  # bit 4h + s of hm[l]
+    np.bitwise_and(h, U8(1), out=h)
+    np.multiply(h, U8(4), out=h)
+    qf = q.reshape(nb, 8, 32)
+    np.bitwise_or(qf, h, out=qf)                 # low | high << 2: 0..7
     np.subtract(q, U8(4), out=q)                 # q - 4 as int8: low - (high ? 0 : 4)
-    o = out.reshape(nb, 16, 16)
-    np.multiply(q.view(I8).reshape(nb, 16, 16), dl[:, :, None], out=o)
+    _scale(q.view(I8), dl, out, 16)
 
 
 def _scale_min_k4(s):
@@ -186,68 +332,63 @@ def _scale_min_k4(s):
     nb = s.shape[0]
     sc = np.empty((nb, 8), U8)
     m = np.empty((nb, 8), U8)
-    sc[:, :4] = s[:, 0:4] & 63
-    m[:, :4] = s[:, 4:8] & 63
-    sc[:, 4:] = (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)
-    m[:, 4:] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
+    np.bitwise_and(s[:, 0:8], U8(63), out=sc)                    # sc[0:4] and m[0:4] (as sc[4:8])
+    m[:, 0:4] = sc[:, 4:8]
+    np.bitwise_and(s[:, 8:12], U8(0xF), out=sc[:, 4:8])
+    np.right_shift(s[:, 8:12], U8(4), out=m[:, 4:8])
+    t = np.right_shift(s[:, 0:8], U8(6))
+    np.multiply(t, U8(16), out=t)
+    np.bitwise_or(sc[:, 4:8], t[:, 0:4], out=sc[:, 4:8])
+    np.bitwise_or(m[:, 4:8], t[:, 4:8], out=m[:, 4:8])
     return sc, m
 
 
+def _k4_nibbles(qs, nb):
+    """(nb, 128) -> (nb, 4, 2, 32): [j, 0] low nibbles of qs[32j:32j+32], [j, 1] high nibbles."""
+    q = _buf("k4", (nb, 4, 2, 32), U8)
+    np.right_shift(qs.reshape(nb, 4, 1, 32), _N2, out=q)
+    np.bitwise_and(q, U8(15), out=q)
+    return q
+
+
 def _k4_finish(b, q, out):
-    nb = b.shape[0]
-    d, dmin = f16_field(b, 0), f16_field(b, 2)
+    dm = _f16(b, 0, 2)
     sc, m = _scale_min_k4(b[:, 4:16])
-    dl = d * sc                                  # d1 = d * sc
-    ml = dmin * m                                # m1 = min * m
-    o = out.reshape(nb, 8, 32)
-    np.multiply(q.reshape(nb, 8, 32), dl[:, :, None], out=o)
-    np.subtract(o, ml[:, :, None], out=o)
+    dl = dm[:, 0:1] * sc                         # d1 = d * sc
+    ml = dm[:, 1:2] * m                          # m1 = min * m
+    _scale_sub(q, dl, ml, out, 32)               # d1 * q - m1
 
 
 def q4_K(b, out):
     nb = b.shape[0]
-    qs = b[:, 16:144].reshape(nb, 4, 32)
-    q = np.empty((nb, 4, 2, 32), U8)
-    np.bitwise_and(qs, 15, out=q[:, :, 0])
-    np.right_shift(qs, 4, out=q[:, :, 1])
-    _k4_finish(b, q, out)
+    _k4_finish(b, _k4_nibbles(b[:, 16:144], nb), out)
 
 
 def q5_K(b, out):
     nb = b.shape[0]
-    qs = b[:, 48:176].reshape(nb, 4, 32)
-    q = np.empty((nb, 4, 2, 32), U8)
-    np.bitwise_and(qs, 15, out=q[:, :, 0])
-    np.right_shift(qs, 4, out=q[:, :, 1])
-    qh = b[:, 16:48]
-    h = np.empty((nb, 8, 32), U8)
-    for j in range(8):
-        np.right_shift(qh, j, out=h[:, j])
-    np.bitwise_and(h, 1, out=h)
-    np.left_shift(h, 4, out=h)
-    np.bitwise_or(q.reshape(nb, 8, 32), h, out=q.reshape(nb, 8, 32))
+    q = _k4_nibbles(b[:, 48:176], nb)
+    h = _buf("h", (nb, 8, 32), U8)
+    np.right_shift(b[:, None, 16:48], _K8, out=h)   # bit 2j + half of qh[l]
+    np.bitwise_and(h, U8(1), out=h)
+    np.multiply(h, U8(16), out=h)
+    qf = q.reshape(nb, 8, 32)
+    np.bitwise_or(qf, h, out=qf)
     _k4_finish(b, q, out)
 
 
 def q6_K(b, out):
     nb = b.shape[0]
-    d = f16_field(b, 208)
-    ql = b[:, 0:128].reshape(nb, 2, 2, 32)       # [h, s & 1, l]
-    qh = b[:, 128:192].reshape(nb, 2, 32)
-    q = np.empty((nb, 2, 4, 32), U8)
-    for s in range(4):
-        lo = ql[:, :, s & 1]
-        if s < 2:
-            np.bitwise_and(lo, 15, out=q[:, :, s])
-        else:
-            np.right_shift(lo, 4, out=q[:, :, s])
-        hs = (qh >> (2 * s)) & 3
-        np.left_shift(hs, 4, out=hs)
-        np.bitwise_or(q[:, :, s], hs, out=q[:, :, s])
-    np.subtract(q, U8(32), out=q)
+    d = _f16(b, 208)
+    ql = b[:, 0:128].reshape(nb, 2, 64)          # [h, 32 * (s & 1) + l]
+    q = _buf("q6", (nb, 2, 4, 32), U8)
+    np.bitwise_and(ql, U8(15), out=q[:, :, 0:2].reshape(nb, 2, 64))   # s = 0, 1
+    np.right_shift(ql, U8(4), out=q[:, :, 2:4].reshape(nb, 2, 64))    # s = 2, 3
+    h = _crumbs(b[:, 128:192], nb, "h")          # (qh[32h + l] >> 2s) & 3
+    np.multiply(h, U8(16), out=h)
+    np.bitwise_or(q, h, out=q)
+    np.subtract(q, U8(32), out=q)                # q - 32 as int8
     ds = d * b[:, 192:208].view(I8)              # d * sc[is]: (nb, 16)
-    o = out.reshape(nb, 16, 16)
-    np.multiply(q.view(I8).reshape(nb, 16, 16), ds[:, :, None], out=o)
+    _scale(q.view(I8), ds, out, 16)              # (d * sc) * q
 
 
 def q8_K(b, out):
@@ -258,108 +399,171 @@ def q8_K(b, out):
 # --------------------------------------------------------------------------------------------------
 # ternary, low-bit, fp4
 
+_P5 = np.array([1, 3, 9, 27, 81], dtype=U8).reshape(1, 5, 1)
+
+
 def tq1_0(b, out):
     nb = b.shape[0]
-    d = f16_field(b, 52)
-    v = np.empty((nb, 256), I8)
-    a = v[:, 0:160].reshape(nb, 5, 32)
-    c = v[:, 160:240].reshape(nb, 5, 16)
-    h = v[:, 240:256].reshape(nb, 4, 4)
-    for k in range(5):
-        np.take(TQ1_DIGITS[k], b[:, 0:32], out=a[:, k])
-        np.take(TQ1_DIGITS[k], b[:, 32:48], out=c[:, k])
-        if k < 4:
-            np.take(TQ1_DIGITS[k], b[:, 48:52], out=h[:, k])
-    np.multiply(v, d, out=out)                   # (float)(xi - 1) * d
+    d = _f16(b, 52)
+    v = _buf("t1", (nb, 256), U8)
+    np.multiply(b[:, None, 0:32], _P5, out=v[:, 0:160].reshape(nb, 5, 32))     # (uint8_t)(qs * 3**n)
+    np.multiply(b[:, None, 32:48], _P5, out=v[:, 160:240].reshape(nb, 5, 16))
+    np.multiply(b[:, None, 48:52], _P5[:, 0:4], out=v[:, 240:256].reshape(nb, 4, 4))
+    # ((uint16_t)q * 3) >> 8 is (q >= 86) + (q >= 171); minus 1
+    g1 = _buf("t1a", (nb, 256), np.bool_)
+    g2 = _buf("t1b", (nb, 256), np.bool_)
+    np.greater_equal(v, U8(86), out=g1)
+    np.greater_equal(v, U8(171), out=g2)
+    np.add(g1.view(U8), g2.view(U8), out=v)
+    np.subtract(v, U8(1), out=v)
+    _scale(v.view(I8), d, out, 256)              # (float)(xi - 1) * d
 
 
 def tq2_0(b, out):
     nb = b.shape[0]
-    q = _crumbs(b[:, 0:64], nb)                  # [h, l, m] = qs[32h + m] >> 2l & 3
+    q = _crumbs(b[:, 0:64], nb, "c")             # [h, l, m] = qs[32h + m] >> 2l & 3
     np.subtract(q, U8(1), out=q)
-    np.multiply(q.view(I8).reshape(nb, 256), f16_field(b, 64), out=out)
+    _scale(q.view(I8), _f16(b, 64), out, 256)
 
 
 def q1_0(b, out):
     nb = b.shape[0]
-    d = f16_field(b, 0).view(U32)
+    d = _f16(b, 0).view(U32)
     o = out.view(U32).reshape(nb, 16, 8)
-    np.take(Q1_SIGNS, b[:, 2:18], axis=0, out=o)                   # bit clear -> sign flip
+    idx = _buf("q1i", (nb, 16), U8)
+    _mv16(idx, b[:, 2:18])
+    np.take(Q1_SIGNS, idx, axis=0, out=o, mode="clip")             # bit clear -> sign flip
     np.bitwise_xor(o, d[:, :, None], out=o)      # bit ? d : -d
 
 
 def q2_0(b, out):
     nb = b.shape[0]
-    qs = b[:, 2:18]
-    q = np.empty((nb, 16, 4), U8)
-    for k in range(4):
-        np.right_shift(qs, 2 * k, out=q[:, :, k])
-    np.bitwise_and(q, 3, out=q)
-    np.subtract(q, U8(1), out=q)
-    np.multiply(q.view(I8).reshape(nb, 64), f16_field(b, 0), out=out)
+    idx = _buf("q2i", (nb, 16), U8)
+    _mv16(idx, b[:, 2:18])
+    v = _buf("q20", (nb, 16), U32)
+    _take(T_Q20, idx, v)                         # 4 crumbs - 1 per byte, in weight order
+    _scale(v.view(I8), _f16(b, 0), out, 64)      # ((int)q - 1) * d
+
+
+def _kv_pairs(qs16, table, rows, k):
+    """4-bit codes packed two per byte, (rows, 2k) bytes ``qs16`` (16-byte items when k = 8) ->
+    int8 (rows, 4k): k pairs of low-nibble values, then k pairs of high-nibble values."""
+    w = _buf("kvw", (rows, k), U16)
+    if k == 8:
+        _mv16(w.view(U8), qs16)
+    else:
+        np.copyto(w.view(U8), qs16)
+    idx = _buf("kvi", (2, rows, k), IP)
+    np.copyto(idx[0], w)
+    np.add(w, 65536, out=idx[1], dtype=IP)
+    v2 = _buf("kv2", (2, rows, k), U16)
+    _take(table, idx, v2)
+    v = _buf("kv", (rows, 2, k), U16)
+    if k == 8:
+        v.view(_V16)[:, :, 0] = v2.view(_V16)[:, :, 0].T
+    else:
+        np.copyto(v, v2.transpose(1, 0, 2))
+    return v.view(I8).reshape(rows, 4 * k)
 
 
 def mxfp4(b, out):
-    d = np.take(E8M0_HALF_TABLE, b[:, 0:1])
-    q = np.empty(out.shape, U8)
-    _nibbles(b[:, 1:17], q)
-    v = np.take(KV_MXFP4, q)
-    np.multiply(v, d, out=out)                   # x0 * d
+    nb = b.shape[0]
+    d = np.take(E8M0_HALF_TABLE, b[:, 0:1], mode="clip")
+    v = _kv_pairs(b[:, 1:17], T2_MXFP4, nb, 8)
+    _scale(v, d, out, 32)                        # x0 * d
 
 
 def nvfp4(b, out):
     nb = b.shape[0]
-    d = np.take(UE4M3_TABLE, b[:, 0:4])          # (nb, 4)
-    qs = b[:, 4:36].reshape(nb, 4, 8)
-    q = np.empty((nb, 4, 2, 8), U8)
-    np.bitwise_and(qs, 15, out=q[:, :, 0])
-    np.right_shift(qs, 4, out=q[:, :, 1])
-    v = np.take(KV_MXFP4, q).reshape(nb, 4, 16)
-    np.multiply(v, d[:, :, None], out=out.reshape(nb, 4, 16))     # v0 * d
+    d = np.take(UE4M3_TABLE, b[:, 0:4], mode="clip")              # (nb, 4)
+    v = _kv_pairs(b[:, 4:36].reshape(nb * 4, 8), T2_MXFP4, nb * 4, 4)
+    _scale(v, d, out, 16)                        # v0 * d
 
 
 # --------------------------------------------------------------------------------------------------
 # i-quants
 
 def iq4_nl(b, out):
-    q = np.empty(out.shape, U8)
-    _nibbles(b[:, 2:18], q)
-    np.multiply(f16_field(b, 0), np.take(KV_IQ4NL, q), out=out)    # d * kvalues[q]
+    nb = b.shape[0]
+    v = _kv_pairs(b[:, 2:18], T2_IQ4NL, nb, 8)
+    _scale(v, _f16(b, 0), out, 32)               # d * kvalues[q]
+
+
+_IB8 = np.arange(8)
 
 
 def iq4_xs(b, out):
     nb = b.shape[0]
-    d = f16_field(b, 0)
+    d = _f16(b, 0)
     sh = b[:, 2:4].view("<u2").astype(np.int32)                    # (nb, 1)
     sl = b[:, 4:8]
-    ib = np.arange(8)
-    ls = ((sl[:, ib // 2] >> (4 * (ib % 2))) & 0xF).astype(np.int32) | (((sh >> (2 * ib)) & 3) << 4)
+    ls = ((sl[:, _IB8 // 2] >> (4 * (_IB8 % 2))) & 0xF).astype(np.int32) | (((sh >> (2 * _IB8)) & 3) << 4)
     dl = d * (ls - 32).astype(F32)               # d * (ls - 32): int, then to float
-    qs = b[:, 8:136].reshape(nb, 8, 16)
-    q = np.empty((nb, 8, 2, 16), U8)
-    np.bitwise_and(qs, 15, out=q[:, :, 0])
-    np.right_shift(qs, 4, out=q[:, :, 1])
-    np.multiply(dl[:, :, None], np.take(KV_IQ4NL, q).reshape(nb, 8, 32), out=out.reshape(nb, 8, 32))
+    v = _kv_pairs(b[:, 8:136].reshape(nb * 8, 16), T2_IQ4NL, nb * 8, 8)
+    _scale(v, dl, out, 32)                       # dl * kvalues[q]
 
 
-def _signs(out, masks):
+def _take_t(table, idx4, out):
+    """out (M, 4) = table[idx4.T] for an index computed as (4, M) (contiguous rows, cheap to build)."""
+    v2 = _buf("tt", idx4.shape, out.dtype)
+    _take(table, idx4, v2)
+    np.copyto(out, v2.T)
+
+
+def _neg_apply(g, m):
+    """g (uint64 words of 8 positive int8 grid values) negated per byte where m has 0xFF."""
+    np.bitwise_xor(g, m, out=g)
+    np.bitwise_and(m, _ONES, out=m)
+    np.add(g, m, out=g)
+
+
+def _p_signs(out, masks):
     """Flip the sign bit of out where the (same-shaped) uint32 masks have it."""
     o = out.view(U32)
     np.bitwise_xor(o, masks.reshape(o.shape), out=o)
 
 
-def iq2_xxs(b, out):
+def _p_iq2_xxs(b, out):
     nb = b.shape[0]
     d = f16_field(b, 0)
-    w = b[:, 2:66].reshape(nb, 8, 8)             # per sub-block: 4 grid indices, then aux32[1]
-    aux1 = np.ascontiguousarray(w[:, :, 4:8]).view("<u4")[:, :, 0]  # (nb, 8)
+    w = b[:, 2:66].reshape(nb, 8, 8)
+    aux1 = np.ascontiguousarray(w[:, :, 4:8]).view("<u4")[:, :, 0]
     db = d * (F32(0.5) + (aux1 >> 28).astype(F32))
-    db *= F32(0.25)                              # d * (0.5f + s) * 0.25f, left to right
+    db *= F32(0.25)
     o = out.reshape(nb, 8, 32)
     np.take(G_IQ2XXS, w[:, :, 0:4], axis=0, out=out.reshape(nb, 8, 4, 8))
-    np.multiply(db[:, :, None], o, out=o)        # db * grid[j]
+    np.multiply(db[:, :, None], o, out=o)
     codes = (aux1[:, :, None] >> (7 * np.arange(4, dtype=U32))) & 127
-    _signs(out, np.take(KSIGN_MASKS, codes, axis=0))
+    _p_signs(out, np.take(KSIGN_MASKS, codes, axis=0))
+
+
+_S8L = (8 * np.arange(4, dtype=U64)).reshape(4, 1)
+_S7L = (32 + 7 * np.arange(4, dtype=U64)).reshape(4, 1)
+_S7 = (7 * np.arange(4, dtype=U32)).reshape(4, 1)
+
+
+def iq2_xxs(b, out):
+    nb = b.shape[0]
+    M = nb * 8
+    d = _f16(b, 0)
+    w = _buf("w", (M,), U64)                     # per sub-block: 4 grid indices, then aux32[1]
+    np.copyto(w.view(U8).reshape(nb, 64), b[:, 2:66])
+    db = (w >> U64(60)).astype(F32).reshape(nb, 8)
+    np.add(db, F32(0.5), out=db)
+    np.multiply(d, db, out=db)
+    db *= F32(0.25)                              # d * (0.5f + s) * 0.25f, left to right
+    a = _buf("a", (4, M), U64)
+    np.right_shift(w, _S8L, out=a)
+    np.bitwise_and(a, U64(0xFF), out=a)
+    np.multiply(a, U64(128), out=a)              # grid index << 7
+    c = _buf("c", (4, M), U64)
+    np.right_shift(w, _S7L, out=c)
+    np.bitwise_and(c, U64(127), out=c)           # sign code l
+    np.bitwise_or(a, c, out=a)
+    v = _buf("gv", (M, 4), U64)
+    _take_t(T_IQ2XXS, a.view(np.int64), v)       # signed grid values
+    _scale(v.view(I8), db, out, 32)
+    _redo_nan(b, out, d, _p_iq2_xxs)
 
 
 def _db_iq2(d, scales):
@@ -370,18 +574,30 @@ def _db_iq2(d, scales):
     return db
 
 
-def iq2_xs(b, out):
+def _p_iq2_xs(b, out):
     nb = b.shape[0]
     d = f16_field(b, 0)
     qs = np.ascontiguousarray(b[:, 2:66]).view("<u2").reshape(nb, 8, 4)
-    db = _db_iq2(d, b[:, 66:74])                 # (nb, 8, 2)
+    db = _db_iq2(d, b[:, 66:74])
     np.take(G_IQ2XS, qs & 511, axis=0, out=out.reshape(nb, 8, 4, 8))
-    o = out.reshape(nb, 8, 2, 16)                # groups l = 0,1 use db[0]; 2,3 use db[1]
+    o = out.reshape(nb, 8, 2, 16)
     np.multiply(db[:, :, :, None], o, out=o)
-    _signs(out, np.take(KSIGN_MASKS, qs >> 9, axis=0))
+    _p_signs(out, np.take(KSIGN_MASKS, qs >> 9, axis=0))
 
 
-def iq2_s(b, out):
+def iq2_xs(b, out):
+    nb = b.shape[0]
+    d = _f16(b, 0)
+    db = _db_iq2(d, b[:, 66:74])                 # (nb, 8, 2)
+    q = _buf("w", (nb, 32), U16)
+    np.copyto(q.view(U8), b[:, 2:66])
+    v = _buf("gv", (nb, 32), U64)
+    _take(T_IQ2XS, q, v)                         # grid (q & 511) with signs ksigns[q >> 9] applied
+    _scale(v.view(I8), db, out, 16)
+    _redo_nan(b, out, d, _p_iq2_xs)
+
+
+def _p_iq2_s(b, out):
     nb = b.shape[0]
     d = f16_field(b, 0)
     qs = b[:, 2:34].reshape(nb, 8, 4).astype(np.int32)
@@ -392,72 +608,148 @@ def iq2_s(b, out):
     np.take(G_IQ2S, idx, axis=0, out=out.reshape(nb, 8, 4, 8))
     o = out.reshape(nb, 8, 2, 16)
     np.multiply(db[:, :, :, None], o, out=o)
-    _signs(out, np.take(_BYTE_SIGNS, signs, axis=0))
+    _p_signs(out, np.take(_BYTE_SIGNS, signs, axis=0))
 
 
-def iq3_xxs(b, out):
+def iq2_s(b, out):
+    nb = b.shape[0]
+    d = _f16(b, 0)
+    db = _db_iq2(d, b[:, 74:82])
+    raw = _buf("w", (nb, 72), U8)                # qs[32] signs[32] qh[8], contiguous
+    np.copyto(raw, b[:, 2:74])
+    qh = raw[:, 64:72]
+    idx = _buf("gi", (nb, 8, 4), IP)
+    for l in range(4):
+        np.multiply(qh, 1 << (8 - 2 * l), out=idx[:, :, l], dtype=IP)   # qh[ib] << (8 - 2l)
+    np.bitwise_and(idx, 0x300, out=idx)
+    np.bitwise_or(idx, raw[:, 0:32].reshape(nb, 8, 4), out=idx, dtype=IP)
+    g = _buf("gv", (nb, 32), U64)
+    _take(G64_IQ2S, idx, g.reshape(nb, 8, 4))
+    m = _buf("gm", (nb, 32), U64)
+    _take(BYTE_NEG64, raw[:, 32:64], m)
+    _neg_apply(g, m)                             # signed grid values
+    _scale(g.view(I8), db, out, 16)
+    _redo_nan(b, out, d, _p_iq2_s)
+
+
+def _p_iq3_xxs(b, out):
     nb = b.shape[0]
     d = f16_field(b, 0)
-    aux = np.ascontiguousarray(b[:, 66:98]).view("<u4")            # (nb, 8)
+    aux = np.ascontiguousarray(b[:, 66:98]).view("<u4")
     db = d * (F32(0.5) + (aux >> 28).astype(F32))
-    db *= F32(0.5)                               # d * (0.5f + s) * 0.5f
+    db *= F32(0.5)
     np.take(G_IQ3XXS, b[:, 2:66], axis=0, out=out.reshape(nb, 64, 4))
     o = out.reshape(nb, 8, 32)
     np.multiply(db[:, :, None], o, out=o)
     codes = (aux[:, :, None] >> (7 * np.arange(4, dtype=U32))) & 127
-    _signs(out, np.take(KSIGN_MASKS, codes, axis=0))
+    _p_signs(out, np.take(KSIGN_MASKS, codes, axis=0))
 
 
-def iq3_s(b, out):
+def iq3_xxs(b, out):
+    nb = b.shape[0]
+    M = nb * 8
+    d = _f16(b, 0)
+    raw = _buf("w", (nb, 96), U8)                # qs[64], scales_and_signs[32], contiguous
+    np.copyto(raw, b[:, 2:98])
+    aux = raw[:, 64:96].view("<u4").reshape(M)
+    db = (aux >> U32(28)).astype(F32).reshape(nb, 8)
+    np.add(db, F32(0.5), out=db)
+    np.multiply(d, db, out=db)
+    db *= F32(0.5)                               # d * (0.5f + s) * 0.5f
+    g = _buf("gv", (nb, 64), U32)
+    _take(G32_IQ3XXS, raw[:, 0:64], g)
+    c = _buf("c", (4, M), U32)
+    np.right_shift(aux, _S7, out=c)
+    np.bitwise_and(c, U32(127), out=c)
+    m = _buf("gm", (M, 4), U64)
+    _take_t(KSIGN_NEG64, c, m)
+    _neg_apply(g.view(U64).reshape(M, 4), m)
+    _scale(g.view(I8), db, out, 32)
+    _redo_nan(b, out, d, _p_iq3_xxs)
+
+
+def _p_iq3_s(b, out):
     nb = b.shape[0]
     d = f16_field(b, 0)
     qs = b[:, 2:66].reshape(nb, 8, 8).astype(np.int32)
     qh = b[:, 66:74].astype(np.int32)
-    idx = qs | (((qh[:, :, None] >> np.arange(8)) & 1) << 8)      # 9th bit: bit k of qh[ib]
+    idx = qs | (((qh[:, :, None] >> np.arange(8)) & 1) << 8)
     sc = b[:, 106:110]
     s4 = np.stack([sc & 0xF, sc >> 4], axis=2).reshape(nb, 8).astype(np.int32)
-    db = d * (1 + 2 * s4).astype(F32)            # d * (1 + 2*s): int, then to float
+    db = d * (1 + 2 * s4).astype(F32)
     np.take(G_IQ3S, idx, axis=0, out=out.reshape(nb, 8, 8, 4))
     o = out.reshape(nb, 8, 32)
     np.multiply(db[:, :, None], o, out=o)
-    _signs(out, np.take(_BYTE_SIGNS, b[:, 74:106], axis=0))
+    _p_signs(out, np.take(_BYTE_SIGNS, b[:, 74:106], axis=0))
+
+
+def iq3_s(b, out):
+    nb = b.shape[0]
+    d = _f16(b, 0)
+    sc = b[:, 106:110]
+    s4 = np.empty((nb, 4, 2), U8)
+    np.bitwise_and(sc, U8(0xF), out=s4[:, :, 0])
+    np.right_shift(sc, U8(4), out=s4[:, :, 1])
+    np.multiply(s4, U8(2), out=s4)
+    np.add(s4, U8(1), out=s4)
+    db = d * s4.reshape(nb, 8)                   # d * (1 + 2*s): int, then to float
+    idx = _buf("gi", (nb, 64), U16)
+    i8 = idx.view(U8).reshape(nb, 64, 2)
+    i8[:, :, 0] = b[:, 2:66]
+    i8[:, :, 1] = np.unpackbits(b[:, 66:74], axis=1, bitorder="little")   # 9th bit: bit k of qh[ib]
+    g = _buf("gv", (nb, 64), U32)
+    _take(G32_IQ3S, idx, g)
+    sg = _buf("sg", (nb, 32), U8)
+    np.copyto(sg, b[:, 74:106])
+    m = _buf("gm", (nb, 32), U64)
+    _take(BYTE_NEG64, sg, m)
+    _neg_apply(g.view(U64), m)
+    _scale(g.view(I8), db, out, 32)
+    _redo_nan(b, out, d, _p_iq3_s)
+
+
+_S3 = (3 * np.arange(4, dtype=np.int32)).reshape(4, 1)
 
 
 def iq1_s(b, out):
     nb = b.shape[0]
-    d = f16_field(b, 0)
-    qs = b[:, 2:34].reshape(nb, 8, 4).astype(np.int32)
-    qh = np.ascontiguousarray(b[:, 34:50]).view("<u2").astype(np.int32)   # (nb, 8)
-    idx = qs | (((qh[:, :, None] >> (3 * np.arange(4))) & 7) << 8)
-    idx |= (qh[:, :, None] & 0x8000) >> 4        # + 2048: the rows with -delta
-    dl = d * (2 * ((qh >> 12) & 7) + 1).astype(F32)
-    np.take(G_IQ1, idx, axis=0, out=out.reshape(nb, 8, 4, 8))     # grid[j] + delta
-    o = out.reshape(nb, 8, 32)
-    np.multiply(dl[:, :, None], o, out=o)        # dl * (grid[j] + delta)
+    M = nb * 8
+    d = _f16(b, 0)
+    raw = _buf("w", (nb, 48), U8)                # qs[32], qh[8] (uint16), contiguous
+    np.copyto(raw, b[:, 2:50])
+    qh = raw[:, 32:48].view("<u2").reshape(M).astype(np.int32)
+    a = _buf("a", (4, M), np.int32)
+    np.right_shift(qh, _S3, out=a)
+    np.bitwise_and(a, 7, out=a)
+    np.multiply(a, 256, out=a)
+    np.bitwise_or(a, (qh & 0x8000) >> 4, out=a)  # + 2048: the -delta rows
+    np.bitwise_or(a, raw[:, 0:32].reshape(M, 4).T, out=a)
+    dl = d * (2 * ((qh >> 12) & 7) + 1).astype(F32).reshape(nb, 8)
+    dl *= F32(0.125)
+    v = _buf("gv", (M, 4), U64)
+    _take_t(T_IQ1, a, v)                         # 8 * (grid[j] + delta)
+    _scale(v.view(I8), dl, out, 32)              # (dl / 8) * (8 * (grid + delta))
 
 
 def iq1_m(b, out):
     nb = b.shape[0]
-    qs = b[:, 0:32].reshape(nb, 8, 4).astype(np.int32)
-    qh = b[:, 32:48].reshape(nb, 8, 2).astype(np.int32)
     sc = np.ascontiguousarray(b[:, 48:56]).view("<u2").astype(np.int32)   # (nb, 4)
     bits = ((sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0x00F0) | ((sc[:, 2] >> 4) & 0x0F00) | (sc[:, 3] & 0xF000))
-    from .common import F16_TABLE
     d = F16_TABLE[bits][:, None]
-    ib = np.arange(8)
-    field = sc[:, ib // 2] >> (6 * (ib % 2))     # (nb, 8)
+    field = sc[:, _IB8 // 2] >> (6 * (_IB8 % 2))  # (nb, 8)
     s3 = np.stack([field & 7, (field >> 3) & 7], axis=2)           # (nb, 8, 2)
     dl = d[:, :, None] * (2 * s3 + 1).astype(F32)                  # d * (2*s + 1)
-    idx = np.empty((nb, 8, 4), np.int32)
-    idx[:, :, 0] = qs[:, :, 0] | ((qh[:, :, 0] << 8) & 0x700)
-    idx[:, :, 1] = qs[:, :, 1] | ((qh[:, :, 0] << 4) & 0x700)
-    idx[:, :, 2] = qs[:, :, 2] | ((qh[:, :, 1] << 8) & 0x700)
-    idx[:, :, 3] = qs[:, :, 3] | ((qh[:, :, 1] << 4) & 0x700)
-    neg = np.stack([qh[:, :, 0] & 0x08, qh[:, :, 0] & 0x80, qh[:, :, 1] & 0x08, qh[:, :, 1] & 0x80], axis=2)
-    idx[neg != 0] += 2048
-    np.take(G_IQ1, idx, axis=0, out=out.reshape(nb, 8, 4, 8))
-    o = out.reshape(nb, 8, 2, 16)
-    np.multiply(dl[:, :, :, None], o, out=o)
+    dl *= F32(0.125)
+    # index = qs | nibble << 8 with the nibble's bit 3 the delta sign (+2048: the -delta rows)
+    idx = _buf("gi", (nb, 32), U16)
+    i8 = idx.view(U8).reshape(nb, 32, 2)
+    i8[:, :, 0] = b[:, 0:32]
+    qh = b[:, 32:48]
+    np.bitwise_and(qh, U8(15), out=i8[:, 0::2, 1])
+    np.right_shift(qh, U8(4), out=i8[:, 1::2, 1])
+    v = _buf("gv", (nb, 32), U64)
+    _take(T_IQ1, idx, v)
+    _scale(v.view(I8), dl, out, 16)
 
 
 DEQ = {
