@@ -1,3 +1,613 @@
-"""Vectorized IQ3 i-quant quantizers (work in progress): ``QUANT[name](t, x, imatrix, out, threads)``."""
+"""Vectorized IQ3_XXS / IQ3_S quantizers: ``QUANT[name](t, x, imatrix, out, threads)``.
 
-QUANT: dict = {}
+The bytes of ``ggml_quantize_chunk`` (``quantize_iq3_xxs`` / ``quantize_iq3_s`` in ggml-quants.c;
+the readable per-block version is ``reference/iquants.py``: ``_iq3_search`` and
+``quantize_block_iq3_*``).
+
+Layout: a chunk of G super-blocks is cut into its S = 8G sub-blocks of 32 and transposed to
+structure of arrays, ``X[i, s]`` = element i of sub-block s (s = 8*g + ib). Group k of a sub-block
+(4 weights, one grid point) is rows 4k..4k+3. Each C statement over one element becomes one numpy
+op over all sub-blocks; each C sum is a loop over the 32 rows in C's order (``seq_sum``); each
+``if`` a mask. The candidate-scale loop runs once over all sub-blocks (one numpy pass per ``is``).
+
+Off-grid groups: ggml searches the neighbour list of the group's code (grid points at the 2 (IQ3_XXS)
+or 3 (IQ3_S) smallest distances) for the smallest ``sum waux*diff*diff`` (4 terms, in order), taking
+the first strict minimum below FLT_MAX. Here all off-grid groups of one ``is`` are searched at once:
+the lists are padded (in a few length buckets) with NaN candidates, whose distance is NaN and so,
+as in C's strict ``d2 < best``, never chosen; ``argmin`` after mapping every distance that is not
+``< FLT_MAX`` to +inf gives the first strict minimum. When no distance is finite ggml aborts
+(``GGML_ASSERT(grid_index >= 0)``); so does this (``GGSpecError``, like the reference).
+
+nearest_int(0.5f*(id*x - 1)) is taken from the bits of ``(id*x - 1) + 3*2**23`` (the float32 sum is
+exactly twice C's ``0.5f*(id*x - 1) + 1.5*2**23``, binary scaling commutes with rounding, so its
+mantissa bits are the same: the same int, for every input, including the out-of-range ones).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ...errors import GGSpecError
+from ...reference.iquants import quant_grid
+from ...reference.types import QK_K
+from .common import F32, I32, U8, c_max_fold, nearest_int, run_chunks, seq_sum
+from .quant import f16_bytes
+
+FLT_MAX = F32(np.finfo(np.float32).max)
+MAGIC2 = F32(25165824.0)           # 3 * 2**23: x + MAGIC2 rounds x to an even integer
+EPS_XXS = F32(1e-8)                # GROUP_MAX_EPS_IQ3_XXS
+CHUNK_BLOCKS = 128                 # super-blocks per chunk: 32k weights, 1024 sub-blocks
+BUCKETS = (3, 4, 5, 6, 8, 10, 13, 17, 24, 40)   # neighbour lists padded to the first size >= theirs
+U = 2.0 ** -24
+
+
+@functools.lru_cache(maxsize=None)
+def _tables(name: str):
+    """(kmap int32 (4096,), gcode int32 (ngrid,): the code of each grid point, bucket int8 (4096,),
+    buckets: list of (P, Q (P, 4, 4096) float32 candidate q = 2l+1, NaN padded, C (P, 4096) int32
+    candidate grid indices, in ggml's list order))."""
+    tab = quant_grid(name)
+    kmap = np.where(tab.kmap >= 0, tab.kmap, -1).astype(I32)
+    ncode = kmap.size
+    gcode = tab.code(tab.levels).astype(I32)
+    qgrid = tab.pos.astype(F32)
+    lists = {int(u): tab.neighbours_of(int(u)) for u in np.flatnonzero(tab.kmap < 0)}
+    assert max(c.size for c in lists.values()) <= BUCKETS[-1]
+    bucket = np.full(ncode, -1, np.int8)
+    buckets = []
+    lo = 0
+    for bi, P in enumerate(BUCKETS):
+        Q = np.full((P, 4, ncode), np.nan, F32)
+        C = np.zeros((P, ncode), I32)
+        for u, c in lists.items():
+            if lo < c.size <= P:
+                bucket[u] = bi
+                Q[:c.size, :, u] = qgrid[c]
+                C[:c.size, u] = c
+        buckets.append((P, Q, C))
+        lo = P
+    return kmap, gcode, bucket, buckets, qgrid
+
+
+def _distances(Q, x, w, s):
+    """iq3_find_best_neighbour's d2 for every candidate: (P, n) from Q (P, 4, n), x, w (4, n), s (n,).
+
+    ``d2 = 0; d2 += weight[i]*diff*diff`` with ``diff = scale*q - xval[i]`` (the leading 0 + only
+    turns -0 into +0, which no comparison sees)."""
+    d2 = None
+    for i in range(4):
+        diff = Q[:, i, :] * s
+        diff -= x[i]
+        t = diff * w[i]
+        t *= diff
+        if d2 is None:
+            d2 = t
+        else:
+            d2 += t
+    return d2
+
+
+def _first_min(d2):
+    """``best = FLT_MAX; j = -1; for p: if (d2[p] < best) {best = d2[p]; j = p;}`` over axis 0."""
+    best = np.full(d2.shape[1], FLT_MAX, F32)
+    j = np.full(d2.shape[1], -1, I32)
+    for p in range(d2.shape[0]):
+        take = d2[p] < best
+        np.copyto(best, d2[p], where=take)
+        np.copyto(j, p, where=take)
+    return j
+
+
+def _no_neighbour(name):
+    return GGSpecError(f"{name}: no finite neighbour distance (ggml aborts here)")
+
+
+def _best_neighbours(name, codes, x, w, s):
+    """iq3_find_best_neighbour for n groups at once -> grid index (n,) int32.
+
+    codes (n,) off-grid codes; x, w (4, n) xval and waux of each group; s (n,) the scale."""
+    _, _, bucket, buckets, _ = _tables(name)
+    out = np.empty(codes.size, I32)
+    b = bucket[codes]
+    for bi, (P, QB, CB) in enumerate(buckets):
+        r = np.flatnonzero(b == bi)
+        if r.size == 0:
+            continue
+        c = codes[r]
+        j = _first_min(_distances(np.take(QB, c, axis=2), x[:, r], w[:, r], s[r]))
+        if (j < 0).any():
+            raise _no_neighbour(name)
+        out[r] = CB[j, c]
+    return out
+
+
+def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, safe):
+    """The best neighbours of runs of trials that share a group and an off-grid code.
+
+    A run's trials have scales in [s_lo, s_hi] (this_scale falls as ``is`` grows). ggml's d2 is
+    evaluated exactly at both ends: candidate slot ``jh`` wins at s_hi, ``jl`` at s_lo. Returns
+    (jh, jl, ok) (slots in the code's list; ``safe``: the group's values are in the range below) with ok telling that at every scale in between, every
+    other candidate has a strictly larger d2 than the better of those two, so that ggml's choice
+    there is one of them (the one with the smaller d2, the earlier slot on a tie).
+
+    Why ok is a proof (real arithmetic D(s) = sum w (s q - x)^2 for a candidate's q; u = 2^-24):
+    - ggml's float32 d2 (s*q rounded, minus x rounded, two products rounded, three additions of
+      non-negative terms rounded) is within K <= 7.01u D + 2.01u sqrt(SA D) + 2.01u^2 (SA + D) of
+      D, SA = sum w (s q)^2 <= 2 (Cx + D), Cx = sum w x^2; hence D <= 1.143 d2 + 23.1u^2 Cx and
+      K <= Kb(d2) = 12u d2 + 3.1u sqrt(Cx d2) + 18u^2 Cx (+1e-37 for what underflow can lose in the
+      value ranges the test is restricted to: w = 0 or 1e-12 <= w <= 1e8, |x| <= 1e8,
+      1e-12 <= s <= 1e8, where nothing overflows). D is convex in s, so over the run K stays below
+      Kb of the larger of the two end values (Kb(Fm)).
+    - For a candidate c and X in {winner at s_hi, winner at s_lo}: D_c(s) - D_X(s) = s g(s) with g
+      linear (the x^2 terms cancel). With M = Kb_c(Fm) + Kb_X(Fm), g is at least the linear
+      interpolation of (d2_c - d2_X - M)/s at the two ends, so d2_c(s) - d2_X(s) > 0 wherever
+      mu(tau) = linear interpolation of (d2_c - d2_X - 2M at s_lo) and ((d2_c - d2_X - M) s_lo/s_hi
+      - M at s_hi) is > 0. ok asks, for every other c, that max(mu_X1, mu_X2) > 0 on all of [0, 1]
+      (at both ends, and at the crossing when each is the one failing at one end). Computed in
+      float64 from the float32 values, with M scaled by 1 + 1e-6 and the crossing test with
+      1e-9 to spare.
+    """
+    _, _, bucket, buckets, _ = _tables(name)
+    n = codes.size
+    jh_out = np.empty(n, I32)
+    jl_out = np.empty(n, I32)
+    ok = np.zeros(n, bool)
+    safe = safe & (s_lo >= F32(1e-12)) & (s_hi <= F32(1e8))
+    b = bucket[codes]
+    for bi, (P, QB, CB) in enumerate(buckets):
+        r = np.flatnonzero(b == bi)
+        if r.size == 0:
+            continue
+        c = codes[r]
+        Q = np.take(QB, c, axis=2)
+        xr = x[:, r]
+        wr = w[:, r]
+        sh = s_hi[r]
+        sl = s_lo[r]
+        Fh = _distances(Q, xr, wr, sh)
+        Fl = _distances(Q, xr, wr, sl)
+        jh = _first_min(Fh)
+        jl = _first_min(Fl)
+        if (jh < 0).any() or (jl < 0).any():
+            raise _no_neighbour(name)
+        jh_out[r] = jh
+        jl_out[r] = jl
+        t = np.flatnonzero(safe[r])
+        if t.size == 0:
+            continue
+        if t.size < r.size:
+            Fh, Fl, xr, wr, sh, sl, jh, jl = (Fh[:, t], Fl[:, t], xr[:, t], wr[:, t], sh[t], sl[t],
+                                              jh[t], jl[t])
+        quick = _envelope_quick(Fh, Fl, xr, wr, sh, sl, jh, jl)
+        ok[r[t[quick]]] = True
+        f = np.flatnonzero(~quick)
+        if f.size:
+            ok[r[t[f]]] = _envelope_ok(Fh[:, f], Fl[:, f], xr[:, f], wr[:, f], sh[f], sl[f], jh[f], jl[f])
+    return jh_out, jl_out, ok
+
+
+def _envelope_quick(Fh, Fl, x, w, sh, sl, ja, jb):
+    """A cheaper sufficient form of _envelope_ok, in float32: every other candidate c loses to the
+    same end winner X at both ends by 2M', M' >= Kb_c + Kb_X (sqrt(Cx F) <= (Cx + F)/2, so
+    Kb(F) <= 13.6u F + 1.56u Cx + 1e-37; 1% and 1e-37 more cover float32 rounding and underflow)."""
+    P, n = Fh.shape
+    cols = np.arange(n)
+    cx = seq_sum((w * x) * x, axis=0)
+    base = F32(1.01 * 3.12 * U) * cx + F32(3e-37)
+    rat = sl / sh
+    Fm = np.maximum(Fh, Fl)
+    good = np.isnan(Fh)                                  # padding
+    for j in (ja, jb):
+        M2 = Fm + Fm[j, cols]
+        M2 *= F32(2 * 1.01 * 13.6 * U)
+        M2 += F32(2) * base
+        d = Fl - Fl[j, cols]
+        g = d > M2
+        d = Fh - Fh[j, cols]
+        d *= rat
+        g &= d > M2
+        good |= g
+    good[ja, cols] = True
+    good[jb, cols] = True
+    return good.all(axis=0)
+
+
+def _envelope_ok(Fh, Fl, x, w, sh, sl, ja, jb):
+    """The test of _runs_best_neighbours for n runs: Fh, Fl (P, n) float32 d2 at s_hi / s_lo,
+    ja / jb (n,) the slots winning at s_hi / s_lo. -> ok (n,) bool."""
+    f64 = np.float64
+    P, n = Fh.shape
+    cols = np.arange(n)
+    Fh = Fh.astype(f64)
+    Fl = Fl.astype(f64)
+    x = x.astype(f64)
+    w = w.astype(f64)
+    cx = ((w * x) * x).sum(axis=0)
+    Fm = np.maximum(Fh, Fl)
+    kb = 12 * U * Fm + 3.1 * U * np.sqrt(cx * Fm) + (18 * U * U * cx + 1e-37)
+    rat = sl.astype(f64) / sh.astype(f64)
+    mus = []
+    for j in (ja, jb):
+        M = (kb + kb[j, cols]) * (1 + 1e-6)
+        mu0 = (Fl - Fl[j, cols]) - 2 * M
+        mu1 = ((Fh - Fh[j, cols]) - M) * rat - M
+        mus.append((mu0, mu1))
+    (a0, a1), (b0, b1) = mus
+    good = ((a0 > 0) & (a1 > 0)) | ((b0 > 0) & (b1 > 0))
+    with np.errstate(all="ignore"):
+        # a fails near s_lo only, b near s_hi only: the failing stretches must not meet
+        ta = a0 / (a0 - a1)                 # where mu_a crosses 0 (a good above it)
+        tb = b0 / (b0 - b1)                 # where mu_b crosses 0 (b good below it)
+        good |= (a0 <= 0) & (a1 > 0) & (b0 > 0) & (b1 <= 0) & (tb - ta > 1e-9)
+        good |= (a0 > 0) & (a1 <= 0) & (b0 <= 0) & (b1 > 0) & (ta - tb > 1e-9)
+    good |= np.isnan(Fh)                    # padding
+    good[ja, cols] = True
+    good[jb, cols] = True
+    return good.all(axis=0)
+
+
+def _d2_one(q, x, w, s):
+    """d2 of one candidate per column: q, x, w (4, n), s (n,) -> (n,) (as _distances)."""
+    d2 = None
+    for i in range(4):
+        diff = q[i] * s
+        diff -= x[i]
+        t = diff * w[i]
+        t *= diff
+        if d2 is None:
+            d2 = t
+        else:
+            d2 += t
+    return d2
+
+
+def _safe_groups(XV, WA):
+    """(8, S) bool: the group's xval and waux are in the range _runs_best_neighbours' proof covers."""
+    ok = (WA == 0) | ((WA >= F32(1e-12)) & (WA <= F32(1e8)))
+    ok &= np.abs(XV) <= F32(1e8)
+    return ok.reshape(8, 4, -1).all(axis=1)
+
+
+def _trial_neighbours(name, U2, GI2, off2, TS, XV, WA):
+    """Fill GI2 (T, 8S) at the off-grid trials (off2) with ggml's best neighbour (trial t uses
+    this_scale TS[t]).
+
+    A run is a stretch of consecutive trials in which a group has the same off-grid code (codes
+    only grow with ``is``, so a code never comes back). Each run is searched exactly at its two
+    ends; when _runs_best_neighbours proves that only the two end winners can win in between,
+    the interior trials only compare those two; otherwise the run is cut in two at its middle
+    trial and each half is treated the same way (a few times at most, then trial by trial)."""
+    _, _, bucket, buckets, qgrid = _tables(name)
+    T, G8 = U2.shape
+    S = G8 // 8
+    same = np.zeros((T, G8), bool)
+    np.equal(U2[1:], U2[:-1], out=same[1:])
+    start = off2 & ~same
+    end = off2.copy()
+    end[:-1] &= ~same[1:]
+    ts, gs = np.nonzero(start)
+    n = ts.size
+    RID = np.full((T, G8), -1, I32)
+    RID[ts, gs] = np.arange(n, dtype=I32)
+    for t in range(1, T):                           # forward fill: the run each off trial is in
+        np.maximum(RID[t], RID[t - 1], out=RID[t])
+    te, ge = np.nonzero(end)
+    tend = np.empty(n, np.int64)
+    tend[RID[te, ge]] = te
+    k = gs // S
+    s = gs - k * S
+    codes = U2[ts, gs]
+    x = np.ascontiguousarray(XV.reshape(8, 4, S)[k, :, s].T)
+    w = np.ascontiguousarray(WA.reshape(8, 4, S)[k, :, s].T)
+    safe = _safe_groups(XV, WA).reshape(-1)[gs]
+    CBall = np.concatenate([CB for _, _, CB in buckets], axis=0)     # (sum P, 4096)
+    base = np.concatenate([[0], np.cumsum([P for P, _, _ in buckets])[:-1]])[bucket[codes]]
+    qgT = np.ascontiguousarray(qgrid.T)
+    TSf = TS.reshape(-1)
+    GIf = GI2.reshape(-1)
+
+    def interior_trials(iv, t0, t1):
+        cnt = t1 - t0 - 1
+        rr = np.repeat(iv, cnt)
+        tt = np.arange(rr.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        tt += np.repeat(t0 + 1, cnt)
+        return rr, tt
+
+    iv = np.arange(n)                               # intervals: run, first and last trial
+    t0 = ts.astype(np.int64)
+    t1 = tend
+    for depth in range(4):
+        r_s = s[iv]
+        jh, jl, ok = _runs_best_neighbours(name, codes[iv], x[:, iv], w[:, iv], TSf[t0 * S + r_s],
+                                           TSf[t1 * S + r_s], safe[iv])
+        c = codes[iv]
+        gh = CBall[base[iv] + jh, c]
+        gl = CBall[base[iv] + jl, c]
+        g = gs[iv]
+        if depth == 0:
+            np.copyto(GI2, gh[RID], where=off2)     # every trial of a run: the winner at its start
+        else:
+            GIf[t0 * G8 + g] = gh
+        GIf[t1 * G8 + g] = gl
+        inner = t1 - t0 >= 2
+        fill = inner & ok & (jh == jl)
+        if depth and fill.any():
+            f = np.flatnonzero(fill)
+            rr, tt = interior_trials(f, t0[f], t1[f])
+            GIf[tt * G8 + g[rr]] = gh[rr]
+        pair = inner & ok & (jh != jl)
+        if pair.any():
+            f = np.flatnonzero(pair)
+            rr, tt = interior_trials(f, t0[f], t1[f])
+            run = iv[rr]
+            a = _pair_winner(np.take(qgT, gh[rr], axis=1), np.take(qgT, gl[rr], axis=1), jh[rr], jl[rr],
+                             np.take(x, run, axis=1), np.take(w, run, axis=1), TSf[tt * S + s[run]])
+            GIf[tt * G8 + g[rr]] = np.where(a, gh[rr], gl[rr])
+        bad = inner & ~ok
+        if not bad.any():
+            break
+        f = np.flatnonzero(bad)
+        split = safe[iv[f]] & (depth < 3)
+        rest = f[~split]
+        if rest.size:                               # trial by trial
+            rr, tt = interior_trials(rest, t0[rest], t1[rest])
+            run = iv[rr]
+            GIf[tt * G8 + g[rr]] = _best_neighbours(name, codes[run], np.take(x, run, axis=1),
+                                                    np.take(w, run, axis=1), TSf[tt * S + s[run]])
+        f = f[split]
+        if not f.size:
+            break
+        mid = (t0[f] + t1[f]) // 2
+        iv = np.concatenate([iv[f], iv[f]])
+        t0, t1 = np.concatenate([t0[f], mid]), np.concatenate([mid, t1[f]])
+
+
+def _pair_winner(qa, qb, ja, jb, x, w, s):
+    """ggml's choice between two candidates (all others known to lose): grid-point q (4, n) each,
+    list slots ja, jb, the group's x, w (4, n), the scale s (n,) -> True where a is chosen."""
+    Fa = _d2_one(qa, x, w, s)
+    Fb = _d2_one(qb, x, w, s)
+    return (Fa < Fb) | ((Fa == Fb) & (ja < jb))
+
+
+def _levels(idv, XV):
+    """l = MAX(0, MIN(7, nearest_int(0.5f*(id*xval - 1)))) -> int32 (32, S)."""
+    t = np.multiply(XV, idv, dtype=F32)
+    t -= F32(1.0)
+    t += MAGIC2
+    li = t.view(I32)
+    li &= 0x007FFFFF
+    li -= 0x00400000
+    np.clip(li, 0, 7, out=li)
+    return li
+
+
+def _codes(li, out=None):
+    """u = l0 | l1 << 3 | l2 << 6 | l3 << 9 per group -> int32 (8, S)."""
+    L3 = li.reshape(8, 4, -1)
+    u = np.left_shift(L3[:, 3], 9, out=out)
+    u |= L3[:, 2] << 6
+    u |= L3[:, 1] << 3
+    u |= L3[:, 0]
+    return u
+
+
+def _q_of_codes(ue, q):
+    """q = 2l+1 (32, S) float32 from the codes (8, S) of every group."""
+    q3 = q.reshape(8, 4, -1)
+    for i in range(4):
+        l = ue >> (3 * i) if i else ue.copy()
+        l &= 7
+        l <<= 1
+        l += 1
+        q3[:, i, :] = l
+
+
+def _sums(WXV, W, q):
+    sumqx = seq_sum(WXV * q, axis=0)
+    t = W * q
+    t *= q
+    return sumqx, seq_sum(t, axis=0)
+
+
+def _search(name, XV, W, WA, vmax, valid, is_range, init_on_grid, refine_all):
+    """_iq3_search for all sub-blocks -> (scale (S,), gi (8, S) grid index of each group)."""
+    kmap, gcode = _tables(name)[:2]
+    S = XV.shape[1]
+    T = 2 * is_range + 1
+    TS = np.empty((T, S), F32)
+    IDV = np.empty((T, S), F32)
+    U2 = np.empty((T, 8 * S), I32)
+    for t in range(T):
+        is_ = t - is_range
+        IDV[t] = (F32(15.0) + F32(is_) * F32(0.2)) / vmax
+        np.divide(F32(1.0), IDV[t], out=TS[t])
+        _codes(_levels(IDV[t], XV), out=U2[t].reshape(8, S))
+    GI2 = kmap[U2]
+    on2 = GI2 >= 0
+    off2 = ~on2
+    off2 &= np.tile(valid, 8)[None, :]
+    if off2.any():
+        _trial_neighbours(name, U2, GI2, off2, TS, XV, WA)
+    GI2[GI2 < 0] = 0                               # sub-blocks that are skipped: anything on the grid
+    UE2 = gcode[GI2]                               # the code of each group's grid point, per trial
+
+    WXV = W * XV                                   # w*xval[i]*q is (w*xval)*q
+    best = np.zeros(S, F32)
+    scale = (vmax / F32(15.0)).astype(F32)
+    ue_best = np.zeros((8, S), I32)                # L = 0: code 0 (grid index 0 on both grids)
+    on_best = np.full((8, S), bool(init_on_grid))
+    q = np.empty((32, S), F32)
+    for t in range(T):
+        ue = UE2[t].reshape(8, S)
+        _q_of_codes(ue, q)
+        sumqx, sumq2 = _sums(WXV, W, q)
+        acc = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+        if acc.any():
+            np.copyto(scale, sumqx / sumq2, where=acc)
+            np.copyto(best, scale * sumqx, where=acc)
+            np.copyto(ue_best, ue, where=acc)
+            np.copyto(on_best, on2[t].reshape(8, S), where=acc)
+    R = valid & (~on_best).any(axis=0) & (scale > 0)
+    if R.any():
+        idv = (F32(1.0) / scale).astype(F32)
+        u = _codes(_levels(idv, XV))
+        gi = kmap[u]
+        redo = np.broadcast_to(R, (8, S)) if refine_all else (~on_best & R)
+        k, s = np.nonzero(redo & (gi < 0))
+        if k.size:
+            gi[k, s] = _best_neighbours(name, u[k, s], XV.reshape(8, 4, S)[k, :, s].T,
+                                        WA.reshape(8, 4, S)[k, :, s].T, scale[s])
+            u[k, s] = gcode[gi[k, s]]
+        np.copyto(ue_best, u, where=redo)
+        _q_of_codes(ue_best, q)
+        sumqx, sumq2 = _sums(WXV, W, q)
+        np.copyto(scale, sumqx / sumq2, where=R & (sumq2 > 0))
+    return scale, kmap[ue_best]
+
+
+def _prepare(xb, qwb, parity):
+    """Per sub-block arrays from G blocks (G, 256): X, weight, waux, xval (32, S), sign bytes (4, S)."""
+    G = xb.shape[0]
+    S = 8 * G
+    X = np.ascontiguousarray(xb.reshape(S, 32).T)
+    if qwb is None:
+        W = X * X
+    else:
+        sumx2 = seq_sum(np.ascontiguousarray((xb * xb).T), axis=0)           # (G,)
+        sigma2 = (F32(2.0) * sumx2 / F32(QK_K)).astype(F32)
+        QW = np.ascontiguousarray(qwb.reshape(S, 32).T)
+        W = QW * np.sqrt(np.repeat(sigma2, 8)[None, :] + X * X)
+    WA = np.sqrt(W)
+    neg = ~(X >= 0)
+    XV = np.where(neg, -X, X).astype(F32)
+    neg4 = neg.reshape(4, 8, S)
+    signs = np.zeros((4, S), np.int32)
+    for i in range(8):
+        signs |= neg4[:, i].astype(np.int32) << i
+    if parity:
+        odd = (neg4.sum(axis=1) & 1).astype(bool)                             # (4, S)
+        if odd.any():
+            A = ((W * X) * X).reshape(4, 8, S)
+            m = A[:, 0].copy()
+            imin = np.zeros((4, S), np.int32)
+            for i in range(1, 8):
+                take = A[:, i] < m
+                np.copyto(m, A[:, i], where=take)
+                np.copyto(imin, i, where=take)
+            k, s = np.nonzero(odd)
+            rows = 8 * k + imin[k, s]
+            XV[rows, s] = -XV[rows, s]
+            signs[k, s] ^= 1 << imin[k, s]
+        signs &= 127
+    return X, W, WA, XV, signs
+
+
+def _max_from_first(XV):
+    m = XV[0].copy()
+    for i in range(1, XV.shape[0]):
+        m = np.where(m > XV[i], m, XV[i])
+    return m
+
+
+def _scale_max(scales, valid):
+    """max_scale = 0; for (ib) if (valid) max_scale = MAX(max_scale, scale) -> (G,)."""
+    m = np.zeros(scales.shape[0], F32)
+    for ib in range(8):
+        v = scales[:, ib]
+        np.copyto(m, np.where(m > v, m, v), where=valid[:, ib])
+    return m
+
+
+def _scale_codes(scales, d, kmax=15):
+    """nearest_int(0.5f*(id*scale - 1)) clamped to 0..15 with id = 1/d -> int32 (G, 8)."""
+    idv = (F32(1.0) / d).astype(F32)
+    l = nearest_int(F32(0.5) * (idv[:, None] * scales - F32(1.0)))
+    return np.clip(l, 0, kmax)
+
+
+def _block_iq3_xxs(xb, qwb):
+    G = xb.shape[0]
+    name = "IQ3_XXS"
+    X, W, WA, XV, signs = _prepare(xb, qwb, parity=True)
+    vmax = _max_from_first(XV)
+    valid = ~(vmax < EPS_XXS)
+    scale, gi = _search(name, XV, W, WA, vmax, valid, 15, init_on_grid=True, refine_all=False)
+    flip = scale < 0
+    scale = np.where(flip, -scale, scale).astype(F32)
+    signs = np.where(flip[None, :], ~signs & 127, signs)
+    sas = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (signs[3] << 21)                 # (S,)
+    sas = np.where(valid, sas, 0).reshape(G, 8).astype(np.int64)
+    scales = np.where(valid, scale, F32(0.0)).reshape(G, 8)
+    vg = valid.reshape(G, 8)
+    max_scale = _scale_max(scales, vg)
+    d = (max_scale / F32(31.0)).astype(F32)
+    sas |= _scale_codes(scales, d).astype(np.int64) << 28
+    q3 = np.where(valid[None, :], gi, 0).T.reshape(G, 64)
+    ob = np.zeros((G, 98), U8)
+    ob[:, 0:2] = f16_bytes(d * F32(1.0125))
+    ob[:, 2:66] = q3
+    ob[:, 66:98] = (sas & 0xFFFFFFFF).astype("<u4").view(U8).reshape(G, 32)
+    ob[max_scale == 0] = 0                      # if (!max_scale): d = 0 and everything zero
+    return ob
+
+
+def _block_iq3_s(xb, qwb):
+    G = xb.shape[0]
+    name = "IQ3_S"
+    X, W, WA, XV, signs = _prepare(xb, qwb, parity=False)
+    vmax = _max_from_first(XV)
+    valid = vmax != 0
+    scale, gi = _search(name, XV, W, WA, vmax, valid, 9, init_on_grid=False, refine_all=True)
+    flip = scale < 0
+    scale = np.where(flip, -scale, scale).astype(F32)
+    signs = np.where(flip[None, :], ~signs & 0xFF, signs)
+    scales = np.where(valid, scale, F32(0.0)).reshape(G, 8)
+    vg = valid.reshape(G, 8)
+    max_scale = _scale_max(scales, vg)
+    d = (max_scale / F32(31.0)).astype(F32)
+    nib = _scale_codes(scales, d)
+    ob = np.zeros((G, 110), U8)
+    ob[:, 0:2] = f16_bytes(d * F32(1.033))
+    ob[max_scale == 0, 0:2] = 0
+    gT = gi.T.reshape(G, 8, 8)                                                # (G, ib, k)
+    qh = ((gT >> 8) << np.arange(8)).sum(axis=2) & 0xFF                       # (G, ib)
+    ob[:, 66:74] = np.where(vg, qh, 0)
+    sg = signs.T.reshape(G, 8, 4)
+    if vg.all():
+        ob[:, 2:66] = (gT & 0xFF).reshape(G, 64)
+        ob[:, 74:106] = sg.reshape(G, 32)
+    else:
+        # ggml advances qs / signs only after a sub-block that was not all zero
+        rank = np.cumsum(vg, axis=1) - 1
+        g, ib = np.nonzero(vg)
+        r = rank[g, ib]
+        ob[g[:, None], 2 + 8 * r[:, None] + np.arange(8)] = gT[g, ib] & 0xFF
+        ob[g[:, None], 74 + 4 * r[:, None] + np.arange(4)] = sg[g, ib]
+    sc = (nib[:, 0::2] | (nib[:, 1::2] << 4))
+    ob[:, 106:110] = np.where((max_scale == 0)[:, None], 0, sc)
+    return ob
+
+
+def _runner(block_fn, type_size):
+    def q(t, x, imatrix, out, threads):
+        rows, n_per_row = x.shape
+        xb = x.reshape(-1, QK_K)
+        ob = out.reshape(-1, type_size)
+        nbpr = n_per_row // QK_K
+        imb = None if imatrix is None else np.asarray(imatrix, F32).reshape(nbpr, QK_K)
+
+        def work(lo, hi):
+            qwb = None if imb is None else imb[np.arange(lo, hi) % nbpr]
+            ob[lo:hi] = block_fn(xb[lo:hi], qwb)
+
+        run_chunks(xb.shape[0], CHUNK_BLOCKS, work, threads)
+    return q
+
+
+QUANT: dict = {
+    "IQ3_XXS": _runner(_block_iq3_xxs, 98),
+    "IQ3_S": _runner(_block_iq3_s, 110),
+}
