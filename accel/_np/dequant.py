@@ -280,17 +280,44 @@ def q8_1(b, out):
 # --------------------------------------------------------------------------------------------------
 # k-quants
 
-_S4 = np.array([0, 2, 4, 6], dtype=U8).reshape(1, 1, 4, 1)
-_K8 = np.arange(8, dtype=U8).reshape(1, 8, 1)
-_N2 = np.array([0, 4], dtype=U8).reshape(1, 1, 2, 1)
+_V32 = np.dtype("V32")
+_K8 = np.arange(8, dtype=U64).reshape(8, 1)
+_K4 = np.array([0, 2, 4, 6], dtype=U64).reshape(4, 1)
+
+
+def _words(src, name):
+    """A contiguous, aligned uint64 copy of the (nb, k) bytes ``src`` (k a multiple of 8), flat."""
+    nb, k = src.shape
+    w = _buf(name, (nb * k // 8,), U64)
+    np.copyto(w.view(U8).reshape(nb, k), src)
+    return w
 
 
 def _crumbs(qs, nb, name):
-    """Q2_K/Q3_K/TQ2_0 ``qs`` (nb, 64) -> (nb, 2, 4, 32) uint8 0..3: [h, s, 16g + l] = qs[32h + 16g + l] >> 2s & 3."""
+    """Q2_K/Q3_K/Q6_K/TQ2_0 ``qs`` (nb, 64) -> (nb, 2, 4, 32) uint8 0..3: [h, s, 16g + l] = qs[32h + 16g + l] >> 2s & 3.
+
+    The four shifts run on whole uint64 planes [s, block, h], then 32-byte rows move into place."""
+    a = _buf(name + "p", (4, nb * 8), U64)
+    np.right_shift(_words(qs, name + "w"), _K4, out=a)
+    np.bitwise_and(a, U64(0x0303030303030303), out=a)
     q = _buf(name, (nb, 2, 4, 32), U8)
-    np.right_shift(qs.reshape(nb, 2, 1, 32), _S4, out=q)
-    np.bitwise_and(q, U8(3), out=q)
+    q.view(_V32)[:, :, :, 0] = a.view(_V32).reshape(4, nb, 2).transpose(1, 2, 0)
     return q
+
+
+def _highbits(hm, nb, value, invert=False):
+    """(nb, 32) bytes -> (nb, 8, 32) uint8: [k, l] = ``value`` where bit k of hm[l] is set (clear if
+    ``invert``), else 0."""
+    w = _words(hm, "hw")
+    if invert:
+        np.invert(w, out=w)
+    a = _buf("hp", (8, nb * 4), U64)
+    np.right_shift(w, _K8, out=a)
+    np.bitwise_and(a, _ONES, out=a)
+    np.multiply(a, U64(value), out=a)
+    h = _buf("h", (nb, 8, 32), U8)
+    h.view(_V32)[:, :, 0] = a.view(_V32).reshape(8, nb).T
+    return h
 
 
 def q2_K(b, out):
@@ -310,53 +337,62 @@ def q3_K(b, out):
     sc = np.empty((nb, 16), U8)
     np.bitwise_and(s[:, 0:8], U8(0xF), out=sc[:, 0:8])
     np.right_shift(s[:, 0:8], U8(4), out=sc[:, 8:16])
-    hi = np.right_shift(s[:, None, 8:12], _S4[:, 0], out=np.empty((nb, 4, 4), U8))  # [sh, j%4]
+    hi = np.empty((nb, 4, 4), U8)                # [sh, j % 4] = (s[8 + j % 4] >> 2 sh) & 3
+    for k in range(4):
+        np.right_shift(s[:, 8:12], U8(2 * k), out=hi[:, k])
     np.bitwise_and(hi, U8(3), out=hi)
     np.multiply(hi, U8(16), out=hi)
     np.bitwise_or(sc, hi.reshape(nb, 16), out=sc)
     np.subtract(sc, U8(32), out=sc)
     dl = d * sc.view(I8)                         # d * (sc - 32)
     q = _crumbs(b[:, 32:96], nb, "c")            # (nb, h, s, 32)
-    h = _buf("h", (nb, 8, 32), U8)
-    np.right_shift(b[:, None, 0:32], _K8, out=h)  # bit 4h + s of hm[l]
-    np.bitwise_and(h, U8(1), out=h)
-    np.multiply(h, U8(4), out=h)
-    qf = q.reshape(nb, 8, 32)
-    np.bitwise_or(qf, h, out=qf)                 # low | high << 2: 0..7
-    np.subtract(q, U8(4), out=q)                 # q - 4 as int8: low - (high ? 0 : 4)
+    h = _highbits(b[:, 0:32], nb, 0xFC, invert=True)   # bit 4h + s of hm[l] clear -> 0xFC
+    np.bitwise_or(q.reshape(nb, 8, 32), h, out=q.reshape(nb, 8, 32))   # low - (high ? 0 : 4) as int8
     _scale(q.view(I8), dl, out, 16)
 
 
 def _scale_min_k4(s):
-    """get_scale_min_k4 for j = 0..7 on (nb, 12) bytes -> (sc, m), each (nb, 8) uint8."""
+    """get_scale_min_k4 for j = 0..7 on (nb, 12) bytes -> (sc, m), each (nb, 8) uint8 (views).
+
+    On uint64 words: bytes 0..7 give sc[0:4], m[0:4] (& 63) and the top bits of sc[4:8], m[4:8];
+    bytes 8..11, doubled into one word, give their low/high nibbles."""
     nb = s.shape[0]
-    sc = np.empty((nb, 8), U8)
-    m = np.empty((nb, 8), U8)
-    np.bitwise_and(s[:, 0:8], U8(63), out=sc)                    # sc[0:4] and m[0:4] (as sc[4:8])
-    m[:, 0:4] = sc[:, 4:8]
-    np.bitwise_and(s[:, 8:12], U8(0xF), out=sc[:, 4:8])
-    np.right_shift(s[:, 8:12], U8(4), out=m[:, 4:8])
-    t = np.right_shift(s[:, 0:8], U8(6))
-    np.multiply(t, U8(16), out=t)
-    np.bitwise_or(sc[:, 4:8], t[:, 0:4], out=sc[:, 4:8])
-    np.bitwise_or(m[:, 4:8], t[:, 4:8], out=m[:, 4:8])
-    return sc, m
-
-
-def _k4_nibbles(qs, nb):
-    """(nb, 128) -> (nb, 4, 2, 32): [j, 0] low nibbles of qs[32j:32j+32], [j, 1] high nibbles."""
-    q = _buf("k4", (nb, 4, 2, 32), U8)
-    np.right_shift(qs.reshape(nb, 4, 1, 32), _N2, out=q)
-    np.bitwise_and(q, U8(15), out=q)
-    return q
+    z = _buf("smz", (nb, 2), U64)
+    lo = _buf("sml", (nb,), U64)
+    np.copyto(lo, s[:, 0:8].view("<u8")[:, 0])
+    np.bitwise_and(lo, U64(0x3F3F3F3F3F3F3F3F), out=z[:, 0])      # sc[0:4], m[0:4]
+    np.right_shift(lo, U64(2), out=lo)
+    np.bitwise_and(lo, U64(0x3030303030303030), out=lo)            # (s[j] >> 6) << 4
+    x = _buf("smx", (nb,), U64)
+    np.copyto(x, s[:, 8:12].view("<u4")[:, 0])
+    np.multiply(x, U64(0x0000000100000001), out=x)                  # s[8:12] twice
+    t = _buf("smt", (nb,), U64)
+    np.right_shift(x, U64(4), out=t)
+    np.bitwise_and(t, U64(0x0F0F0F0F00000000), out=t)              # high nibbles -> m[4:8]
+    np.bitwise_and(x, U64(0x000000000F0F0F0F), out=x)              # low nibbles -> sc[4:8]
+    np.bitwise_or(x, t, out=x)
+    np.bitwise_or(x, lo, out=z[:, 1])
+    z8 = z.view(U8).reshape(nb, 2, 2, 4)         # [word, sc/m, j]
+    return z8[:, :, 0], z8[:, :, 1]
 
 
 def _k4_finish(b, q, out):
     dm = _f16(b, 0, 2)
-    sc, m = _scale_min_k4(b[:, 4:16])
-    dl = dm[:, 0:1] * sc                         # d1 = d * sc
-    ml = dm[:, 1:2] * m                          # m1 = min * m
+    sc, m = _scale_min_k4(b[:, 4:16])             # (nb, 2, 4): j = 4 * word + i
+    dl = dm[:, 0:1, None] * sc                   # d1 = d * sc
+    ml = dm[:, 1:2, None] * m                    # m1 = min * m
     _scale_sub(q, dl, ml, out, 32)               # d1 * q - m1
+
+
+def _k4_nibbles(qs, nb):
+    """(nb, 128) -> (nb, 4, 2, 32): [j, 0] low nibbles of qs[32j:32j+32], [j, 1] high nibbles."""
+    lo = _buf("k4l", (nb, 4, 32), U8)
+    np.bitwise_and(qs.reshape(nb, 4, 32), U8(15), out=lo)
+    q = _buf("k4", (nb, 4, 2, 32), U8)
+    q.view(_V32)[:, :, 0, 0] = lo.view(_V32)[:, :, 0]
+    np.right_shift(qs.reshape(nb, 4, 32), U8(4), out=lo)
+    q.view(_V32)[:, :, 1, 0] = lo.view(_V32)[:, :, 0]
+    return q
 
 
 def q4_K(b, out):
@@ -367,12 +403,8 @@ def q4_K(b, out):
 def q5_K(b, out):
     nb = b.shape[0]
     q = _k4_nibbles(b[:, 48:176], nb)
-    h = _buf("h", (nb, 8, 32), U8)
-    np.right_shift(b[:, None, 16:48], _K8, out=h)   # bit 2j + half of qh[l]
-    np.bitwise_and(h, U8(1), out=h)
-    np.multiply(h, U8(16), out=h)
-    qf = q.reshape(nb, 8, 32)
-    np.bitwise_or(qf, h, out=qf)
+    h = _highbits(b[:, 16:48], nb, 16)           # bit 2j + half of qh[l] -> 16
+    np.bitwise_or(q.reshape(nb, 8, 32), h, out=q.reshape(nb, 8, 32))
     _k4_finish(b, q, out)
 
 
@@ -380,12 +412,14 @@ def q6_K(b, out):
     nb = b.shape[0]
     d = _f16(b, 208)
     ql = b[:, 0:128].reshape(nb, 2, 64)          # [h, 32 * (s & 1) + l]
-    q = _buf("q6", (nb, 2, 4, 32), U8)
-    np.bitwise_and(ql, U8(15), out=q[:, :, 0:2].reshape(nb, 2, 64))   # s = 0, 1
-    np.right_shift(ql, U8(4), out=q[:, :, 2:4].reshape(nb, 2, 64))    # s = 2, 3
-    h = _crumbs(b[:, 128:192], nb, "h")          # (qh[32h + l] >> 2s) & 3
-    np.multiply(h, U8(16), out=h)
-    np.bitwise_or(q, h, out=q)
+    q = _crumbs(b[:, 128:192], nb, "c")          # (qh[32h + l] >> 2s) & 3
+    np.multiply(q, U8(16), out=q)
+    lo = _buf("q6l", (nb, 2, 64), U8)
+    np.bitwise_and(ql, U8(15), out=lo)           # s = 0, 1
+    q2 = q.reshape(nb, 2, 128)
+    np.bitwise_or(q2[:, :, 0:64], lo, out=q2[:, :, 0:64])
+    np.right_shift(ql, U8(4), out=lo)            # s = 2, 3
+    np.bitwise_or(q2[:, :, 64:128], lo, out=q2[:, :, 64:128])
     np.subtract(q, U8(32), out=q)                # q - 32 as int8
     ds = d * b[:, 192:208].view(I8)              # d * sc[is]: (nb, 16)
     _scale(q.view(I8), ds, out, 16)              # (d * sc) * q
