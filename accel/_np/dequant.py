@@ -85,8 +85,13 @@ def _redo_nan(b, out, scale, slow) -> None:
 
 
 def _f16(b, off, k=1):
-    """``k`` consecutive little-endian fp16 fields at byte ``off`` -> float32 (nb, k)."""
-    return np.take(F16_TABLE, b[:, off:off + 2 * k].view("<u2"), mode="clip")
+    """``k`` (1 or 2) consecutive little-endian fp16 fields at byte ``off`` -> float32 (nb, k)."""
+    if k == 1:
+        return np.take(F16_TABLE, b[:, off:off + 2].view("<u2"), mode="clip")
+    w = np.empty((b.shape[0], 1), "<u4")         # both fields as one item: a contiguous index
+    np.copyto(w, b[:, off:off + 4].view("<u4"))
+    return np.take(F16_TABLE, w.view("<u2"), mode="clip")
+
 
 # --------------------------------------------------------------------------------------------------
 # tables
@@ -187,15 +192,20 @@ def _mv16(dst, src):
 # legacy
 
 def _q4_split(b, off, name):
-    """Low nibbles then high nibbles of the 16 bytes at ``off`` -> uint8 (nb, 32), output order."""
+    """Low nibbles then high nibbles of the 16 bytes at ``off`` -> uint8 (nb, 32), output order.
+
+    The 16 bytes of each block move once as a 16-byte item into aligned uint64 pairs, are split
+    eight at a time, and the halves move back as 16-byte items from contiguous arrays."""
     nb = b.shape[0]
-    r = b.reshape(-1)
-    w = _buf(name + "w", (nb, b.shape[1]), U8)
+    w = _buf(name + "w", (nb, 2), U64)
+    _mv16(w, b[:, off:off + 16])
+    t = _buf(name + "t", (nb, 2), U64)
     q = _buf(name + "q", (nb, 32), U8)
-    np.bitwise_and(r, U8(15), out=w.reshape(-1))
-    _mv16(q[:, 0:16], w[:, off:off + 16])
-    np.right_shift(r, U8(4), out=w.reshape(-1))
-    _mv16(q[:, 16:32], w[:, off:off + 16])
+    np.bitwise_and(w, _M4, out=t)
+    _mv16(q[:, 0:16], t)
+    np.right_shift(w, U64(4), out=t)
+    np.bitwise_and(t, _M4, out=t)
+    _mv16(q[:, 16:32], t)
     return q
 
 
@@ -232,10 +242,8 @@ def _p_q41(b, out, off_q, hi_off=None):
 
 def _x_d_m(q, dm, out):
     """out = x * d + m (per block of 32)."""
-    o = out.reshape(-1)
-    np.copyto(o, q.reshape(-1))
-    np.multiply(o, _rep(dm[:, 0], 32), out=o)
-    np.add(o, _rep(dm[:, 1], 32), out=o)
+    _scale(q, dm[:, 0:1], out, 32)
+    np.add(out, dm[:, 1:2], out=out)
 
 
 def q4_1(b, out):
