@@ -32,13 +32,13 @@ import numpy as np
 from ...errors import GGSpecError
 from ...reference.iquants import quant_grid
 from ...reference.types import QK_K
-from .common import F32, I32, U8, c_max_fold, nearest_int, run_chunks, seq_sum
+from .common import F32, I32, U8, U32, nearest_int, run_chunks, seq_sum
 from .quant import f16_bytes
 
 FLT_MAX = F32(np.finfo(np.float32).max)
 MAGIC2 = F32(25165824.0)           # 3 * 2**23: x + MAGIC2 rounds x to an even integer
 EPS_XXS = F32(1e-8)                # GROUP_MAX_EPS_IQ3_XXS
-CHUNK_BLOCKS = 128                 # super-blocks per chunk: 32k weights, 1024 sub-blocks
+CHUNK_BLOCKS = 1024                # super-blocks per chunk: 256k weights, 8192 sub-blocks
 BUCKETS = (3, 4, 5, 6, 8, 10, 13, 17, 24, 40)   # neighbour lists padded to the first size >= theirs
 U = 2.0 ** -24
 
@@ -89,19 +89,36 @@ def _distances(Q, x, w, s):
     return d2
 
 
+FLT_MAX_BITS = int(FLT_MAX.view(U32))
+
+
 def _first_min(d2):
-    """``best = FLT_MAX; j = -1; for p: if (d2[p] < best) {best = d2[p]; j = p;}`` over axis 0."""
-    best = np.full(d2.shape[1], FLT_MAX, F32)
-    j = np.full(d2.shape[1], -1, I32)
-    for p in range(d2.shape[0]):
-        take = d2[p] < best
-        np.copyto(best, d2[p], where=take)
-        np.copyto(j, p, where=take)
-    return j
+    """``best = FLT_MAX; j = -1; for p: if (d2[p] < best) {best = d2[p]; j = p;}`` over axis 0
+    -> (j (n,) int32, best (n,) float32).
+
+    d2 >= +0 or NaN here (w >= 0), and + 0.0 turns a -0 into +0, so the uint32 bits order the
+    values as floats do, with every NaN above +inf. The min of (bits << 6 | p) is the smallest
+    value at its smallest p: the first strict minimum. Taken only when below FLT_MAX, as in C."""
+    k = np.add(d2, F32(0.0)).view(U32).astype(np.int64)
+    k <<= 6
+    k |= np.arange(d2.shape[0], dtype=np.int64)[:, None]
+    m = k.min(axis=0)
+    bits = (m >> 6).astype(U32)
+    j = (m & 63).astype(I32)
+    j[bits >= FLT_MAX_BITS] = -1
+    return j, bits.view(F32)
 
 
 def _no_neighbour(name):
     return GGSpecError(f"{name}: no finite neighbour distance (ggml aborts here)")
+
+
+def _by_bucket(bucket_of_code, codes, nb):
+    """(order, bounds): the runs sorted by bucket (stable), bucket bi is order[bounds[bi]:bounds[bi+1]]."""
+    bk = bucket_of_code[codes]
+    order = np.argsort(bk, kind="stable")
+    bounds = np.searchsorted(bk[order], np.arange(nb + 1))
+    return order, bounds
 
 
 def _best_neighbours(name, codes, x, w, s):
@@ -110,16 +127,22 @@ def _best_neighbours(name, codes, x, w, s):
     codes (n,) off-grid codes; x, w (4, n) xval and waux of each group; s (n,) the scale."""
     _, _, bucket, buckets, _ = _tables(name)
     out = np.empty(codes.size, I32)
-    b = bucket[codes]
+    order, bounds = _by_bucket(bucket, codes, len(buckets))
+    codes = codes[order]
+    x = np.take(x, order, axis=1)
+    w = np.take(w, order, axis=1)
+    s = s[order]
+    res = np.empty(codes.size, I32)
     for bi, (P, QB, CB) in enumerate(buckets):
-        r = np.flatnonzero(b == bi)
-        if r.size == 0:
+        lo, hi = bounds[bi], bounds[bi + 1]
+        if lo == hi:
             continue
-        c = codes[r]
-        j = _first_min(_distances(np.take(QB, c, axis=2), x[:, r], w[:, r], s[r]))
+        c = codes[lo:hi]
+        j, _ = _first_min(_distances(np.take(QB, c, axis=2), x[:, lo:hi], w[:, lo:hi], s[lo:hi]))
         if (j < 0).any():
             raise _no_neighbour(name)
-        out[r] = CB[j, c]
+        res[lo:hi] = CB[j, c]
+    out[order] = res
     return out
 
 
@@ -128,7 +151,8 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, safe):
 
     A run's trials have scales in [s_lo, s_hi] (this_scale falls as ``is`` grows). ggml's d2 is
     evaluated exactly at both ends: candidate slot ``jh`` wins at s_hi, ``jl`` at s_lo. Returns
-    (jh, jl, ok) (slots in the code's list; ``safe``: the group's values are in the range below) with ok telling that at every scale in between, every
+    (jh, jl, ok, ends) (slots in the code's list; ``safe``: the group's values are in the range
+    below; ends (4, n): d2 of the s_hi winner and of the s_lo winner at s_hi, then at s_lo) with ok telling that at every scale in between, every
     other candidate has a strictly larger d2 than the better of those two, so that ggml's choice
     there is one of them (the one with the smaller d2, the earlier slot on a tie).
 
@@ -155,37 +179,64 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, safe):
     jl_out = np.empty(n, I32)
     ok = np.zeros(n, bool)
     safe = safe & (s_lo >= F32(1e-12)) & (s_hi <= F32(1e8))
-    b = bucket[codes]
+    order, bounds = _by_bucket(bucket, codes, len(buckets))
+    codes = codes[order]
+    x = np.take(x, order, axis=1)
+    w = np.take(w, order, axis=1)
+    s_hi = s_hi[order]
+    s_lo = s_lo[order]
+    safe = safe[order]
+    jh_s = np.empty(n, I32)
+    jl_s = np.empty(n, I32)
+    ok_s = np.zeros(n, bool)
+    ends_s = np.empty((4, n), F32)                    # d2 of (a at s_hi, b at s_hi, a at s_lo, b at s_lo)
     for bi, (P, QB, CB) in enumerate(buckets):
-        r = np.flatnonzero(b == bi)
-        if r.size == 0:
+        lo, hi = bounds[bi], bounds[bi + 1]
+        if lo == hi:
             continue
-        c = codes[r]
+        c = codes[lo:hi]
         Q = np.take(QB, c, axis=2)
-        xr = x[:, r]
-        wr = w[:, r]
-        sh = s_hi[r]
-        sl = s_lo[r]
+        xr = x[:, lo:hi]
+        wr = w[:, lo:hi]
+        sh = s_hi[lo:hi]
+        sl = s_lo[lo:hi]
         Fh = _distances(Q, xr, wr, sh)
         Fl = _distances(Q, xr, wr, sl)
-        jh = _first_min(Fh)
-        jl = _first_min(Fl)
+        jh, bh = _first_min(Fh)
+        jl, bl = _first_min(Fl)
         if (jh < 0).any() or (jl < 0).any():
             raise _no_neighbour(name)
-        jh_out[r] = jh
-        jl_out[r] = jl
-        t = np.flatnonzero(safe[r])
-        if t.size == 0:
+        jh_s[lo:hi] = jh
+        jl_s[lo:hi] = jl
+        cols = np.arange(hi - lo)
+        ends_s[0, lo:hi] = bh
+        ends_s[1, lo:hi] = np.take(Fh.reshape(-1), jl * (hi - lo) + cols)
+        ends_s[2, lo:hi] = np.take(Fl.reshape(-1), jh * (hi - lo) + cols)
+        ends_s[3, lo:hi] = bl
+        sf = safe[lo:hi]
+        if not sf.any():
             continue
-        if t.size < r.size:
-            Fh, Fl, xr, wr, sh, sl, jh, jl = (Fh[:, t], Fl[:, t], xr[:, t], wr[:, t], sh[t], sl[t],
-                                              jh[t], jl[t])
-        quick = _envelope_quick(Fh, Fl, xr, wr, sh, sl, jh, jl)
-        ok[r[t[quick]]] = True
-        f = np.flatnonzero(~quick)
+        if not sf.all():
+            t = np.flatnonzero(sf)
+            Fh, Fl, xr, wr, sh, sl, jh, jl = (np.take(Fh, t, axis=1), np.take(Fl, t, axis=1), np.take(xr, t, axis=1),
+                                              np.take(wr, t, axis=1), sh[t], sl[t], jh[t], jl[t])
+        else:
+            t = None
+        good = _envelope_quick(Fh, Fl, xr, wr, sh, sl, jh, jl)
+        f = np.flatnonzero(~good)
         if f.size:
-            ok[r[t[f]]] = _envelope_ok(Fh[:, f], Fl[:, f], xr[:, f], wr[:, f], sh[f], sl[f], jh[f], jl[f])
-    return jh_out, jl_out, ok
+            good[f] = _envelope_ok(np.take(Fh, f, axis=1), np.take(Fl, f, axis=1), np.take(xr, f, axis=1),
+                                   np.take(wr, f, axis=1), sh[f], sl[f], jh[f], jl[f])
+        if t is None:
+            ok_s[lo:hi] = good
+        else:
+            ok_s[lo + t] = good
+    jh_out[order] = jh_s
+    jl_out[order] = jl_s
+    ok[order] = ok_s
+    ends = np.empty((4, n), F32)
+    ends[:, order] = ends_s
+    return jh_out, jl_out, ok, ends
 
 
 def _envelope_quick(Fh, Fl, x, w, sh, sl, ja, jb):
@@ -287,25 +338,30 @@ def _trial_neighbours(name, U2, GI2, off2, TS, XV, WA):
     start = off2 & ~same
     end = off2.copy()
     end[:-1] &= ~same[1:]
-    ts, gs = np.nonzero(start)
+    ts, gs = np.divmod(np.flatnonzero(start), G8)
     n = ts.size
     RID = np.full((T, G8), -1, I32)
     RID[ts, gs] = np.arange(n, dtype=I32)
     for t in range(1, T):                           # forward fill: the run each off trial is in
         np.maximum(RID[t], RID[t - 1], out=RID[t])
-    te, ge = np.nonzero(end)
+    te, ge = np.divmod(np.flatnonzero(end), G8)
     tend = np.empty(n, np.int64)
     tend[RID[te, ge]] = te
     k = gs // S
     s = gs - k * S
     codes = U2[ts, gs]
-    x = np.ascontiguousarray(XV.reshape(8, 4, S)[k, :, s].T)
-    w = np.ascontiguousarray(WA.reshape(8, 4, S)[k, :, s].T)
+    x = XV.reshape(-1)[((4 * k)[None, :] + np.arange(4)[:, None]) * S + s]
+    w = WA.reshape(-1)[((4 * k)[None, :] + np.arange(4)[:, None]) * S + s]
     safe = _safe_groups(XV, WA).reshape(-1)[gs]
     CBall = np.concatenate([CB for _, _, CB in buckets], axis=0)     # (sum P, 4096)
     base = np.concatenate([[0], np.cumsum([P for P, _, _ in buckets])[:-1]])[bucket[codes]]
     qgT = np.ascontiguousarray(qgrid.T)
     TSf = TS.reshape(-1)
+
+    def cx_of(runs):
+        xr = np.take(x, runs, axis=1)
+        return seq_sum((np.take(w, runs, axis=1) * xr) * xr, axis=0)
+
     GIf = GI2.reshape(-1)
 
     def interior_trials(iv, t0, t1):
@@ -320,14 +376,15 @@ def _trial_neighbours(name, U2, GI2, off2, TS, XV, WA):
     t1 = tend
     for depth in range(4):
         r_s = s[iv]
-        jh, jl, ok = _runs_best_neighbours(name, codes[iv], x[:, iv], w[:, iv], TSf[t0 * S + r_s],
-                                           TSf[t1 * S + r_s], safe[iv])
+        jh, jl, ok, ends = _runs_best_neighbours(name, codes[iv], np.take(x, iv, axis=1), np.take(w, iv, axis=1),
+                                                 TSf[t0 * S + r_s], TSf[t1 * S + r_s], safe[iv])
         c = codes[iv]
         gh = CBall[base[iv] + jh, c]
         gl = CBall[base[iv] + jl, c]
         g = gs[iv]
-        if depth == 0:
-            np.copyto(GI2, gh[RID], where=off2)     # every trial of a run: the winner at its start
+        if depth == 0:                              # every trial of a run: the winner at its start
+            idx = np.flatnonzero(off2)
+            GIf[idx] = np.take(gh, np.take(RID.reshape(-1), idx))
         else:
             GIf[t0 * G8 + g] = gh
         GIf[t1 * G8 + g] = gl
@@ -340,11 +397,24 @@ def _trial_neighbours(name, U2, GI2, off2, TS, XV, WA):
         pair = inner & ok & (jh != jl)
         if pair.any():
             f = np.flatnonzero(pair)
+            cnt = t1[f] - t0[f] - 1
             rr, tt = interior_trials(f, t0[f], t1[f])
             run = iv[rr]
-            a = _pair_winner(np.take(qgT, gh[rr], axis=1), np.take(qgT, gl[rr], axis=1), jh[rr], jl[rr],
-                             np.take(x, run, axis=1), np.take(w, run, axis=1), TSf[tt * S + s[run]])
-            GIf[tt * G8 + g[rr]] = np.where(a, gh[rr], gl[rr])
+            ts_f = TSf[tt * S + s[run]]
+            a_wins, b_wins = _pair_bounds(ends[:, f], cx_of(iv[f]), TSf[t1[f] * S + s[iv[f]]],
+                                          TSf[t0[f] * S + s[iv[f]]], cnt, ts_f)
+            gg = tt * G8 + g[rr]
+            if depth:
+                sel = np.flatnonzero(a_wins)
+                GIf[gg[sel]] = gh[rr[sel]]
+            sel = np.flatnonzero(b_wins)
+            GIf[gg[sel]] = gl[rr[sel]]
+            u = np.flatnonzero(~(a_wins | b_wins))
+            if u.size:
+                ru = rr[u]
+                a = _pair_winner(np.take(qgT, gh[ru], axis=1), np.take(qgT, gl[ru], axis=1), jh[ru], jl[ru],
+                                 np.take(x, run[u], axis=1), np.take(w, run[u], axis=1), ts_f[u])
+                GIf[gg[u]] = np.where(a, gh[ru], gl[ru])
         bad = inner & ~ok
         if not bad.any():
             break
@@ -362,6 +432,39 @@ def _trial_neighbours(name, U2, GI2, off2, TS, XV, WA):
         mid = (t0[f] + t1[f]) // 2
         iv = np.concatenate([iv[f], iv[f]])
         t0, t1 = np.concatenate([t0[f], mid]), np.concatenate([mid, t1[f]])
+
+
+def _pair_bounds(ends, cx, s_lo, s_hi, cnt, s):
+    """Which interior trials of pair runs provably go to a (the s_hi winner) or to b (the s_lo
+    winner), without evaluating d2 there: h(s) = D_a(s) - D_b(s) = s g(s) with g linear; at the two
+    ends h is within M = Kb(a) + Kb(b) of the float32 difference (see _runs_best_neighbours), so g
+    lies between the interpolations of (e -+ M)/s, and d2_a - d2_b lies within s g(s) +- M. Where
+    that interval is below 0, a has the strictly smaller d2; above 0, b. In float64, M scaled by
+    1.01. ends (4, n) float32 as _runs_best_neighbours returns them, cx (n,), the run's end scales,
+    cnt (n,) interior trials per run, s (sum cnt,) each trial's scale -> (a_wins, b_wins)."""
+    f64 = np.float64
+    FaH, FbH, FaL, FbL = ends.astype(f64)
+    cx = cx.astype(f64)
+
+    def kb(F):
+        return 12 * U * F + 3.1 * U * np.sqrt(cx * F) + (18 * U * U * cx + 1e-37)
+
+    M = 1.01 * (kb(np.maximum(FaH, FaL)) + kb(np.maximum(FbH, FbL)))
+    sl = s_lo.astype(f64)
+    sh = s_hi.astype(f64)
+    lo0 = (FaL - FbL - M) / sl
+    up0 = (FaL - FbL + M) / sl
+    lo1 = (FaH - FbH - M) / sh
+    up1 = (FaH - FbH + M) / sh
+    rep = lambda v: np.repeat(v, cnt)                                  # noqa: E731
+    s = s.astype(f64)
+    with np.errstate(all="ignore"):
+        tau = (s - rep(sl)) / rep(sh - sl)
+        ok = (tau >= 0) & (tau <= 1)
+        Mr = rep(M)
+        up = s * (rep(up0) + tau * rep(up1 - up0)) + Mr
+        lo = s * (rep(lo0) + tau * rep(lo1 - lo0)) - Mr
+    return ok & (up < 0), ok & (lo > 0)
 
 
 def _pair_winner(qa, qb, ja, jb, x, w, s):
@@ -437,19 +540,25 @@ def _search(name, XV, W, WA, vmax, valid, is_range, init_on_grid, refine_all):
     WXV = W * XV                                   # w*xval[i]*q is (w*xval)*q
     best = np.zeros(S, F32)
     scale = (vmax / F32(15.0)).astype(F32)
-    ue_best = np.zeros((8, S), I32)                # L = 0: code 0 (grid index 0 on both grids)
-    on_best = np.full((8, S), bool(init_on_grid))
+    best_t = np.full(S, -1, np.int64)              # the accepted trial (-1: none, L = 0)
     q = np.empty((32, S), F32)
     for t in range(T):
-        ue = UE2[t].reshape(8, S)
-        _q_of_codes(ue, q)
+        _q_of_codes(UE2[t].reshape(8, S), q)
         sumqx, sumq2 = _sums(WXV, W, q)
         acc = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
         if acc.any():
-            np.copyto(scale, sumqx / sumq2, where=acc)
-            np.copyto(best, scale * sumqx, where=acc)
-            np.copyto(ue_best, ue, where=acc)
-            np.copyto(on_best, on2[t].reshape(8, S), where=acc)
+            sc = sumqx / sumq2
+            scale = np.where(acc, sc, scale)
+            best = np.where(acc, sc * sumqx, best)
+            best_t[acc] = t
+    cols = np.arange(S)
+    bt = np.maximum(best_t, 0)
+    ue_best = np.take(UE2.reshape(-1), (bt * 8)[None, :] * S + np.arange(8)[:, None] * S + cols)
+    on_best = np.take(on2.reshape(-1), (bt * 8)[None, :] * S + np.arange(8)[:, None] * S + cols)
+    none = best_t < 0
+    if none.any():
+        ue_best[:, none] = 0                       # L = 0: code 0 (grid index 0 on both grids)
+        on_best[:, none] = bool(init_on_grid)
     R = valid & (~on_best).any(axis=0) & (scale > 0)
     if R.any():
         idv = (F32(1.0) / scale).astype(F32)
