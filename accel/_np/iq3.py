@@ -222,7 +222,8 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, safe):
                                               np.take(wr, t, axis=1), sh[t], sl[t], jh[t], jl[t])
         else:
             t = None
-        good = _envelope_quick(Fh, Fl, xr, wr, sh, sl, jh, jl)
+        cx = seq_sum((wr * xr) * xr, axis=0)
+        good = _envelope_quick(Fh, Fl, cx, sl / sh, ends_s[:, lo:hi] if t is None else ends_s[:, lo + t], jh, jl)
         f = np.flatnonzero(~good)
         if f.size:
             good[f] = _envelope_ok(np.take(Fh, f, axis=1), np.take(Fl, f, axis=1), np.take(xr, f, axis=1),
@@ -239,29 +240,36 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, safe):
     return jh_out, jl_out, ok, ends
 
 
-def _envelope_quick(Fh, Fl, x, w, sh, sl, ja, jb):
-    """A cheaper sufficient form of _envelope_ok, in float32: every other candidate c loses to the
-    same end winner X at both ends by 2M', M' >= Kb_c + Kb_X (sqrt(Cx F) <= (Cx + F)/2, so
-    Kb(F) <= 13.6u F + 1.56u Cx + 1e-37; 1% and 1e-37 more cover float32 rounding and underflow)."""
+def _envelope_quick(Fh, Fl, cx, rat, ends, ja, jb):
+    """A cheaper sufficient form of _envelope_ok, in float32: every other candidate c loses to one
+    end winner X (a or b) at both ends by 2M, M = Kb_c(Fm_c) + Kb_X(Fm_X) <= 13.6u (Fm_c + Fm_X)
+    + 3.12u Cx + 2e-37 (sqrt(Cx F) <= (Cx + F)/2), i.e. per slot
+    d2_c(s_lo) - k Fm_c > d2_X(s_lo) + k Fm_X + C and d2_c(s_hi) r - k Fm_c > d2_X(s_hi) r + k Fm_X + C
+    with r = s_lo/s_hi, k = 36u and C = 6.31u Cx + 8e-37: 2 * 1.01 * (13.6u, 3.12u, 2e-37) plus 8u
+    Fm and 4e-37 for the float32 rounding of the test itself (and of Cx, r) and for underflow.
+    ends (4, n): d2 of a and b at s_hi, then at s_lo. Returns ok (n,)."""
     P, n = Fh.shape
     cols = np.arange(n)
-    cx = seq_sum((w * x) * x, axis=0)
-    base = F32(1.01 * 3.12 * U) * cx + F32(3e-37)
-    rat = sl / sh
+    FaH, FbH, FaL, FbL = ends
+    k = F32(36 * U)
+    C = F32(6.31 * U) * cx + F32(8e-37)
     Fm = np.maximum(Fh, Fl)
-    good = np.isnan(Fh)                                  # padding
-    for j in (ja, jb):
-        M2 = Fm + Fm[j, cols]
-        M2 *= F32(2 * 1.01 * 13.6 * U)
-        M2 += F32(2) * base
-        d = Fl - Fl[j, cols]
-        g = d > M2
-        d = Fh - Fh[j, cols]
-        d *= rat
-        g &= d > M2
+    Fmf = Fm.reshape(-1)
+    FmA = np.take(Fmf, ja * n + cols)
+    FmB = np.take(Fmf, jb * n + cols)
+    Fm *= k
+    v0 = Fl - Fm
+    v1 = Fh * rat
+    v1 -= Fm
+    good = np.isnan(v0)                                  # padding
+    for FXh, FXl, FmX in ((FaH, FaL, FmA), (FbH, FbL, FmB)):
+        base = k * FmX + C
+        g = v0 > FXl + base
+        g &= v1 > FXh * rat + base
         good |= g
-    good[ja, cols] = True
-    good[jb, cols] = True
+    gf = good.reshape(-1)
+    gf[ja * n + cols] = True
+    gf[jb * n + cols] = True
     return good.all(axis=0)
 
 
@@ -439,31 +447,34 @@ def _pair_bounds(ends, cx, s_lo, s_hi, cnt, s):
     winner), without evaluating d2 there: h(s) = D_a(s) - D_b(s) = s g(s) with g linear; at the two
     ends h is within M = Kb(a) + Kb(b) of the float32 difference (see _runs_best_neighbours), so g
     lies between the interpolations of (e -+ M)/s, and d2_a - d2_b lies within s g(s) +- M. Where
-    that interval is below 0, a has the strictly smaller d2; above 0, b. In float64, M scaled by
-    1.01. ends (4, n) float32 as _runs_best_neighbours returns them, cx (n,), the run's end scales,
-    cnt (n,) interior trials per run, s (sum cnt,) each trial's scale -> (a_wins, b_wins)."""
-    f64 = np.float64
-    FaH, FbH, FaL, FbL = ends.astype(f64)
-    cx = cx.astype(f64)
-
-    def kb(F):
-        return 12 * U * F + 3.1 * U * np.sqrt(cx * F) + (18 * U * U * cx + 1e-37)
-
-    M = 1.01 * (kb(np.maximum(FaH, FaL)) + kb(np.maximum(FbH, FbL)))
-    sl = s_lo.astype(f64)
-    sh = s_hi.astype(f64)
-    lo0 = (FaL - FbL - M) / sl
-    up0 = (FaL - FbL + M) / sl
-    lo1 = (FaH - FbH - M) / sh
-    up1 = (FaH - FbH + M) / sh
-    rep = lambda v: np.repeat(v, cnt)                                  # noqa: E731
-    s = s.astype(f64)
+    that interval is below 0, a has the strictly smaller d2; above 0, b. Evaluated in float32 with
+    M taken 4 times (the float32 rounding here is below 20u (Fm_a + Fm_b) < 2M). ends (4, n) float32
+    as _runs_best_neighbours returns them, cx (n,), the run's end scales, cnt (n,) interior trials
+    per run, s (sum cnt,) each trial's scale -> (a_wins, b_wins)."""
+    FaH, FbH, FaL, FbL = ends
+    Fm = np.maximum(FaH, FaL) + np.maximum(FbH, FbL)
+    M = F32(4 * 1.01 * 13.6 * U) * Fm + (F32(4 * 1.01 * 3.12 * U) * cx + F32(1e-36))
+    eL = FaL - FbL
+    eH = FaH - FbH
     with np.errstate(all="ignore"):
-        tau = (s - rep(sl)) / rep(sh - sl)
+        up0 = (eL + M) / s_lo
+        lo0 = (eL - M) / s_lo
+        dup = (eH + M) / s_hi - up0
+        dlo = (eH - M) / s_hi - lo0
+        inv = F32(1.0) / (s_hi - s_lo)
+        rep = lambda v: np.repeat(v, cnt)                              # noqa: E731
+        tau = s - rep(s_lo)
+        tau *= rep(inv)
         ok = (tau >= 0) & (tau <= 1)
         Mr = rep(M)
-        up = s * (rep(up0) + tau * rep(up1 - up0)) + Mr
-        lo = s * (rep(lo0) + tau * rep(lo1 - lo0)) - Mr
+        up = rep(dup) * tau
+        up += rep(up0)
+        up *= s
+        up += Mr
+        lo = rep(dlo) * tau
+        lo += rep(lo0)
+        lo *= s
+        lo -= Mr
     return ok & (up < 0), ok & (lo > 0)
 
 
