@@ -151,16 +151,17 @@ _G1 = _grid(grids.iq1s_grid, 8).view(I8).astype(np.int16) * 8
 T_IQ1 = np.ascontiguousarray(np.concatenate([_G1 + 1, _G1 - 1]).astype(I8)).view("<u8")[:, 0].astype(U64)
 assert grids.IQ1S_DELTA == 0.125
 
-# 4-bit lookups by two packed bytes (little-endian uint16 w = qs[j] | qs[j+1] << 8):
-# rows 0..65535: (kv[qs[j] & 15], kv[qs[j+1] & 15]); rows 65536..: (kv[qs[j] >> 4], kv[qs[j+1] >> 4])
+# 4-bit lookups by two packed bytes: w = qs[j] | qs[j+1] << 8 (little-endian uint16) ->
+# uint32 (kv[qs[j] & 15], kv[qs[j+1] & 15], kv[qs[j] >> 4], kv[qs[j+1] >> 4]) as int8 bytes
 def _pair_table(kv):
     w = np.arange(65536)
-    lo = np.stack([kv[w & 15], kv[(w >> 8) & 15]], axis=1)
-    hi = np.stack([kv[(w >> 4) & 15], kv[w >> 12]], axis=1)
-    return np.ascontiguousarray(np.concatenate([lo, hi]).astype(I8)).view("<u2")[:, 0].copy()
+    v = np.stack([kv[w & 15], kv[(w >> 8) & 15], kv[(w >> 4) & 15], kv[w >> 12]], axis=1)
+    return np.ascontiguousarray(v.astype(I8)).view("<u4")[:, 0].copy()
 
 
 T2_MXFP4 = _pair_table(KV_MXFP4)
+# IQ4_XS scales_h byte -> 4 bytes ((byte >> 2i) & 3) << 4
+T_XSH = np.ascontiguousarray((((np.arange(256)[:, None] >> (2 * np.arange(4))) & 3) << 4).astype(U8)).view("<u4")[:, 0].copy()
 T2_IQ4NL = _pair_table(KV_IQ4NL)
 
 # Q5_0 / Q5_1 high bits: a qh byte -> 8 bytes, byte k from bit k: Q5_0 (0x00 if set else 0xF0, so
@@ -444,20 +445,29 @@ def q8_K(b, out):
 _P5 = np.array([1, 3, 9, 27, 81], dtype=U8).reshape(1, 5, 1)
 
 
+_V4, _V8 = np.dtype("V4"), np.dtype("V8")
+
+
 def tq1_0(b, out):
     nb = b.shape[0]
     d = _f16(b, 52)
-    v = _buf("t1", (nb, 256), U8)
-    np.multiply(b[:, None, 0:32], _P5, out=v[:, 0:160].reshape(nb, 5, 32))     # (uint8_t)(qs * 3**n)
-    np.multiply(b[:, None, 32:48], _P5, out=v[:, 160:240].reshape(nb, 5, 16))
-    np.multiply(b[:, None, 48:52], _P5[:, 0:4], out=v[:, 240:256].reshape(nb, 4, 4))
+    x = _buf("t1x", (nb, 52), U8)                # qs[48], qh[4], contiguous
+    np.copyto(x, b[:, 0:52])
+    p = _buf("t1p", (5, nb, 52), U8)             # (uint8_t)(x * 3**n) for n = 0..4
+    for n in range(5):
+        np.multiply(x, U8(3 ** n), out=p[n])
     # ((uint16_t)q * 3) >> 8 is (q >= 86) + (q >= 171); minus 1
-    g1 = _buf("t1a", (nb, 256), np.bool_)
-    g2 = _buf("t1b", (nb, 256), np.bool_)
-    np.greater_equal(v, U8(86), out=g1)
-    np.greater_equal(v, U8(171), out=g2)
-    np.add(g1.view(U8), g2.view(U8), out=v)
-    np.subtract(v, U8(1), out=v)
+    g1 = _buf("t1a", (5, nb, 52), np.bool_)
+    g2 = _buf("t1b", (5, nb, 52), np.bool_)
+    np.greater_equal(p, U8(86), out=g1)
+    np.greater_equal(p, U8(171), out=g2)
+    np.add(g1.view(U8), g2.view(U8), out=p)
+    np.subtract(p, U8(1), out=p)
+    # output order: [n][m] over qs[0:32], then [n][m] over qs[32:48], then [n < 4][j] over qh
+    v = _buf("t1", (nb, 256), U8)
+    v[:, 0:160].reshape(nb, 5, 32).view(_V32)[:, :, 0] = p[:, :, 0:32].view(_V32)[:, :, 0].T
+    v[:, 160:240].reshape(nb, 5, 16).view(_V16)[:, :, 0] = p[:, :, 32:48].view(_V16)[:, :, 0].T
+    v[:, 240:256].reshape(nb, 4, 4).view(_V4)[:, :, 0] = p[0:4, :, 48:52].view(_V4)[:, :, 0].T
     _scale(v.view(I8), d, out, 256)              # (float)(xi - 1) * d
 
 
@@ -487,24 +497,23 @@ def q2_0(b, out):
     _scale(v.view(I8), _f16(b, 0), out, 64)      # ((int)q - 1) * d
 
 
-def _kv_pairs(qs16, table, rows, k):
-    """4-bit codes packed two per byte, (rows, 2k) bytes ``qs16`` (16-byte items when k = 8) ->
-    int8 (rows, 4k): k pairs of low-nibble values, then k pairs of high-nibble values."""
+def _kv_pairs(qs, table, rows, k):
+    """4-bit codes packed two per byte, (rows, 2k) bytes ``qs`` -> int8 (rows, 4k): the 2k
+    low-nibble values, then the 2k high-nibble values (ggml's order within a group).
+
+    One gather per two bytes (four values), indexed by the bytes as a uint16; the low and high
+    halves of each gathered uint32 are split with a cast and a shift, then moved as whole rows."""
+    item = np.dtype(f"V{2 * k}")
     w = _buf("kvw", (rows, k), U16)
-    if k == 8:
-        _mv16(w.view(U8), qs16)
-    else:
-        np.copyto(w.view(U8), qs16)
-    idx = _buf("kvi", (2, rows, k), IP)
-    np.copyto(idx[0], w)
-    np.add(w, 65536, out=idx[1], dtype=IP)
-    v2 = _buf("kv2", (2, rows, k), U16)
-    _take(table, idx, v2)
+    w.view(item)[:, 0] = qs.view(item)[:, 0]     # contiguous index
+    g = _buf("kvg", (rows, k), U32)
+    _take(table, w, g)
     v = _buf("kv", (rows, 2, k), U16)
-    if k == 8:
-        v.view(_V16)[:, :, 0] = v2.view(_V16)[:, :, 0].T
-    else:
-        np.copyto(v, v2.transpose(1, 0, 2))
+    np.copyto(w, g, casting="unsafe")            # low halves: the low-nibble pairs
+    v.view(item)[:, 0, 0] = w.view(item)[:, 0]
+    np.right_shift(g, U32(16), out=g)
+    np.copyto(w, g, casting="unsafe")
+    v.view(item)[:, 1, 0] = w.view(item)[:, 0]
     return v.view(I8).reshape(rows, 4 * k)
 
 
@@ -537,10 +546,15 @@ _IB8 = np.arange(8)
 def iq4_xs(b, out):
     nb = b.shape[0]
     d = _f16(b, 0)
-    sh = b[:, 2:4].view("<u2").astype(np.int32)                    # (nb, 1)
+    ls = _buf("xls", (nb, 8), U8)               # ls = low nibble | high 2 bits << 4
     sl = b[:, 4:8]
-    ls = ((sl[:, _IB8 // 2] >> (4 * (_IB8 % 2))) & 0xF).astype(np.int32) | (((sh >> (2 * _IB8)) & 3) << 4)
-    dl = d * (ls - 32).astype(F32)               # d * (ls - 32): int, then to float
+    np.bitwise_and(sl, U8(0xF), out=ls[:, 0::2])
+    np.right_shift(sl, U8(4), out=ls[:, 1::2])
+    hb = _buf("xhb", (nb, 2), U32)
+    _take(T_XSH, b[:, 2:4], hb)                  # scales_h >> 2ib & 3, << 4, one byte per ib
+    np.bitwise_or(ls, hb.view(U8), out=ls)
+    np.subtract(ls, U8(32), out=ls)
+    dl = d * ls.view(I8)                         # d * (ls - 32): int, then to float
     v = _kv_pairs(b[:, 8:136].reshape(nb * 8, 16), T2_IQ4NL, nb * 8, 8)
     _scale(v, dl, out, 32)                       # dl * kvalues[q]
 
