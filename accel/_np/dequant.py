@@ -161,6 +161,12 @@ def _pair_table(kv):
 
 T2_MXFP4 = _pair_table(KV_MXFP4)
 # IQ4_XS scales_h byte -> 4 bytes ((byte >> 2i) & 3) << 4
+# IQ2_XS / IQ2_S scale byte -> (0.5f + (b & 15), 0.5f + (b >> 4))
+T_HALF_NIB = (F32(0.5) + np.stack([np.arange(256) & 15, np.arange(256) >> 4], axis=1).astype(F32)).astype(F32)
+# IQ2_S qh byte -> 4 uint16 (qh << (8 - 2l)) & 0x300
+T_QH2S = np.ascontiguousarray(((np.arange(256)[:, None] << (8 - 2 * np.arange(4))) & 0x300).astype("<u2")).view("<u8")[:, 0].copy()
+# IQ1_M: a scale word's low 12 bits -> 4 floats 2*s+1 for its fields (bits 0-2, 3-5, 6-8, 9-11)
+T_IQ1M = (2 * ((np.arange(4096)[:, None] >> (3 * np.arange(4))) & 7) + 1).astype(F32)
 T_XSH = np.ascontiguousarray((((np.arange(256)[:, None] >> (2 * np.arange(4))) & 3) << 4).astype(U8)).view("<u4")[:, 0].copy()
 T2_IQ4NL = _pair_table(KV_IQ4NL)
 
@@ -630,6 +636,14 @@ def _db_iq2(d, scales):
     return db
 
 
+def _db_iq2_t(d, scales):
+    """_db_iq2 with (0.5f + nibble) from a table of both nibbles of a byte."""
+    db = np.take(T_HALF_NIB, scales, axis=0, mode="clip")         # (nb, 8, 2)
+    np.multiply(d[:, :, None], db, out=db)
+    db *= F32(0.25)
+    return db
+
+
 def _p_iq2_xs(b, out):
     nb = b.shape[0]
     d = f16_field(b, 0)
@@ -644,7 +658,7 @@ def _p_iq2_xs(b, out):
 def iq2_xs(b, out):
     nb = b.shape[0]
     d = _f16(b, 0)
-    db = _db_iq2(d, b[:, 66:74])                 # (nb, 8, 2)
+    db = _db_iq2_t(d, b[:, 66:74])               # (nb, 8, 2)
     q = _buf("w", (nb, 32), U16)
     np.copyto(q.view(U8), b[:, 2:66])
     v = _buf("gv", (nb, 32), U64)
@@ -670,17 +684,15 @@ def _p_iq2_s(b, out):
 def iq2_s(b, out):
     nb = b.shape[0]
     d = _f16(b, 0)
-    db = _db_iq2(d, b[:, 74:82])
+    db = _db_iq2_t(d, b[:, 74:82])
     raw = _buf("w", (nb, 72), U8)                # qs[32] signs[32] qh[8], contiguous
     np.copyto(raw, b[:, 2:74])
-    qh = raw[:, 64:72]
-    idx = _buf("gi", (nb, 8, 4), IP)
-    for l in range(4):
-        np.multiply(qh, 1 << (8 - 2 * l), out=idx[:, :, l], dtype=IP)   # qh[ib] << (8 - 2l)
-    np.bitwise_and(idx, 0x300, out=idx)
-    np.bitwise_or(idx, raw[:, 0:32].reshape(nb, 8, 4), out=idx, dtype=IP)
+    idx = _buf("gi", (nb, 8), U64)
+    _take(T_QH2S, raw[:, 64:72], idx)            # 4 uint16 per qh byte: (qh << (8 - 2l)) & 0x300
+    i16 = idx.view(U16).reshape(nb, 8, 4)
+    np.bitwise_or(i16, raw[:, 0:32].reshape(nb, 8, 4), out=i16)
     g = _buf("gv", (nb, 32), U64)
-    _take(G64_IQ2S, idx, g.reshape(nb, 8, 4))
+    _take(G64_IQ2S, i16, g.reshape(nb, 8, 4))
     m = _buf("gm", (nb, 32), U64)
     _take(BYTE_NEG64, raw[:, 32:64], m)
     _neg_apply(g, m)                             # signed grid values
@@ -789,12 +801,21 @@ def iq1_s(b, out):
 
 def iq1_m(b, out):
     nb = b.shape[0]
-    sc = np.ascontiguousarray(b[:, 48:56]).view("<u2").astype(np.int32)   # (nb, 4)
-    bits = ((sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0x00F0) | ((sc[:, 2] >> 4) & 0x0F00) | (sc[:, 3] & 0xF000))
-    d = F16_TABLE[bits][:, None]
-    field = sc[:, _IB8 // 2] >> (6 * (_IB8 % 2))  # (nb, 8)
-    s3 = np.stack([field & 7, (field >> 3) & 7], axis=2)           # (nb, 8, 2)
-    dl = d[:, :, None] * (2 * s3 + 1).astype(F32)                  # d * (2*s + 1)
+    sc = _buf("msc", (nb, 4), U16)
+    np.copyto(sc.view(U64), b[:, 48:56].view("<u8"))
+    w = sc.view(U64)[:, 0]
+    t = _buf("mt", (nb,), U64)                   # fp16 bits: the top nibble of each word
+    bits = _buf("mb", (nb,), U64)
+    np.right_shift(w, U64(12), out=bits)
+    np.bitwise_and(bits, U64(0x000F), out=bits)
+    for sh, m in ((24, 0x00F0), (36, 0x0F00), (48, 0xF000)):
+        np.right_shift(w, U64(sh), out=t)
+        np.bitwise_and(t, U64(m), out=t)
+        np.bitwise_or(bits, t, out=bits)
+    d = np.take(F16_TABLE, bits, mode="clip")[:, None, None]
+    np.bitwise_and(sc, U16(0x0FFF), out=sc)
+    dl = np.take(T_IQ1M, sc, axis=0, mode="clip").reshape(nb, 8, 2)   # 2*s + 1
+    np.multiply(d, dl, out=dl)                   # d * (2*s + 1)
     dl *= F32(0.125)
     # index = qs | nibble << 8 with the nibble's bit 3 the delta sign (+2048: the -delta rows)
     idx = _buf("gi", (nb, 32), U16)
