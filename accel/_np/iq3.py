@@ -146,7 +146,7 @@ def _best_neighbours(name, codes, x, w, s):
     return out
 
 
-def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, safe):
+def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, interior, safe):
     """The best neighbours of runs of trials that share a group and an off-grid code.
 
     A run's trials have scales in [s_lo, s_hi] (this_scale falls as ``is`` grows). ggml's d2 is
@@ -175,63 +175,63 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, safe):
     """
     _, _, bucket, buckets, _ = _tables(name)
     n = codes.size
-    jh_out = np.empty(n, I32)
-    jl_out = np.empty(n, I32)
-    ok = np.zeros(n, bool)
-    safe = safe & (s_lo >= F32(1e-12)) & (s_hi <= F32(1e8))
-    order, bounds = _by_bucket(bucket, codes, len(buckets))
+    nb = len(buckets)
+    # kind: 0 = has interior trials and is in the proof's range (tested), 1 = both ends only,
+    # 2 = a single trial (one evaluation)
+    kind = np.where(s_hi == s_lo, 2, 1).astype(np.int8)
+    kind[interior & safe & (s_lo >= F32(1e-12)) & (s_hi <= F32(1e8))] = 0
+    kind[interior & (s_hi == s_lo)] = 1
+    key = bucket[codes].astype(np.int16) * 3 + kind
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange(3 * nb + 1))
     codes = codes[order]
     x = np.take(x, order, axis=1)
     w = np.take(w, order, axis=1)
     s_hi = s_hi[order]
     s_lo = s_lo[order]
-    safe = safe[order]
     jh_s = np.empty(n, I32)
     jl_s = np.empty(n, I32)
     ok_s = np.zeros(n, bool)
     ends_s = np.empty((4, n), F32)                    # d2 of (a at s_hi, b at s_hi, a at s_lo, b at s_lo)
     for bi, (P, QB, CB) in enumerate(buckets):
-        lo, hi = bounds[bi], bounds[bi + 1]
-        if lo == hi:
+        b0, b1, b2, b3 = bounds[3 * bi:3 * bi + 4]
+        if b0 == b3:
             continue
-        c = codes[lo:hi]
+        c = codes[b0:b3]
         Q = np.take(QB, c, axis=2)
-        xr = x[:, lo:hi]
-        wr = w[:, lo:hi]
-        sh = s_hi[lo:hi]
-        sl = s_lo[lo:hi]
-        Fh = _distances(Q, xr, wr, sh)
-        Fl = _distances(Q, xr, wr, sl)
+        xr = x[:, b0:b3]
+        wr = w[:, b0:b3]
+        Fh = _distances(Q, xr, wr, s_hi[b0:b3])
         jh, bh = _first_min(Fh)
-        jl, bl = _first_min(Fl)
-        if (jh < 0).any() or (jl < 0).any():
+        if (jh < 0).any():
             raise _no_neighbour(name)
-        jh_s[lo:hi] = jh
-        jl_s[lo:hi] = jl
-        cols = np.arange(hi - lo)
-        ends_s[0, lo:hi] = bh
-        ends_s[1, lo:hi] = np.take(Fh.reshape(-1), jl * (hi - lo) + cols)
-        ends_s[2, lo:hi] = np.take(Fl.reshape(-1), jh * (hi - lo) + cols)
-        ends_s[3, lo:hi] = bl
-        sf = safe[lo:hi]
-        if not sf.any():
+        jh_s[b0:b3] = jh
+        ends_s[0, b0:b3] = bh
+        ends_s[1:, b2:b3] = bh[b2 - b0:]              # single trials: s_lo == s_hi
+        jl_s[b2:b3] = jh[b2 - b0:]
+        if b2 == b0:
             continue
-        if not sf.all():
-            t = np.flatnonzero(sf)
-            Fh, Fl, xr, wr, sh, sl, jh, jl = (np.take(Fh, t, axis=1), np.take(Fl, t, axis=1), np.take(xr, t, axis=1),
-                                              np.take(wr, t, axis=1), sh[t], sl[t], jh[t], jl[t])
-        else:
-            t = None
-        cx = seq_sum((wr * xr) * xr, axis=0)
-        good = _envelope_quick(Fh, Fl, cx, sl / sh, ends_s[:, lo:hi] if t is None else ends_s[:, lo + t], jh, jl)
-        f = np.flatnonzero(~good)
-        if f.size:
-            good[f] = _envelope_ok(np.take(Fh, f, axis=1), np.take(Fl, f, axis=1), np.take(xr, f, axis=1),
-                                   np.take(wr, f, axis=1), sh[f], sl[f], jh[f], jl[f])
-        if t is None:
-            ok_s[lo:hi] = good
-        else:
-            ok_s[lo + t] = good
+        m = b2 - b0
+        Fh = Fh[:, :m]
+        jh = jh[:m]
+        Fl = _distances(Q[:, :, :m], xr[:, :m], wr[:, :m], s_lo[b0:b2])
+        jl, bl = _first_min(Fl)
+        if (jl < 0).any():
+            raise _no_neighbour(name)
+        jl_s[b0:b2] = jl
+        cols = np.arange(m)
+        ends_s[1, b0:b2] = np.take(Fh.reshape(-1), jl * m + cols)
+        ends_s[2, b0:b2] = np.take(Fl.reshape(-1), jh * m + cols)
+        ends_s[3, b0:b2] = bl
+        if b1 == b0:
+            continue
+        k = b1 - b0
+        cx = seq_sum((wr[:, :k] * xr[:, :k]) * xr[:, :k], axis=0)
+        ok_s[b0:b1] = _envelope_quick(Fh[:, :k], Fl[:, :k], cx, s_lo[b0:b1] / s_hi[b0:b1],
+                                      ends_s[:, b0:b1], jh[:k], jl[:k])
+    jh_out = np.empty(n, I32)
+    jl_out = np.empty(n, I32)
+    ok = np.empty(n, bool)
     jh_out[order] = jh_s
     jl_out[order] = jl_s
     ok[order] = ok_s
@@ -241,13 +241,18 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, safe):
 
 
 def _envelope_quick(Fh, Fl, cx, rat, ends, ja, jb):
-    """A cheaper sufficient form of _envelope_ok, in float32: every other candidate c loses to one
-    end winner X (a or b) at both ends by 2M, M = Kb_c(Fm_c) + Kb_X(Fm_X) <= 13.6u (Fm_c + Fm_X)
-    + 3.12u Cx + 2e-37 (sqrt(Cx F) <= (Cx + F)/2), i.e. per slot
-    d2_c(s_lo) - k Fm_c > d2_X(s_lo) + k Fm_X + C and d2_c(s_hi) r - k Fm_c > d2_X(s_hi) r + k Fm_X + C
-    with r = s_lo/s_hi, k = 36u and C = 6.31u Cx + 8e-37: 2 * 1.01 * (13.6u, 3.12u, 2e-37) plus 8u
-    Fm and 4e-37 for the float32 rounding of the test itself (and of Cx, r) and for underflow.
-    ends (4, n): d2 of a and b at s_hi, then at s_lo. Returns ok (n,)."""
+    """The test of _runs_best_neighbours for n runs (float32): d2 at s_hi / s_lo (P, n), Cx (n,),
+    r = s_lo/s_hi, ends (4, n) (d2 of a and b at s_hi, then at s_lo), ja / jb the winning slots.
+
+    With M = Kb_c(Fm_c) + Kb_X(Fm_X) <= 13.6u (Fm_c + Fm_X) + 3.12u Cx + 2e-37 (sqrt(Cx F) <=
+    (Cx + F)/2), the lower bounds of _runs_best_neighbours' mu at the two ends are, per slot,
+        mu_X0 >= d2_c(s_lo) - k Fm_c - (d2_X(s_lo) + k Fm_X + C)
+        mu_X1 >= d2_c(s_hi) r - k Fm_c - (d2_X(s_hi) r + k Fm_X + C)
+    with k = 36u and C = 6.31u Cx + 8e-37: 2 * 1.01 * (13.6u, 3.12u, 2e-37) plus 8u Fm and 4e-37,
+    which cover the float32 rounding of these expressions (and of Cx and r) and underflow. A slot
+    passes when both are > 0 for X = a or for X = b, or (crossing) when b's are good on [0, t_b]
+    and a's on [t_a, 1] with t_a < t_b (or the mirror), t the zeros of the linear interpolations,
+    compared in float64 with 1e-9 to spare. Returns ok (n,)."""
     P, n = Fh.shape
     cols = np.arange(n)
     FaH, FbH, FaL, FbL = ends
@@ -261,50 +266,29 @@ def _envelope_quick(Fh, Fl, cx, rat, ends, ja, jb):
     v0 = Fl - Fm
     v1 = Fh * rat
     v1 -= Fm
-    good = np.isnan(v0)                                  # padding
+    mus = []
     for FXh, FXl, FmX in ((FaH, FaL, FmA), (FbH, FbL, FmB)):
         base = k * FmX + C
-        g = v0 > FXl + base
-        g &= v1 > FXh * rat + base
-        good |= g
+        mus.append((v0 - (FXl + base), v1 - (FXh * rat + base)))
+    (a0, a1), (b0, b1) = mus
+    good = ((a0 > 0) & (a1 > 0)) | ((b0 > 0) & (b1 > 0))
+    good |= np.isnan(v0)                                 # padding
     gf = good.reshape(-1)
     gf[ja * n + cols] = True
     gf[jb * n + cols] = True
-    return good.all(axis=0)
-
-
-def _envelope_ok(Fh, Fl, x, w, sh, sl, ja, jb):
-    """The test of _runs_best_neighbours for n runs: Fh, Fl (P, n) float32 d2 at s_hi / s_lo,
-    ja / jb (n,) the slots winning at s_hi / s_lo. -> ok (n,) bool."""
-    f64 = np.float64
-    P, n = Fh.shape
-    cols = np.arange(n)
-    Fh = Fh.astype(f64)
-    Fl = Fl.astype(f64)
-    x = x.astype(f64)
-    w = w.astype(f64)
-    cx = ((w * x) * x).sum(axis=0)
-    Fm = np.maximum(Fh, Fl)
-    kb = 12 * U * Fm + 3.1 * U * np.sqrt(cx * Fm) + (18 * U * U * cx + 1e-37)
-    rat = sl.astype(f64) / sh.astype(f64)
-    mus = []
-    for j in (ja, jb):
-        M = (kb + kb[j, cols]) * (1 + 1e-6)
-        mu0 = (Fl - Fl[j, cols]) - 2 * M
-        mu1 = ((Fh - Fh[j, cols]) - M) * rat - M
-        mus.append((mu0, mu1))
-    (a0, a1), (b0, b1) = mus
-    good = ((a0 > 0) & (a1 > 0)) | ((b0 > 0) & (b1 > 0))
-    with np.errstate(all="ignore"):
-        # a fails near s_lo only, b near s_hi only: the failing stretches must not meet
-        ta = a0 / (a0 - a1)                 # where mu_a crosses 0 (a good above it)
-        tb = b0 / (b0 - b1)                 # where mu_b crosses 0 (b good below it)
-        good |= (a0 <= 0) & (a1 > 0) & (b0 > 0) & (b1 <= 0) & (tb - ta > 1e-9)
-        good |= (a0 > 0) & (a1 <= 0) & (b0 <= 0) & (b1 > 0) & (ta - tb > 1e-9)
-    good |= np.isnan(Fh)                    # padding
-    good[ja, cols] = True
-    good[jb, cols] = True
-    return good.all(axis=0)
+    ok = good.all(axis=0)
+    bad = np.flatnonzero(~good.reshape(-1))
+    if bad.size:
+        f64 = np.float64
+        a0, a1, b0, b1 = (np.take(v.reshape(-1), bad).astype(f64) for v in (a0, a1, b0, b1))
+        with np.errstate(all="ignore"):
+            ta = a0 / (a0 - a1)                          # zero of mu_a
+            tb = b0 / (b0 - b1)                          # zero of mu_b
+            cross = (a0 <= 0) & (a1 > 0) & (b0 > 0) & (b1 <= 0) & (tb - ta > 1e-9)
+            cross |= (a0 > 0) & (a1 <= 0) & (b0 <= 0) & (b1 > 0) & (ta - tb > 1e-9)
+        ok[bad % n] = True                               # runs whose failing slots all cross ...
+        ok[bad[~cross] % n] = False                      # ... and no other
+    return ok
 
 
 def _d2_one(q, x, w, s):
@@ -385,7 +369,7 @@ def _trial_neighbours(name, U2, GI2, off2, TS, XV, WA):
     for depth in range(4):
         r_s = s[iv]
         jh, jl, ok, ends = _runs_best_neighbours(name, codes[iv], np.take(x, iv, axis=1), np.take(w, iv, axis=1),
-                                                 TSf[t0 * S + r_s], TSf[t1 * S + r_s], safe[iv])
+                                                 TSf[t0 * S + r_s], TSf[t1 * S + r_s], t1 - t0 >= 2, safe[iv])
         c = codes[iv]
         gh = CBall[base[iv] + jh, c]
         gl = CBall[base[iv] + jl, c]
