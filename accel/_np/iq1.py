@@ -71,7 +71,7 @@ EPS_M = F32(1e-7)           # GROUP_MAX_EPS_IQ1_M
 TAME_LO = F32(2.0 ** -40)
 TAME_HI = F32(2.0 ** 40)
 TAU_STEP = F32(2.0 ** -12)
-CHUNK_WEIGHTS = 1 << 15     # weights per chunk
+CHUNK_WEIGHTS = 131072     # weights per chunk
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,32 +81,61 @@ class _Grid:
     pass
 
 
+class _Lists:
+    """Neighbour lists, one padded row per reachable off-grid code u: grid indices (nb) and, per
+    neighbour, the term slots 3*i + l of the coordinates i where its level l differs from u's
+    (``ch``, 4 per neighbour, unused ones 24: a zero term; padding neighbours 25: +inf)."""
+
+    def __init__(self, nb_lists, levels, u_levels):
+        width = max(len(v) for v in nb_lists)
+        n = len(nb_lists)
+        self.count = np.array([len(v) for v in nb_lists], np.int64)
+        self.nb = np.zeros((n, width), np.int64)
+        for r, v in enumerate(nb_lists):
+            self.nb[r, :len(v)] = v
+        L = levels[self.nb].astype(np.int64)                             # (n, width, 8)
+        pad = np.arange(width)[None, :] >= self.count[:, None]
+        D = (L != u_levels[:, None, :]) & ~pad[:, :, None]
+        slot = np.where(D, 3 * np.arange(8) + L, 99)
+        slot.sort(axis=2)
+        assert (slot[:, :, 4:] == 99).all()                              # at most 4 changes
+        ch = np.where(slot[:, :, :4] == 99, 24, slot[:, :, :4])
+        ch[pad] = [25, 24, 24, 24]
+        self.ch = ch.astype(np.int32)
+
+
 @functools.lru_cache(maxsize=1)
 def _grid() -> _Grid:
     tab = ref.quant_grid("IQ1_S")
     g = _Grid()
     g.levels = tab.levels.astype(np.int8)                          # (2048, 8) levels 0..2
     g.kmap = tab.kmap.astype(np.int32)                             # code -> grid index or < 0
-    g.pow4 = (4 ** np.arange(8)).astype(np.int32)
-    # neighbour lists of the off-grid codes with every level in 0..2 (the only reachable ones),
-    # padded to the longest list; the pad refers to a slot (81) whose partial sum is +inf
+    # neighbour lists of the off-grid codes with every level in 0..2 (the only reachable ones)
     codes = np.flatnonzero(g.kmap < 0)
     lv = (codes[:, None] >> (2 * np.arange(8))) & 3
-    codes = codes[~(lv == 3).any(axis=1)]
-    lists = [tab.neighbours_of(int(u)) for u in codes]
-    width = max(len(v) for v in lists)
+    keep = ~(lv == 3).any(axis=1)
+    codes, lv = codes[keep], lv[keep]
     g.row_of_code = np.full(g.kmap.size, -1, np.int32)
     g.row_of_code[codes] = np.arange(codes.size, dtype=np.int32)
-    g.count = np.array([len(v) for v in lists], np.int32)
-    g.nb = np.zeros((codes.size, width), np.int16)
-    for r, v in enumerate(lists):
-        g.nb[r, :len(v)] = v
-    lvl = g.levels.astype(np.int32)
-    lo = lvl[:, 0] + 3 * lvl[:, 1] + 9 * lvl[:, 2] + 27 * lvl[:, 3]
-    hi = lvl[:, 4] + 3 * lvl[:, 5] + 9 * lvl[:, 6] + 27 * lvl[:, 7]
-    pad = np.arange(width)[None, :] >= g.count[:, None]
-    g.nb_lo = np.where(pad, 81, lo[g.nb]).astype(np.int32)
-    g.nb_hi = np.where(pad, 81, hi[g.nb]).astype(np.int32)
+    full = [tab.neighbours_of(int(u)) for u in codes]
+    g.full = _Lists(full, g.levels, lv)
+    # A neighbour c is dominated when reverting some of its changed coordinates (not all) to u's
+    # levels gives another neighbour c': then d2(c) = d2(c') + the terms of the reverted changes.
+    # (Every grid point closer to u than a listed neighbour is listed: the lists hold all grid
+    # points within the three smallest distances.)
+    nb, cnt = g.full.nb, g.full.count
+    valid = np.arange(nb.shape[1])[None, :] < cnt[:, None]
+    L = g.levels[nb].astype(np.int64)
+    D = (L != lv[:, None, :]) & valid[:, :, None]
+    dmask = (D << np.arange(8)).sum(axis=2)
+    dominated = np.zeros(nb.shape, bool)
+    for mask in range(1, 255):
+        bits = ((mask >> np.arange(8)) & 1).astype(bool)
+        app = valid & ((dmask & mask) == mask) & (dmask != mask)
+        r, j = np.nonzero(app)
+        rev = np.where(bits, lv[r], L[r, j])                            # c with the coordinates in mask reverted
+        dominated[r, j] |= g.kmap[(rev << (2 * np.arange(8))).sum(axis=1)] >= 0
+    g.pruned = _Lists([nb[r, :cnt[r]][~dominated[r, :cnt[r]]] for r in range(codes.size)], g.levels, lv)
     return g
 
 
@@ -424,7 +453,17 @@ NB_TOL = F32(2.0 ** -17)   # neighbours with approx d2 <= min + NB_TOL * sum_i m
 
 
 def _best_neighbours(codes, xg, wg, scale, xx):
-    """For off-grid groups: codes (m,), xg/wg (m, 8), scale (m,), xx (m, 3) -> grid index (m,)."""
+    """iq1_find_best_neighbour2 for off-grid groups: codes (m,), xg/wg (m, 8), scale (m,), xx (m, 3)
+    -> grid index (m,).
+
+    ``d2`` of a neighbour c is ggml's sequential float32 sum of the terms ``t[i, c_i]``. Relative to
+    the off-grid point u it is (in exact arithmetic) ``sum over the changed coordinates of
+    dl[i, c_i] = t[i, c_i] - t[i, u_i]``; that float32 approximation ``A`` (at most 4 terms) is
+    within ``2**-19 * tabs`` of ``d2 - d2(u)`` computed by ggml (``tabs = sum_i max_l |t[i, l]|``),
+    so neighbours with ``A > min A + NB_TOL*tabs`` cannot be the minimum. When one neighbour is left
+    it is the answer, else ggml's exact sums decide among those left. When every level change
+    costs more than ``NB_TOL*tabs``, a neighbour whose changes extend another neighbour's changes is
+    worse than it and is not looked at (``g.pruned``)."""
     g = _grid()
     m = codes.size
     rows = g.row_of_code[codes]
@@ -433,57 +472,63 @@ def _best_neighbours(codes, xg, wg, scale, xx):
     xT, wT = np.ascontiguousarray(xg.T), np.ascontiguousarray(wg.T)     # (8, m)
     diff = q[None, :, :] - xT[:, None, :]                               # (8, 3, m)
     t = (wT[:, None, :] * diff) * diff
-    # approximate d2 of every neighbour from two 4-coordinate partial-sum tables (slot 81: +inf)
-    H = np.empty((2, m, 82), F32)
-    for half in range(2):
-        a = 4 * half
-        h = ((t[a + 3][:, None, None, None, :] + t[a + 2][None, :, None, None, :])
-             + t[a + 1][None, None, :, None, :]) + t[a][None, None, None, :, :]
-        H[half, :, :81] = h.reshape(81, m).T
-    H[0, :, 81] = INF
-    H[1, :, 81] = 0
-    tabs = np.abs(t).max(axis=1).sum(axis=0)                            # sum_i max_l |t_i(l)| (bound only)
+    tabs = np.abs(t).max(axis=1).sum(axis=0)                            # (bound only)
+    tol = tabs * NB_TOL + F32(2.0 ** -120)
     wild = ~np.isfinite(tabs) | (tabs > F32(2.0 ** 100))
-    H1 = H[0].reshape(-1)
-    H2 = H[1].reshape(-1)
-    tflat = t.reshape(-1)
-    cnt = g.count[rows]
-    order = np.argsort(cnt, kind="stable")
+    ul = (codes[None, :] >> (2 * np.arange(8))[:, None]) & 3            # (8, m) levels of u
+    tu = np.where(ul == 0, t[:, 0], np.where(ul == 1, t[:, 1], t[:, 2]))
+    dt = t - tu[:, None, :]                                             # (8, 3, m), 0 at l = u_i
+    dl = np.empty((m, 26), F32)                                         # slots 3i+l, 24: 0, 25: +inf
+    dl[:, :24] = dt.reshape(24, m).T
+    dl[:, 24] = 0
+    dl[:, 25] = INF
+    # smallest cost of a level change: the two levels other than u_i
+    d_other = np.where(ul == 0, np.minimum(dt[:, 1], dt[:, 2]),
+                       np.where(ul == 1, np.minimum(dt[:, 0], dt[:, 2]), np.minimum(dt[:, 0], dt[:, 1])))
+    prunable = (d_other.min(axis=0) > tol) & ~wild
+    dflat = dl.reshape(-1)
+    tflat = np.ascontiguousarray(t.reshape(24, m).T).reshape(-1)        # (m, 24): slot 3i+l
     out = np.empty(m, np.int64)
-    for lo in range(0, m, NB_SLICE):
-        grp = order[lo:lo + NB_SLICE]
-        r = rows[grp]
-        width = int(cnt[grp[-1]])
-        base = (grp.astype(np.int32) * 82)[:, None]
-        A = np.take(H1, g.nb_lo[r, :width] + base)
-        A += np.take(H2, g.nb_hi[r, :width] + base)
-        jmin = A.argmin(axis=1)
-        thr = A[np.arange(grp.size), jmin] + tabs[grp] * NB_TOL + F32(2.0 ** -120)
-        keep = A <= thr[:, None]
-        wl = wild[grp] | ~np.isfinite(thr)
-        if wl.any():
-            keep[wl] = np.arange(width)[None, :] < cnt[grp[wl], None]
-        multi = np.flatnonzero(keep.sum(axis=1) != 1)
-        # one neighbour within the bound: it is the minimum
-        out[grp] = g.nb[r, jmin]
-        if multi.size == 0:
+    for lists, sel in ((g.pruned, np.flatnonzero(prunable)), (g.full, np.flatnonzero(~prunable))):
+        if sel.size == 0:
             continue
-        # several: ggml's exact sequential d2 and first strict minimum below FLT_MAX
-        gi, j = np.nonzero(keep[multi])                                 # row-major: list order per group
-        gg = grp[multi][gi]
-        cand = g.nb[r[multi][gi], j].astype(np.int64)
-        lv = g.levels[cand].astype(np.int64)                            # (K, 8)
-        d2 = np.zeros(gi.size, F32)
-        for i in range(8):
-            d2 += np.take(tflat, (3 * i + lv[:, i]) * m + gg)
-        d2 = np.where(d2 < FLT_MAX, d2, INF)                            # C: if (d2 < best_score), best = FLT_MAX
-        starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]])
-        mins = np.minimum.reduceat(d2, starts)
-        if not np.isfinite(mins).all():
-            raise GGSpecError("IQ1: no finite neighbour distance (ggml reads out of bounds here)")
-        seg = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, gi.size]))
-        firsts = np.where(d2 == mins[seg], np.arange(gi.size), gi.size)
-        out[grp[multi]] = cand[np.minimum.reduceat(firsts, starts)]
+        cnt = lists.count[rows[sel]]
+        srt = np.argsort(cnt, kind="stable")
+        sel, cnt = sel[srt], cnt[srt]
+        for lo in range(0, sel.size, NB_SLICE):
+            grp = sel[lo:lo + NB_SLICE]
+            r = rows[grp]
+            width = int(cnt[min(lo + NB_SLICE, sel.size) - 1])
+            ch = lists.ch[r, :width]                                    # (k, width, 4)
+            ch += (grp.astype(np.int32) * 26)[:, None, None]
+            dd = np.take(dflat, ch)
+            A = (dd[:, :, 0] + dd[:, :, 1]) + (dd[:, :, 2] + dd[:, :, 3])
+            jmin = A.argmin(axis=1)
+            thr = A[np.arange(grp.size), jmin] + tol[grp]
+            keep = A <= thr[:, None]
+            wl = wild[grp] | ~np.isfinite(thr)
+            if wl.any():
+                keep[wl] = np.arange(width)[None, :] < lists.count[r[wl], None]
+            multi = np.flatnonzero(keep.sum(axis=1) != 1)
+            out[grp] = lists.nb[r, jmin]                                # one neighbour left: the minimum
+            if multi.size == 0:
+                continue
+            # several: ggml's exact sequential d2 and first strict minimum below FLT_MAX
+            gi, j = np.nonzero(keep[multi])                             # row-major: list order per group
+            gg = grp[multi][gi]
+            cand = lists.nb[r[multi][gi], j]
+            lv = g.levels[cand].astype(np.int64)                        # (K, 8)
+            d2 = np.zeros(gi.size, F32)
+            for i in range(8):
+                d2 += np.take(tflat, gg * 24 + (3 * i) + lv[:, i])
+            d2 = np.where(d2 < FLT_MAX, d2, INF)                        # C: if (d2 < best_score), best = FLT_MAX
+            starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]])
+            mins = np.minimum.reduceat(d2, starts)
+            if not np.isfinite(mins).all():
+                raise GGSpecError("IQ1: no finite neighbour distance (ggml reads out of bounds here)")
+            seg = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, gi.size]))
+            firsts = np.where(d2 == mins[seg], np.arange(gi.size), gi.size)
+            out[grp[multi]] = cand[np.minimum.reduceat(firsts, starts)]
     return out
 
 
