@@ -39,7 +39,7 @@ FLT_MAX = F32(np.finfo(np.float32).max)
 MAGIC2 = F32(25165824.0)           # 3 * 2**23: x + MAGIC2 rounds x to an even integer
 EPS_XXS = F32(1e-8)                # GROUP_MAX_EPS_IQ3_XXS
 CHUNK_BLOCKS = 1024                # super-blocks per chunk: 256k weights, 8192 sub-blocks
-BUCKETS = (3, 4, 5, 6, 8, 10, 13, 17, 24, 40)   # neighbour lists padded to the first size >= theirs
+BUCKETS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 23, 26, 30, 34, 40)  # lists padded to these
 U = 2.0 ** -24
 
 
@@ -266,28 +266,36 @@ def _envelope_quick(Fh, Fl, cx, rat, ends, ja, jb):
     v0 = Fl - Fm
     v1 = Fh * rat
     v1 -= Fm
-    mus = []
+    th = []
     for FXh, FXl, FmX in ((FaH, FaL, FmA), (FbH, FbL, FmB)):
         base = k * FmX + C
-        mus.append((v0 - (FXl + base), v1 - (FXh * rat + base)))
-    (a0, a1), (b0, b1) = mus
-    good = ((a0 > 0) & (a1 > 0)) | ((b0 > 0) & (b1 > 0))
+        th.append((FXl + base, FXh * rat + base))
+    (ta0, ta1), (tb0, tb1) = th
+    good = v0 > ta0
+    good &= v1 > ta1
+    g = v0 > tb0
+    g &= v1 > tb1
+    good |= g
     good |= np.isnan(v0)                                 # padding
     gf = good.reshape(-1)
     gf[ja * n + cols] = True
     gf[jb * n + cols] = True
     ok = good.all(axis=0)
-    bad = np.flatnonzero(~good.reshape(-1))
+    bad = np.flatnonzero(~gf)
     if bad.size:
         f64 = np.float64
-        a0, a1, b0, b1 = (np.take(v.reshape(-1), bad).astype(f64) for v in (a0, a1, b0, b1))
+        col = bad % n
+        w0 = np.take(v0.reshape(-1), bad).astype(f64)
+        w1 = np.take(v1.reshape(-1), bad).astype(f64)
+        a0, a1 = w0 - ta0[col], w1 - ta1[col]
+        b0, b1 = w0 - tb0[col], w1 - tb1[col]
         with np.errstate(all="ignore"):
-            ta = a0 / (a0 - a1)                          # zero of mu_a
-            tb = b0 / (b0 - b1)                          # zero of mu_b
-            cross = (a0 <= 0) & (a1 > 0) & (b0 > 0) & (b1 <= 0) & (tb - ta > 1e-9)
-            cross |= (a0 > 0) & (a1 <= 0) & (b0 <= 0) & (b1 > 0) & (ta - tb > 1e-9)
-        ok[bad % n] = True                               # runs whose failing slots all cross ...
-        ok[bad[~cross] % n] = False                      # ... and no other
+            za = a0 / (a0 - a1)                          # zero of mu_a
+            zb = b0 / (b0 - b1)                          # zero of mu_b
+            cross = (a0 <= 0) & (a1 > 0) & (b0 > 0) & (b1 <= 0) & (zb - za > 1e-9)
+            cross |= (a0 > 0) & (a1 <= 0) & (b0 <= 0) & (b1 > 0) & (za - zb > 1e-9)
+        ok[col] = True                                   # runs whose failing slots all cross ...
+        ok[col[~cross]] = False                          # ... and no other
     return ok
 
 
