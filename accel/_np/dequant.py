@@ -181,7 +181,7 @@ T_Q20 = np.ascontiguousarray((_C - 1).astype(I8)).view("<u4")[:, 0].astype(U32)
 # Q1_0: a byte -> 8 uint32 sign masks (bit clear -> flip)
 Q1_SIGNS = _BYTE_SIGNS ^ U32(0x80000000)                                                 # (256, 8)
 
-_V16 = np.dtype("V16")
+_V4, _V8, _V16, _V32 = (np.dtype(f"V{k}") for k in (4, 8, 16, 32))   # k-byte items
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 
 
@@ -249,8 +249,10 @@ def _p_q41(b, out, off_q, hi_off=None):
 
 def _x_d_m(q, dm, out):
     """out = x * d + m (per block of 32)."""
-    _scale(q, dm[:, 0:1], out, 32)
-    np.add(out, dm[:, 1:2], out=out)
+    o = out.reshape(-1)
+    np.copyto(o, q.reshape(-1))
+    np.multiply(o, _rep(dm[:, 0], 32), out=o)
+    np.add(o, _rep(dm[:, 1], 32), out=o)
 
 
 def q4_1(b, out):
@@ -284,18 +286,24 @@ def q5_1(b, out):
     _redo_nan(b, out, dm[:, 1:2], lambda bb, oo: _p_q41(bb, oo, 8, 4))
 
 
+def _q8(b, off, out):
+    nb = b.shape[0]
+    q = _buf("q8", (nb, 32), I8)
+    q.view(_V32)[:, 0] = b[:, off:off + 32].view(_V32)[:, 0]   # contiguous int8
+    _scale(q, _f16(b, 0), out, 32)               # qs * d
+
+
 def q8_0(b, out):
-    np.multiply(b[:, 2:34].view(I8), _f16(b, 0), out=out)
+    _q8(b, 2, out)
 
 
 def q8_1(b, out):
-    np.multiply(b[:, 4:36].view(I8), _f16(b, 0), out=out)     # y = qs * d (s is not used)
+    _q8(b, 4, out)                               # y = qs * d (s is not used)
 
 
 # --------------------------------------------------------------------------------------------------
 # k-quants
 
-_V32 = np.dtype("V32")
 _K8 = np.arange(8, dtype=U64).reshape(8, 1)
 _K4 = np.array([0, 2, 4, 6], dtype=U64).reshape(4, 1)
 
@@ -442,16 +450,13 @@ def q6_K(b, out):
 
 def q8_K(b, out):
     d = np.ascontiguousarray(b[:, 0:4]).view("<f4")                # float32 d, bits as stored
-    np.multiply(d, b[:, 4:260].view(I8), out=out)                  # d * qs
+    _scale(b[:, 4:260].view(I8), d, out, 256)                      # d * qs
 
 
 # --------------------------------------------------------------------------------------------------
 # ternary, low-bit, fp4
 
 _P5 = np.array([1, 3, 9, 27, 81], dtype=U8).reshape(1, 5, 1)
-
-
-_V4, _V8 = np.dtype("V4"), np.dtype("V8")
 
 
 def tq1_0(b, out):
