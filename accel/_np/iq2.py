@@ -59,7 +59,8 @@ from ...reference.types import QK_K
 from . import search
 from .common import F32, U8, f16_bits, nearest_int, run_chunks, seq_sum
 
-CHUNK_BLOCKS = 64                      # super-blocks per chunk (16k weights)
+CHUNK_BLOCKS = 256                     # super-blocks per chunk (64k weights)
+SEARCH_WEIGHTS = 1 << 14               # the candidate-scale search runs on batches of this many weights
 F64 = np.float64
 FLT_MAX = F32(np.finfo(np.float32).max)
 _FLT_MAX_BITS = np.uint64(np.array(FLT_MAX, np.float32).view(np.uint32))
@@ -84,8 +85,8 @@ class _Tables:
         self.first = (start + 1).astype(np.int64)               # offset of the first member
         self.nb = nb
         lev = g.levels.astype(np.int64)                          # (npts, 8) levels 0..2
-        self.levf = lev.astype(F32)
-        self.levT = np.ascontiguousarray(lev.T.astype(F32))      # (8, npts)
+        self.lev8 = lev.astype(U8)                               # (npts, 8)
+        self.lev8T = np.ascontiguousarray(lev.T.astype(U8))      # (8, npts)
         self.qf = (2 * lev + 1).astype(F32)                      # the int8 grid ggml searches: 1, 3, 5
         members = np.clip(nb, 0, lev.shape[0] - 1)              # (count entries: never read)
         clo = lev[:, 0] * 27 + lev[:, 1] * 9 + lev[:, 2] * 3 + lev[:, 3]
@@ -139,58 +140,57 @@ class _Groups:
         self._bounds = None
 
     def bounds(self):
-        """Per group the partial sums (A, B) = (sum w q^2, sum w x q) of the first four and of the last
-        four coordinates for every level combination, as complex64 ``A + iB`` in a (G, 162) table
-        (``[g, c]`` first half, ``[g, 81 + c]`` second half, c = 27 l0 + 9 l1 + 3 l2 + l3);
-        W0, W1, W2 = sum w, sum w|x|, sum w x^2 (float64); rows with finite values."""
+        """Per group the partial sums A = sum w q^2 and B = sum w x q of the first four and of the last
+        four coordinates for every level combination: two float32 (G, 162) tables (``[g, c]`` first
+        half, ``[g, 81 + c]`` second half, c = 27 l0 + 9 l1 + 3 l2 + l3); W0, W1, W2 = sum w,
+        sum w|x|, sum w x^2 (float64); rows with finite values."""
         if self._bounds is None:
             W, X = self.WG, self.XG
             G = self.G
+            tabs = []
             with np.errstate(all="ignore"):
-                AB = np.empty((G, 8, 3), np.complex64)
-                AB.real = W[:, :, None] * np.array([1.0, 9.0, 25.0], F32)
-                AB.imag = (W * X)[:, :, None] * np.array([1.0, 3.0, 5.0], F32)
-                tab = np.empty((G, 2, 9, 9), np.complex64)
-                for h in range(2):
-                    c = 4 * h
-                    p01 = (AB[:, c, :, None] + AB[:, c + 1, None, :]).reshape(G, 9)
-                    p23 = (AB[:, c + 2, :, None] + AB[:, c + 3, None, :]).reshape(G, 9)
-                    np.add(p01[:, :, None], p23[:, None, :], out=tab[:, h])
+                for V, q in ((W, (1.0, 9.0, 25.0)), (W * X, (1.0, 3.0, 5.0))):
+                    T = V[:, :, None] * np.array(q, F32)         # (G, 8, 3): term of coordinate i at level l
+                    tab = np.empty((G, 2, 9, 9), F32)
+                    for h in range(2):
+                        c = 4 * h
+                        p01 = (T[:, c, :, None] + T[:, c + 1, None, :]).reshape(G, 9)
+                        p23 = (T[:, c + 2, :, None] + T[:, c + 3, None, :]).reshape(G, 9)
+                        np.add(p01[:, :, None], p23[:, None, :], out=tab[:, h])
+                    tabs.append(tab.reshape(G * 162))
                 W64, X64 = W.astype(F64), np.abs(X.astype(F64))
                 W0 = W64.sum(axis=1)
                 W1 = (W64 * X64).sum(axis=1)
                 W2 = (W64 * X64 * X64).sum(axis=1)
                 ok = np.isfinite(W).all(axis=1) & np.isfinite(X).all(axis=1) & np.isfinite(W2)
-            self._bounds = (tab.reshape(G * 162), W0, W1, W2, ok)
+            self._bounds = (tabs[0], tabs[1], W0, W1, W2, ok)
         return self._bounds
 
     # ----------------------------------------------------------------------------------------------
     def search(self, ids, scales, mask=None):
         """Project every group at every trial: ids, scales (T, S) float32 (``scales`` is the scale
         the neighbour search uses). With ``mask`` (ng, T, S) only those groups' neighbours are
-        searched. Returns (lf (n, T, S) float32 levels, gi (ng, T, S) grid indices, on_grid)."""
+        searched. Returns (L (n, T, S) uint8 levels, gi (ng, T, S) grid indices, on_grid)."""
         tb, xa = self.tb, self.xa
         n, S = xa.shape
         ng, T = self.ng, ids.shape[0]
         with np.errstate(all="ignore"):
-            v = ids[None, :, :] * xa[:, None, :]
-            v -= F32(1.0)
-            v *= F32(0.5)                                        # 0.5f*(id*xval - 1)
+            a = ids[None, :, :] * xa[:, None, :]                 # id*xval
             if (np.abs(ids) * self.amax[None, :] < _SAFE).all():
-                lf = np.rint(v, out=v)
-                np.maximum(lf, F32(0.0), out=lf)
-                np.minimum(lf, F32(2.0), out=lf)
+                # nearest_int(0.5f*(a - 1)) >= 1  <=>  a > 2, and >= 2  <=>  a >= 4 (a - 1 is exact
+                # there, rint is round-half-even like the bit trick while |.| < 2**22)
+                L = np.greater(a, F32(2.0)).view(U8)
+                L += np.greater_equal(a, F32(4.0)).view(U8)
             else:
-                li = nearest_int(v)
+                a -= F32(1.0)
+                a *= F32(0.5)
+                li = nearest_int(a)
                 np.clip(li, 0, 2, out=li)
-                lf = li.astype(F32)
-        l4 = lf.reshape(ng, 8, T, S)
-        u = l4[:, 7] * F32(4.0)
-        for i in range(6, -1, -1):                               # sum l_i << 2i, exact in float32
-            u += l4[:, i]
-            if i:
-                u *= F32(4.0)
-        u = u.astype(np.int64)
+                L = li.astype(U8)
+        l4 = L.reshape(ng, 8, T, S)
+        u = l4[:, 0].astype(np.int64)
+        for i in range(1, 8):                                    # u |= l_i << 2i
+            u += np.left_shift(l4[:, i], 2 * i, dtype=np.int64)
         gi = tb.kmap[u]
         on_grid = gi >= 0
         off = ~on_grid if mask is None else ~on_grid & mask
@@ -200,23 +200,25 @@ class _Groups:
             k, s = np.divmod(g, S)
             best = self.resolve(u[k, t, s], g, scales[t, s])
             gi[k, t, s] = best
-            l4[k, :, t, s] = tb.levf[best]
-        return lf, gi, on_grid
+            l4[k, :, t, s] = tb.lev8[best]
+        return L, gi, on_grid
 
     def resolve(self, u, g, s):
         """Best neighbour for (code u, group g, scale s) cells ordered by group then trial."""
         out = np.empty(u.size, np.int64)
-        _, W0, W1, W2, ok = self.bounds()
+        _, _, W0, W1, W2, ok = self.bounds()
         s64 = s.astype(F64)
         with np.errstate(all="ignore"):
             Z = (25.0 * s64 * s64) * W0[g] + (10.0 * np.abs(s64)) * W1[g] + W2[g]
             fast = ok[g] & np.isfinite(s64) & (s64 > 0) & (Z < _Z_MAX) & (Z < _ZS_MAX * (s64 * s64))
         if fast.all():
-            out[:] = self._resolve_fast(u, g, s, s64, Z)
+            with np.errstate(all="ignore"):
+                out[:] = self._resolve_fast(u, g, s, s64, Z)
         else:
             f = np.flatnonzero(fast)
             if f.size:
-                out[f] = self._resolve_fast(u[f], g[f], s[f], s64[f], Z[f])
+                with np.errstate(all="ignore"):
+                    out[f] = self._resolve_fast(u[f], g[f], s[f], s64[f], Z[f])
             e = np.flatnonzero(~fast)
             owner, pos, starts = _expand(self.tb.count[u[e]], self.tb.first[u[e]])
             d2 = self._exact_d2(g[e][owner], s[e][owner], self.tb.nb[pos])
@@ -235,8 +237,9 @@ class _Groups:
         return d2
 
     def _resolve_fast(self, u, g, s, s64, Z):
+        """The pruned search (see the module docstring); float warnings are off (caller)."""
         tb = self.tb
-        tab = self.bounds()[0]
+        tabA, tabB = self.bounds()[:2]
         N = u.size
         new = np.ones(N, bool)
         new[1:] = (g[1:] != g[:-1]) | (u[1:] != u[:-1])
@@ -246,33 +249,40 @@ class _Groups:
         gp, up = g[pst], u[pst]
         s_hi = np.maximum.reduceat(s, pst)
         s_lo = np.minimum.reduceat(s, pst)
-        with np.errstate(all="ignore"):
-            slo64 = s_lo.astype(F64)
-            tol_p = ((_TOL_REL * np.maximum.reduceat(Z, pst) + _TOL_ABS) / (slo64 * slo64) + _TOL_ABS_G).astype(F32)
-            c_hi = F32(2.0) / s_hi                               # 2t at both ends of the interval
-            c_lo = F32(2.0) / s_lo
+        slo64 = s_lo.astype(F64)
+        tol_p = ((_TOL_REL * np.maximum.reduceat(Z, pst) + _TOL_ABS) / (slo64 * slo64) + _TOL_ABS_G).astype(F32)
+        c_hi = F32(2.0) / s_hi                               # 2t at both ends of the interval
+        c_lo = F32(2.0) / s_lo
 
         # stage 1: every candidate of every pair; g(t) = A - 2Bt is linear in t = 1/s
         cnt = tb.count[up]
-        owner, pos, starts = _expand(cnt, tb.first[up])
+        ends = np.cumsum(cnt)
+        starts = ends - cnt
+        E = int(ends[-1])
+        pos = np.arange(E, dtype=np.int64)
+        pos += np.repeat(tb.first[up] - starts, cnt)             # offset of each candidate in the lists
         base = np.repeat(gp * 162, cnt)
-        ab = tab[tb.nbclo[pos] + base]
-        ab += tab[tb.nbchi[pos] + base]
-        A = np.ascontiguousarray(ab.real)
-        B = np.ascontiguousarray(ab.imag)
+        i1 = np.add(tb.nbclo.take(pos), base)
+        i2 = np.add(tb.nbchi.take(pos), base)
+        A = tabA.take(i1)
+        A += tabA.take(i2)
+        B = tabB.take(i1)
+        B += tabB.take(i2)
+        g1 = A - B * np.repeat(c_hi, cnt)                        # g at t1 = 1/s_hi
+        g2 = A - B * np.repeat(c_lo, cnt)                        # g at t2 = 1/s_lo
+        m1 = np.minimum.reduceat(g1, starts)
+        m2 = np.minimum.reduceat(g2, starts)
+        # q1 (best at t1) and q2 (best at t2) as reference lines: their values at the other end
         inf = F32(np.inf)
-        with np.errstate(all="ignore"):
-            g1 = A - B * np.repeat(c_hi, cnt)                    # at t1 = 1/s_hi
-            g2 = A - B * np.repeat(c_lo, cnt)                    # at t2 = 1/s_lo
-            m1 = np.minimum.reduceat(g1, starts)
-            m2 = np.minimum.reduceat(g2, starts)
-            # q1 (best at t1) and q2 (best at t2) as reference lines: their values at the other end
-            v12 = np.minimum.reduceat(np.where(g1 == np.repeat(m1, cnt), g2, inf), starts)
-            v21 = np.minimum.reduceat(np.where(g2 == np.repeat(m2, cnt), g1, inf), starts)
-            T = F32(2.0) * tol_p
-            # a candidate beaten by more than 2 tol at both ends by the same line is beaten everywhere
-            surv = (g1 <= np.repeat(m1 + T, cnt)) | (g2 <= np.repeat(v12 + T, cnt))
-            surv &= (g1 <= np.repeat(v21 + T, cnt)) | (g2 <= np.repeat(m2 + T, cnt))
+        v12 = np.minimum.reduceat(np.where(g1 == np.repeat(m1, cnt), g2, inf), starts)
+        v21 = np.minimum.reduceat(np.where(g2 == np.repeat(m2, cnt), g1, inf), starts)
+        T = F32(2.0) * tol_p
+        # a candidate beaten by more than 2 tol at both ends by the same line is beaten everywhere
+        surv = g1 <= np.repeat(m1 + T, cnt)
+        surv |= g2 <= np.repeat(v12 + T, cnt)
+        surv2 = g1 <= np.repeat(v21 + T, cnt)
+        surv2 |= g2 <= np.repeat(m2 + T, cnt)
+        surv &= surv2
         ns = np.add.reduceat(surv, starts, dtype=np.int64)
         sidx = np.flatnonzero(surv)                              # survivors, pair by pair, list order
         sfirst = np.cumsum(ns) - ns
@@ -289,11 +299,10 @@ class _Groups:
         n2 = ns[cp]
         own2, i2, st2 = _expand(n2, sfirst[cp])
         se = sidx[i2]                                            # stage-1 entry of each candidate
-        with np.errstate(all="ignore"):
-            sc = s64[cells]
-            tol_c = ((_TOL_REL * Z[cells] + _TOL_ABS) / (sc * sc) + _TOL_ABS_G).astype(F32)
-            gv = A[se] - B[se] * np.repeat(F32(2.0) / s[cells], n2)
-            thr2 = np.minimum.reduceat(gv, st2) + F32(2.0) * tol_c
+        sc = s64[cells]
+        tol_c = ((_TOL_REL * Z[cells] + _TOL_ABS) / (sc * sc) + _TOL_ABS_G).astype(F32)
+        gv = A[se] - B[se] * np.repeat(F32(2.0) / s[cells], n2)
+        thr2 = np.minimum.reduceat(gv, st2) + F32(2.0) * tol_c
         keep = gv <= np.repeat(thr2, n2)
         nk = np.add.reduceat(keep, st2, dtype=np.int64)
         kidx = np.flatnonzero(keep)
@@ -392,22 +401,27 @@ def _make_qp_scale(X, nmax: int, QW):
     return np.where(zero, F32(0.0), res)
 
 
-def _sums(W, WX, lf):
-    """sumqx = sum w*xval*q, sumq2 = sum w*q*q with q = 2L+1 over axis 0, in C's order.
-    W, WX (n, S); lf (n, T, S) -> (T, S) each."""
-    q = lf * F32(2.0)
-    q += F32(1.0)
+def _products(W, WX):
+    """The terms ggml adds for q = 1, 3, 5: w*xval[i]*q = (w*xval)*q and w*q*q = (w*q)*q."""
     with np.errstate(all="ignore"):
-        a = WX[:, None, :] * q                                   # (w*xval[i])*q
-        b = W[:, None, :] * q
-        b *= q                                                   # (w*q)*q
-    return seq_sum(a, axis=0), seq_sum(b, axis=0)
+        return (WX, WX * F32(3.0), WX * F32(5.0), W, (W * F32(3.0)) * F32(3.0), (W * F32(5.0)) * F32(5.0))
+
+
+def _sums(prod, L):
+    """sumqx = sum w*xval*q, sumq2 = sum w*q*q with q = 2L+1 over axis 0, in C's order.
+    prod from _products ((n, S) each); L (n, T, S) uint8 levels -> (T, S) each."""
+    x1, x3, x5, q1, q3, q5 = (p[:, None, :] for p in prod)
+    b1, b2 = L >= 1, L >= 2
+    a = np.where(b2, x5, np.where(b1, x3, x1))
+    b = np.where(b2, q5, np.where(b1, q3, q1))
+    with np.errstate(all="ignore"):
+        return seq_sum(a, axis=0), seq_sum(b, axis=0)
 
 
 def _levels_of(tb: _Tables, gi):
-    """(ng, S) grid indices -> (n, S) float32 levels."""
+    """(ng, S) grid indices -> (n, S) uint8 levels."""
     ng, S = gi.shape
-    return np.take(tb.levT, gi, axis=1).transpose(1, 0, 2).reshape(ng * 8, S)
+    return np.take(tb.lev8T, gi, axis=1).transpose(1, 0, 2).reshape(ng * 8, S)
 
 
 def _cmax_fold(X):
@@ -427,6 +441,51 @@ _KIND = {
     "IQ2_XS": (16, True, F32(1e-15), False, np.arange(-9, 10)),
     "IQ2_S": (16, False, F32(1e-8), True, np.arange(-9, 10)),
 }
+
+
+def _fit(name, tb, trials, xa, Wa, wauxa, denom, scale):
+    """The candidate scales, the acceptance and the final re-projection for sub-blocks (columns of
+    xa (n, S)) -> (scale (S,), grid index of each group (ng, S))."""
+    n, Sa = xa.shape
+    ng = n // 8
+    with np.errstate(all="ignore"):
+        grp = _Groups(tb, xa, wauxa)
+        prod = _products(Wa, Wa * xa)
+        if name == "IQ2_XXS":
+            gib = np.full((ng, Sa), -1, np.int64)
+        else:
+            gib = np.full((ng, Sa), tb.kmap[0], np.int64)        # L = 0 until a trial is taken
+        ongb = np.ones((ng, Sa), bool)
+        ids = (F32(5.0) + trials.astype(F32)[:, None] * F32(0.1)) / denom[None, :]   # (2*kMaxQ-1+is*0.1f)/max
+        L, gi, ong = grp.search(ids, F32(1.0) / ids)
+        sumqx, sumq2 = _sums(prod, L)
+        best = np.zeros(Sa, F32)
+        for t in range(len(trials)):                             # the sequential acceptance
+            acc = (sumq2[t] > 0) & (sumqx[t] * sumqx[t] > best * sumq2[t])
+            if acc.any():
+                scale = np.where(acc, sumqx[t] / sumq2[t], scale)
+                best = np.where(acc, scale * sumqx[t], best)
+                np.copyto(gib, gi[:, t], where=acc[None, :])
+                np.copyto(ongb, ong[:, t], where=acc[None, :])
+        if name == "IQ2_XXS":                                    # every group again at the chosen scale
+            redo = scale > 0
+            mask = np.broadcast_to(redo[None, None, :], (ng, 1, Sa))
+        else:                                                    # only the groups that were off the grid
+            redo = (~ongb).any(axis=0) & (scale > 0)
+            mask = (~ongb & redo[None, :])[:, None, :]
+        if redo.any():
+            sr = np.where(redo, scale, F32(1.0))
+            _, gi, _ = grp.search((F32(1.0) / sr)[None, :], sr[None, :], mask)
+            gi = gi[:, 0]
+            if name != "IQ2_XXS":
+                gi = np.where(ongb, gib, gi)
+            gin = np.where(redo[None, :], gi, gib)
+            sumqx, sumq2 = _sums(prod, _levels_of(tb, np.where(gin < 0, 0, gin))[:, None, :])
+            scale = np.where(redo & (sumq2[0] > 0), sumqx[0] / sumq2[0], scale)
+            gib = gin
+    if (gib < 0).any():
+        raise GGSpecError(f"{name}: quantized point not on the grid (ggml aborts here)")
+    return scale, gib
 
 
 def _chunk(name, xb, QW):
@@ -490,58 +549,24 @@ def _chunk(name, xb, QW):
             eff_all[cols] = eff_max
 
         cols = np.flatnonzero(active)
-        if cols.size:
-            xa = np.ascontiguousarray(xval[:, cols])
-            Wa = np.ascontiguousarray(W[:, cols])
-            grp = _Groups(tb, xa, np.ascontiguousarray(waux[:, cols]))
-            WXa = Wa * xa
-            Sa = cols.size
+        step = SEARCH_WEIGHTS // n
+        for c0 in range(0, cols.size, step):
+            cb = cols[c0:c0 + step]
+            xa = np.ascontiguousarray(xval[:, cb])
             if name == "IQ2_XXS":
-                scale = qp_scale[cols]
-                denom = eff_all[cols]
-                gib = np.full((ng, Sa), -1, np.int64)
+                scale, denom = qp_scale[cb], eff_all[cb]
             else:
-                denom = vmax[cols]
+                denom = vmax[cb]
                 scale = denom / F32(5.0)                         # max/(2*kMaxQ-1)
-                gib = np.full((ng, Sa), tb.kmap[0], np.int64)    # L = 0 until a trial is taken
-            ongb = np.ones((ng, Sa), bool)
-            ids = (F32(5.0) + trials.astype(F32)[:, None] * F32(0.1)) / denom[None, :]   # (2*kMaxQ-1+is*0.1f)/max
-            this_scale = F32(1.0) / ids
-            lf, gi, ong = grp.search(ids, this_scale)
-            sumqx, sumq2 = _sums(Wa, WXa, lf)
-            best = np.zeros(Sa, F32)
-            for t in range(len(trials)):                         # the sequential acceptance
-                acc = (sumq2[t] > 0) & (sumqx[t] * sumqx[t] > best * sumq2[t])
-                if acc.any():
-                    scale = np.where(acc, sumqx[t] / sumq2[t], scale)
-                    best = np.where(acc, scale * sumqx[t], best)
-                    np.copyto(gib, gi[:, t], where=acc[None, :])
-                    np.copyto(ongb, ong[:, t], where=acc[None, :])
-            if name == "IQ2_XXS":
-                redo = scale > 0
-                mask = np.broadcast_to(redo[None, None, :], (ng, 1, Sa))
-            else:
-                redo = (~ongb).any(axis=0) & (scale > 0)
-                mask = (~ongb & redo[None, :])[:, None, :]
-            if redo.any():
-                sr = np.where(redo, scale, F32(1.0))
-                lf, gi, _ = grp.search((F32(1.0) / sr)[None, :], sr[None, :], mask)
-                gi = gi[:, 0]
-                if name != "IQ2_XXS":
-                    gi = np.where(ongb, gib, gi)                 # only the off-grid groups move
-                gin = np.where(redo[None, :], gi, gib)
-                sumqx, sumq2 = _sums(Wa, WXa, _levels_of(tb, np.where(gin < 0, 0, gin))[:, None, :])
-                scale = np.where(redo & (sumq2[0] > 0), sumqx[0] / sumq2[0], scale)
-                gib = gin
-            if (gib < 0).any():
-                raise GGSpecError(f"{name}: quantized point not on the grid (ggml aborts here)")
+            scale, gib = _fit(name, tb, trials, xa, np.ascontiguousarray(W[:, cb]),
+                              np.ascontiguousarray(waux[:, cb]), denom, scale)
             negs = scale < 0
             if negs.any():
                 scale = np.where(negs, -scale, scale)
-                sg = signs[:, cols]
-                signs[:, cols] = np.where(negs[None, :], (~sg) & (127 if even else 255), sg)
-            scale_all[cols] = scale
-            gi_all[:, cols] = gib
+                sg = signs[:, cb]
+                signs[:, cb] = np.where(negs[None, :], (~sg) & (127 if even else 255), sg)
+            scale_all[cb] = scale
+            gi_all[:, cb] = gib
 
         # per super-block: max_scale = MAX(max_scale, scale) over the sub-blocks that were not skipped
         sc_b = scale_all.reshape(B, nsub)
