@@ -47,7 +47,8 @@ U = 2.0 ** -24
 def _tables(name: str):
     """(kmap int32 (4096,), gcode int32 (ngrid,): the code of each grid point, bucket int8 (4096,),
     buckets: list of (P, Q (P, 4, 4096) float32 candidate q = 2l+1, NaN padded, C (P, 4096) int32
-    candidate grid indices, in ggml's list order))."""
+    candidate grid indices, in ggml's list order), qgrid (ngrid, 4) float32 q of each grid point,
+    on-grid bool (4096,))."""
     tab = quant_grid(name)
     kmap = np.where(tab.kmap >= 0, tab.kmap, -1).astype(I32)
     ncode = kmap.size
@@ -68,7 +69,7 @@ def _tables(name: str):
                 C[:c.size, u] = c
         buckets.append((P, Q, C))
         lo = P
-    return kmap, gcode, bucket, buckets, qgrid
+    return kmap, gcode, bucket, buckets, qgrid, kmap >= 0
 
 
 def _distances(Q, x, w, s):
@@ -125,7 +126,7 @@ def _best_neighbours(name, codes, x, w, s):
     """iq3_find_best_neighbour for n groups at once -> grid index (n,) int32.
 
     codes (n,) off-grid codes; x, w (4, n) xval and waux of each group; s (n,) the scale."""
-    _, _, bucket, buckets, _ = _tables(name)
+    _, _, bucket, buckets = _tables(name)[:4]
     out = np.empty(codes.size, I32)
     order, bounds = _by_bucket(bucket, codes, len(buckets))
     codes = codes[order]
@@ -173,7 +174,7 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, interior, safe):
       float64 from the float32 values, with M scaled by 1 + 1e-6 and the crossing test with
       1e-9 to spare.
     """
-    _, _, bucket, buckets, _ = _tables(name)
+    _, _, bucket, buckets = _tables(name)[:4]
     n = codes.size
     nb = len(buckets)
     # kind: 0 = has interior trials and is in the proof's range (tested), 1 = both ends only,
@@ -321,16 +322,18 @@ def _safe_groups(XV, WA):
     return ok.reshape(8, 4, -1).all(axis=1)
 
 
-def _trial_neighbours(name, U2, GI2, off2, TS, XV, WA):
-    """Fill GI2 (T, 8S) at the off-grid trials (off2) with ggml's best neighbour (trial t uses
-    this_scale TS[t]).
+def _trial_neighbours(name, U2, off2, TS, XV, WA):
+    """The effective code of every group at every trial (T, 8S): U2 where the code is on the grid
+    (or the sub-block is skipped), else the code of ggml's best neighbour at that trial's
+    this_scale TS[t] (off2 marks those).
 
     A run is a stretch of consecutive trials in which a group has the same off-grid code (codes
     only grow with ``is``, so a code never comes back). Each run is searched exactly at its two
     ends; when _runs_best_neighbours proves that only the two end winners can win in between,
-    the interior trials only compare those two; otherwise the run is cut in two at its middle
-    trial and each half is treated the same way (a few times at most, then trial by trial)."""
-    _, _, bucket, buckets, qgrid = _tables(name)
+    the interior trials only compare those two (most of them decided by _pair_bounds); otherwise
+    the run is cut in two at its middle trial and each half is treated the same way (a few times
+    at most, then trial by trial)."""
+    _, gcode, bucket, buckets, qgrid = _tables(name)[:5]
     T, G8 = U2.shape
     S = G8 // 8
     same = np.zeros((T, G8), bool)
@@ -341,97 +344,93 @@ def _trial_neighbours(name, U2, GI2, off2, TS, XV, WA):
     ts, gs = np.divmod(np.flatnonzero(start), G8)
     n = ts.size
     RID = np.full((T, G8), -1, I32)
-    RID[ts, gs] = np.arange(n, dtype=I32)
+    RID.reshape(-1)[ts * G8 + gs] = np.arange(n, dtype=I32)
     for t in range(1, T):                           # forward fill: the run each off trial is in
         np.maximum(RID[t], RID[t - 1], out=RID[t])
     te, ge = np.divmod(np.flatnonzero(end), G8)
     tend = np.empty(n, np.int64)
-    tend[RID[te, ge]] = te
-    k = gs // S
-    s = gs - k * S
-    codes = U2[ts, gs]
-    x = XV.reshape(-1)[((4 * k)[None, :] + np.arange(4)[:, None]) * S + s]
-    w = WA.reshape(-1)[((4 * k)[None, :] + np.arange(4)[:, None]) * S + s]
-    safe = _safe_groups(XV, WA).reshape(-1)[gs]
-    CBall = np.concatenate([CB for _, _, CB in buckets], axis=0)     # (sum P, 4096)
-    base = np.concatenate([[0], np.cumsum([P for P, _, _ in buckets])[:-1]])[bucket[codes]]
+    tend[np.take(RID.reshape(-1), te * G8 + ge)] = te
+    s = gs % S
+    codes = np.take(U2.reshape(-1), ts * G8 + gs)
+    x = np.take(XV.reshape(8, 4, S).transpose(1, 0, 2).reshape(4, G8), gs, axis=1)   # (4, n)
+    w = np.take(WA.reshape(8, 4, S).transpose(1, 0, 2).reshape(4, G8), gs, axis=1)
+    safe = np.take(_safe_groups(XV, WA).reshape(-1), gs)
+    CBf = np.concatenate([CB for _, _, CB in buckets], axis=0).reshape(-1)     # (sum P) x 4096
+    base = np.concatenate([[0], np.cumsum([P for P, _, _ in buckets])[:-1]])[bucket[codes]] * 4096 + codes
     qgT = np.ascontiguousarray(qgrid.T)
     TSf = TS.reshape(-1)
 
-    def cx_of(runs):
-        xr = np.take(x, runs, axis=1)
-        return seq_sum((np.take(w, runs, axis=1) * xr) * xr, axis=0)
-
-    GIf = GI2.reshape(-1)
-
-    def interior_trials(iv, t0, t1):
+    def interior_trials(f, t0, t1):
         cnt = t1 - t0 - 1
-        rr = np.repeat(iv, cnt)
+        rr = np.repeat(f, cnt)
         tt = np.arange(rr.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
         tt += np.repeat(t0 + 1, cnt)
-        return rr, tt
+        return rr, tt, cnt
 
-    iv = np.arange(n)                               # intervals: run, first and last trial
-    t0 = ts.astype(np.int64)
+    UE2 = None
+    iv = None                                       # intervals: run (None: all runs), first and last trial
+    t0 = ts
     t1 = tend
     for depth in range(4):
-        r_s = s[iv]
-        jh, jl, ok, ends = _runs_best_neighbours(name, codes[iv], np.take(x, iv, axis=1), np.take(w, iv, axis=1),
-                                                 TSf[t0 * S + r_s], TSf[t1 * S + r_s], t1 - t0 >= 2, safe[iv])
-        c = codes[iv]
-        gh = CBall[base[iv] + jh, c]
-        gl = CBall[base[iv] + jl, c]
-        g = gs[iv]
-        if depth == 0:                              # every trial of a run: the winner at its start
-            idx = np.flatnonzero(off2)
-            GIf[idx] = np.take(gh, np.take(RID.reshape(-1), idx))
+        if iv is None:
+            c, xi, wi, si, gi_, sf, bi_ = codes, x, w, s, gs, safe, base
         else:
-            GIf[t0 * G8 + g] = gh
-        GIf[t1 * G8 + g] = gl
+            c, xi, wi, si, gi_, sf, bi_ = (codes[iv], np.take(x, iv, axis=1), np.take(w, iv, axis=1), s[iv], gs[iv],
+                                          safe[iv], base[iv])
+        jh, jl, ok, ends = _runs_best_neighbours(name, c, xi, wi, TSf[t0 * S + si], TSf[t1 * S + si], t1 - t0 >= 2, sf)
+        uh = gcode[np.take(CBf, jh * 4096 + bi_)]    # the winners' codes
+        ul = gcode[np.take(CBf, jl * 4096 + bi_)]
+        if UE2 is None:                             # every trial of a run: the winner at its start
+            UE2 = np.where(off2, np.take(uh, RID), U2)
+            UEf = UE2.reshape(-1)
+        else:
+            UEf[t0 * G8 + gi_] = uh
+        UEf[t1 * G8 + gi_] = ul
         inner = t1 - t0 >= 2
-        fill = inner & ok & (jh == jl)
-        if depth and fill.any():
-            f = np.flatnonzero(fill)
-            rr, tt = interior_trials(f, t0[f], t1[f])
-            GIf[tt * G8 + g[rr]] = gh[rr]
-        pair = inner & ok & (jh != jl)
-        if pair.any():
-            f = np.flatnonzero(pair)
-            cnt = t1[f] - t0[f] - 1
-            rr, tt = interior_trials(f, t0[f], t1[f])
-            run = iv[rr]
-            ts_f = TSf[tt * S + s[run]]
-            a_wins, b_wins = _pair_bounds(ends[:, f], cx_of(iv[f]), TSf[t1[f] * S + s[iv[f]]],
-                                          TSf[t0[f] * S + s[iv[f]]], cnt, ts_f)
-            gg = tt * G8 + g[rr]
+        if depth:
+            f = np.flatnonzero(inner & ok & (jh == jl))
+            if f.size:
+                rr, tt, _ = interior_trials(f, t0[f], t1[f])
+                UEf[tt * G8 + gi_[rr]] = uh[rr]
+        f = np.flatnonzero(inner & ok & (jh != jl))
+        if f.size:
+            rr, tt, cnt = interior_trials(f, t0[f], t1[f])
+            sr = si[rr]
+            ts_f = TSf[tt * S + sr]
+            a_wins, b_wins = _pair_bounds(ends[:, f], seq_sum((wi[:, f] * xi[:, f]) * xi[:, f], axis=0),
+                                          TSf[t1[f] * S + si[f]], TSf[t0[f] * S + si[f]], cnt, ts_f)
+            gg = tt * G8 + gi_[rr]
             if depth:
                 sel = np.flatnonzero(a_wins)
-                GIf[gg[sel]] = gh[rr[sel]]
+                UEf[gg[sel]] = uh[rr[sel]]
             sel = np.flatnonzero(b_wins)
-            GIf[gg[sel]] = gl[rr[sel]]
+            UEf[gg[sel]] = ul[rr[sel]]
             u = np.flatnonzero(~(a_wins | b_wins))
             if u.size:
                 ru = rr[u]
-                a = _pair_winner(np.take(qgT, gh[ru], axis=1), np.take(qgT, gl[ru], axis=1), jh[ru], jl[ru],
-                                 np.take(x, run[u], axis=1), np.take(w, run[u], axis=1), ts_f[u])
-                GIf[gg[u]] = np.where(a, gh[ru], gl[ru])
+                ga = np.take(CBf, jh[ru] * 4096 + bi_[ru])
+                gb = np.take(CBf, jl[ru] * 4096 + bi_[ru])
+                a = _pair_winner(np.take(qgT, ga, axis=1), np.take(qgT, gb, axis=1), jh[ru], jl[ru],
+                                 np.take(xi, ru, axis=1), np.take(wi, ru, axis=1), ts_f[u])
+                UEf[gg[u]] = np.where(a, uh[ru], ul[ru])
         bad = inner & ~ok
         if not bad.any():
             break
         f = np.flatnonzero(bad)
-        split = safe[iv[f]] & (depth < 3)
+        split = sf[f] & (depth < 3)
         rest = f[~split]
         if rest.size:                               # trial by trial
-            rr, tt = interior_trials(rest, t0[rest], t1[rest])
-            run = iv[rr]
-            GIf[tt * G8 + g[rr]] = _best_neighbours(name, codes[run], np.take(x, run, axis=1),
-                                                    np.take(w, run, axis=1), TSf[tt * S + s[run]])
+            rr, tt, _ = interior_trials(rest, t0[rest], t1[rest])
+            UEf[tt * G8 + gi_[rr]] = gcode[_best_neighbours(name, c[rr], np.take(xi, rr, axis=1),
+                                                            np.take(wi, rr, axis=1), TSf[tt * S + si[rr]])]
         f = f[split]
         if not f.size:
             break
         mid = (t0[f] + t1[f]) // 2
-        iv = np.concatenate([iv[f], iv[f]])
+        run = f if iv is None else iv[f]
+        iv = np.concatenate([run, run])
         t0, t1 = np.concatenate([t0[f], mid]), np.concatenate([mid, t1[f]])
+    return UE2
 
 
 def _pair_bounds(ends, cx, s_lo, s_hi, cnt, s):
@@ -531,14 +530,11 @@ def _search(name, XV, W, WA, vmax, valid, is_range, init_on_grid, refine_all):
         IDV[t] = (F32(15.0) + F32(is_) * F32(0.2)) / vmax
         np.divide(F32(1.0), IDV[t], out=TS[t])
         _codes(_levels(IDV[t], XV), out=U2[t].reshape(8, S))
-    GI2 = kmap[U2]
-    on2 = GI2 >= 0
+    on2 = _tables(name)[5][U2]
     off2 = ~on2
     off2 &= np.tile(valid, 8)[None, :]
-    if off2.any():
-        _trial_neighbours(name, U2, GI2, off2, TS, XV, WA)
-    GI2[GI2 < 0] = 0                               # sub-blocks that are skipped: anything on the grid
-    UE2 = gcode[GI2]                               # the code of each group's grid point, per trial
+    # the code of each group's grid point at each trial (skipped sub-blocks: their own codes)
+    UE2 = _trial_neighbours(name, U2, off2, TS, XV, WA) if off2.any() else U2
 
     WXV = W * XV                                   # w*xval[i]*q is (w*xval)*q
     best = np.zeros(S, F32)
