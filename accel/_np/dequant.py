@@ -66,6 +66,16 @@ def _scale(q, s, out, r: int) -> None:
     np.multiply(o, _rep(s, r), out=o)
 
 
+def _dmul(d, x) -> np.ndarray:
+    """``d * x`` for a per-block scale d (nb, 1) and per-sub-block integers or floats x (nb, ...) ->
+    float32 (nb, k): d repeated, then one flat multiply (a broadcast over rows of 8-16 is slow)."""
+    nb = d.shape[0]
+    x = np.ascontiguousarray(x).reshape(nb, -1)
+    r = np.repeat(d.reshape(-1), x.shape[1])
+    np.multiply(r, x.reshape(-1), out=r)
+    return r.reshape(x.shape)
+
+
 def _scale_sub(q, s, m, out, r: int) -> None:
     """out = float(q) * s - m, scales per ``r`` consecutive values."""
     o = out.reshape(-1)
@@ -167,6 +177,10 @@ T_HALF_NIB = (F32(0.5) + np.stack([np.arange(256) & 15, np.arange(256) >> 4], ax
 T_QH2S = np.ascontiguousarray(((np.arange(256)[:, None] << (8 - 2 * np.arange(4))) & 0x300).astype("<u2")).view("<u8")[:, 0].copy()
 # IQ1_M: a scale word's low 12 bits -> 4 floats 2*s+1 for its fields (bits 0-2, 3-5, 6-8, 9-11)
 T_IQ1M = (2 * ((np.arange(4096)[:, None] >> (3 * np.arange(4))) & 7) + 1).astype(F32)
+# IQ1_S qh -> 4 index high bytes ((qh >> 3l) & 7) | (qh >> 12 & 8), and 2 * ((qh >> 12) & 7) + 1
+_Q = np.arange(65536)
+T_QH1S = np.ascontiguousarray((((_Q[:, None] >> (3 * np.arange(4))) & 7) | ((_Q[:, None] >> 12) & 8)).astype(U8)).view("<u4")[:, 0].copy()
+T_ODD8 = (2 * ((_Q >> 12) & 7) + 1).astype(F32)
 T_XSH = np.ascontiguousarray((((np.arange(256)[:, None] >> (2 * np.arange(4))) & 3) << 4).astype(U8)).view("<u4")[:, 0].copy()
 T2_IQ4NL = _pair_table(KV_IQ4NL)
 
@@ -347,8 +361,8 @@ def q2_K(b, out):
     nb = b.shape[0]
     dm = _f16(b, 80, 2)
     sc = b[:, 0:16]
-    dl = dm[:, 0:1] * (sc & 0xF)                 # d * (sc & 0xF): (nb, 16)
-    ml = dm[:, 1:2] * (sc >> 4)                  # dmin * (sc >> 4)
+    dl = _dmul(dm[:, 0:1], sc & 0xF)            # d * (sc & 0xF): (nb, 16)
+    ml = _dmul(dm[:, 1:2], sc >> 4)              # dmin * (sc >> 4)
     q = _crumbs(b[:, 16:80], nb, "c")
     _scale_sub(q, dl, ml, out, 16)               # dl * q - ml
 
@@ -367,7 +381,7 @@ def q3_K(b, out):
     np.multiply(hi, U8(16), out=hi)
     np.bitwise_or(sc, hi.reshape(nb, 16), out=sc)
     np.subtract(sc, U8(32), out=sc)
-    dl = d * sc.view(I8)                         # d * (sc - 32)
+    dl = _dmul(d, sc.view(I8))                   # d * (sc - 32)
     q = _crumbs(b[:, 32:96], nb, "c")            # (nb, h, s, 32)
     h = _highbits(b[:, 0:32], nb, 0xFC, invert=True)   # bit 4h + s of hm[l] clear -> 0xFC
     np.bitwise_or(q.reshape(nb, 8, 32), h, out=q.reshape(nb, 8, 32))   # low - (high ? 0 : 4) as int8
@@ -402,8 +416,8 @@ def _scale_min_k4(s):
 def _k4_finish(b, q, out):
     dm = _f16(b, 0, 2)
     sc, m = _scale_min_k4(b[:, 4:16])             # (nb, 2, 4): j = 4 * word + i
-    dl = dm[:, 0:1, None] * sc                   # d1 = d * sc
-    ml = dm[:, 1:2, None] * m                    # m1 = min * m
+    dl = _dmul(dm[:, 0:1], sc)                   # d1 = d * sc
+    ml = _dmul(dm[:, 1:2], m)                    # m1 = min * m
     _scale_sub(q, dl, ml, out, 32)               # d1 * q - m1
 
 
@@ -444,7 +458,7 @@ def q6_K(b, out):
     np.right_shift(ql, U8(4), out=lo)            # s = 2, 3
     np.bitwise_or(q2[:, :, 64:128], lo, out=q2[:, :, 64:128])
     np.subtract(q, U8(32), out=q)                # q - 32 as int8
-    ds = d * b[:, 192:208].view(I8)              # d * sc[is]: (nb, 16)
+    ds = _dmul(d, b[:, 192:208].view(I8))        # d * sc[is]: (nb, 16)
     _scale(q.view(I8), ds, out, 16)              # (d * sc) * q
 
 
@@ -565,7 +579,7 @@ def iq4_xs(b, out):
     _take(T_XSH, b[:, 2:4], hb)                  # scales_h >> 2ib & 3, << 4, one byte per ib
     np.bitwise_or(ls, hb.view(U8), out=ls)
     np.subtract(ls, U8(32), out=ls)
-    dl = d * ls.view(I8)                         # d * (ls - 32): int, then to float
+    dl = _dmul(d, ls.view(I8))                   # d * (ls - 32): int, then to float
     v = _kv_pairs(b[:, 8:136].reshape(nb * 8, 16), T2_IQ4NL, nb * 8, 8)
     _scale(v, dl, out, 32)                       # dl * kvalues[q]
 
@@ -617,7 +631,7 @@ def iq2_xxs(b, out):
     np.copyto(w.view(U8).reshape(nb, 64), b[:, 2:66])
     db = (w >> U64(60)).astype(F32).reshape(nb, 8)
     np.add(db, F32(0.5), out=db)
-    np.multiply(d, db, out=db)
+    db = _dmul(d, db)
     db *= F32(0.25)                              # d * (0.5f + s) * 0.25f, left to right
     a = _buf("a", (4, M), U64)
     np.right_shift(w, _S8L, out=a)
@@ -644,7 +658,7 @@ def _db_iq2(d, scales):
 def _db_iq2_t(d, scales):
     """_db_iq2 with (0.5f + nibble) from a table of both nibbles of a byte."""
     db = np.take(T_HALF_NIB, scales, axis=0, mode="clip")         # (nb, 8, 2)
-    np.multiply(d[:, :, None], db, out=db)
+    db = _dmul(d, db).reshape(-1, 8, 2)
     db *= F32(0.25)
     return db
 
@@ -727,7 +741,7 @@ def iq3_xxs(b, out):
     aux = raw[:, 64:96].view("<u4").reshape(M)
     db = (aux >> U32(28)).astype(F32).reshape(nb, 8)
     np.add(db, F32(0.5), out=db)
-    np.multiply(d, db, out=db)
+    db = _dmul(d, db)
     db *= F32(0.5)                               # d * (0.5f + s) * 0.5f
     g = _buf("gv", (nb, 64), U32)
     _take(G32_IQ3XXS, raw[:, 0:64], g)
@@ -765,7 +779,7 @@ def iq3_s(b, out):
     np.right_shift(sc, U8(4), out=s4[:, :, 1])
     np.multiply(s4, U8(2), out=s4)
     np.add(s4, U8(1), out=s4)
-    db = d * s4.reshape(nb, 8)                   # d * (1 + 2*s): int, then to float
+    db = _dmul(d, s4)                            # d * (1 + 2*s): int, then to float
     idx = _buf("gi", (nb, 64), U16)
     i8 = idx.view(U8).reshape(nb, 64, 2)
     i8[:, :, 0] = b[:, 2:66]
@@ -786,21 +800,22 @@ _S3 = (3 * np.arange(4, dtype=np.int32)).reshape(4, 1)
 
 def iq1_s(b, out):
     nb = b.shape[0]
-    M = nb * 8
     d = _f16(b, 0)
-    raw = _buf("w", (nb, 48), U8)                # qs[32], qh[8] (uint16), contiguous
-    np.copyto(raw, b[:, 2:50])
-    qh = raw[:, 32:48].view("<u2").reshape(M).astype(np.int32)
-    a = _buf("a", (4, M), np.int32)
-    np.right_shift(qh, _S3, out=a)
-    np.bitwise_and(a, 7, out=a)
-    np.multiply(a, 256, out=a)
-    np.bitwise_or(a, (qh & 0x8000) >> 4, out=a)  # + 2048: the -delta rows
-    np.bitwise_or(a, raw[:, 0:32].reshape(M, 4).T, out=a)
-    dl = d * (2 * ((qh >> 12) & 7) + 1).astype(F32).reshape(nb, 8)
+    qh = _buf("q1h", (nb, 8), U16)
+    np.copyto(qh.view(U8), b[:, 34:50])
+    # index = qs[l] | ((qh >> 3l) & 7) << 8, + 2048 (the -delta rows) when qh & 0x8000: built as
+    # uint16 with the low byte qs and the high byte from a table of qh
+    idx = _buf("gi", (nb, 32), U16)
+    i8 = idx.view(U8).reshape(nb, 32, 2)
+    i8[:, :, 0] = b[:, 2:34]
+    hb = _buf("q1hb", (nb, 8), U32)
+    _take(T_QH1S, qh, hb)
+    i8[:, :, 1] = hb.view(U8)
+    dl = np.take(T_ODD8, qh, mode="clip")       # 2 * ((qh >> 12) & 7) + 1
+    dl = _dmul(d, dl)                            # dl = d * (2*s + 1)
     dl *= F32(0.125)
-    v = _buf("gv", (M, 4), U64)
-    _take_t(T_IQ1, a, v)                         # 8 * (grid[j] + delta)
+    v = _buf("gv", (nb, 32), U64)
+    _take(T_IQ1, idx, v)                         # 8 * (grid[j] + delta)
     _scale(v.view(I8), dl, out, 32)              # (dl / 8) * (8 * (grid + delta))
 
 
@@ -820,7 +835,7 @@ def iq1_m(b, out):
     d = np.take(F16_TABLE, bits, mode="clip")[:, None, None]
     np.bitwise_and(sc, U16(0x0FFF), out=sc)
     dl = np.take(T_IQ1M, sc, axis=0, mode="clip").reshape(nb, 8, 2)   # 2*s + 1
-    np.multiply(d, dl, out=dl)                   # d * (2*s + 1)
+    dl = _dmul(d.reshape(nb, 1), dl).reshape(nb, 8, 2)   # d * (2*s + 1)
     dl *= F32(0.125)
     # index = qs | nibble << 8 with the nibble's bit 3 the delta sign (+2048: the -delta rows)
     idx = _buf("gi", (nb, 32), U16)
