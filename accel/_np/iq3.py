@@ -48,7 +48,8 @@ def _tables(name: str):
     """(kmap int32 (4096,), gcode int32 (ngrid,): the code of each grid point, bucket int8 (4096,),
     buckets: list of (P, Q (P, 4, 4096) float32 candidate q = 2l+1, NaN padded, C (P, 4096) int32
     candidate grid indices, in ggml's list order), qgrid (ngrid, 4) float32 q of each grid point,
-    on-grid bool (4096,))."""
+    on-grid bool (4096,), CBf / boff: the candidate lists flat, slot j of code u at
+    CBf[j * 4096 + boff[u]])."""
     tab = quant_grid(name)
     kmap = np.where(tab.kmap >= 0, tab.kmap, -1).astype(I32)
     ncode = kmap.size
@@ -69,7 +70,11 @@ def _tables(name: str):
                 C[:c.size, u] = c
         buckets.append((P, Q, C))
         lo = P
-    return kmap, gcode, bucket, buckets, qgrid, kmap >= 0
+    # all candidate lists as one flat array: slot j of code u at CBf[j * 4096 + boff[u]]
+    CBf = np.concatenate([C for _, _, C in buckets], axis=0).reshape(-1)
+    first = np.concatenate([[0], np.cumsum([P for P, _, _ in buckets])[:-1]])
+    boff = (first[np.maximum(bucket, 0)] * ncode + np.arange(ncode)).astype(np.int64)
+    return kmap, gcode, bucket, buckets, qgrid, kmap >= 0, CBf, boff
 
 
 def _distances(Q, x, w, s):
@@ -153,7 +158,8 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, interior, safe):
     A run's trials have scales in [s_lo, s_hi] (this_scale falls as ``is`` grows). ggml's d2 is
     evaluated exactly at both ends: candidate slot ``jh`` wins at s_hi, ``jl`` at s_lo. Returns
     (jh, jl, ok, ends) (slots in the code's list; ``safe``: the group's values are in the range
-    below; ends (4, n): d2 of the s_hi winner and of the s_lo winner at s_hi, then at s_lo) with ok telling that at every scale in between, every
+    below; ends (4, n): d2 of the s_hi winner and of the s_lo winner at s_hi, then at s_lo; cx (n,)
+    Cx of the tested runs) with ok telling that at every scale in between, every
     other candidate has a strictly larger d2 than the better of those two, so that ggml's choice
     there is one of them (the one with the smaller d2, the earlier slot on a tie).
 
@@ -194,6 +200,7 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, interior, safe):
     jl_s = np.empty(n, I32)
     ok_s = np.zeros(n, bool)
     ends_s = np.empty((4, n), F32)                    # d2 of (a at s_hi, b at s_hi, a at s_lo, b at s_lo)
+    cx_s = np.zeros(n, F32)
     for bi, (P, QB, CB) in enumerate(buckets):
         b0, b1, b2, b3 = bounds[3 * bi:3 * bi + 4]
         if b0 == b3:
@@ -228,6 +235,7 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, interior, safe):
             continue
         k = b1 - b0
         cx = seq_sum((wr[:, :k] * xr[:, :k]) * xr[:, :k], axis=0)
+        cx_s[b0:b1] = cx
         ok_s[b0:b1] = _envelope_quick(Fh[:, :k], Fl[:, :k], cx, s_lo[b0:b1] / s_hi[b0:b1],
                                       ends_s[:, b0:b1], jh[:k], jl[:k])
     jh_out = np.empty(n, I32)
@@ -238,7 +246,9 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, interior, safe):
     ok[order] = ok_s
     ends = np.empty((4, n), F32)
     ends[:, order] = ends_s
-    return jh_out, jl_out, ok, ends
+    cx = np.empty(n, F32)
+    cx[order] = cx_s
+    return jh_out, jl_out, ok, ends, cx
 
 
 def _envelope_quick(Fh, Fl, cx, rat, ends, ja, jb):
@@ -355,8 +365,8 @@ def _trial_neighbours(name, U2, off2, TS, XV, WA):
     x = np.take(XV.reshape(8, 4, S).transpose(1, 0, 2).reshape(4, G8), gs, axis=1)   # (4, n)
     w = np.take(WA.reshape(8, 4, S).transpose(1, 0, 2).reshape(4, G8), gs, axis=1)
     safe = np.take(_safe_groups(XV, WA).reshape(-1), gs)
-    CBf = np.concatenate([CB for _, _, CB in buckets], axis=0).reshape(-1)     # (sum P) x 4096
-    base = np.concatenate([[0], np.cumsum([P for P, _, _ in buckets])[:-1]])[bucket[codes]] * 4096 + codes
+    CBf, boff = _tables(name)[6:8]
+    base = boff[codes]
     qgT = np.ascontiguousarray(qgrid.T)
     TSf = TS.reshape(-1)
 
@@ -377,7 +387,7 @@ def _trial_neighbours(name, U2, off2, TS, XV, WA):
         else:
             c, xi, wi, si, gi_, sf, bi_ = (codes[iv], np.take(x, iv, axis=1), np.take(w, iv, axis=1), s[iv], gs[iv],
                                           safe[iv], base[iv])
-        jh, jl, ok, ends = _runs_best_neighbours(name, c, xi, wi, TSf[t0 * S + si], TSf[t1 * S + si], t1 - t0 >= 2, sf)
+        jh, jl, ok, ends, cx = _runs_best_neighbours(name, c, xi, wi, TSf[t0 * S + si], TSf[t1 * S + si], t1 - t0 >= 2, sf)
         uh = gcode[np.take(CBf, jh * 4096 + bi_)]    # the winners' codes
         ul = gcode[np.take(CBf, jl * 4096 + bi_)]
         if UE2 is None:                             # every trial of a run: the winner at its start
@@ -397,8 +407,7 @@ def _trial_neighbours(name, U2, off2, TS, XV, WA):
             rr, tt, cnt = interior_trials(f, t0[f], t1[f])
             sr = si[rr]
             ts_f = TSf[tt * S + sr]
-            a_wins, b_wins = _pair_bounds(ends[:, f], seq_sum((wi[:, f] * xi[:, f]) * xi[:, f], axis=0),
-                                          TSf[t1[f] * S + si[f]], TSf[t0[f] * S + si[f]], cnt, ts_f)
+            a_wins, b_wins = _pair_bounds(ends[:, f], cx[f], TSf[t1[f] * S + si[f]], TSf[t0[f] * S + si[f]], cnt, ts_f)
             gg = tt * G8 + gi_[rr]
             if depth:
                 sel = np.flatnonzero(a_wins)
@@ -435,38 +444,31 @@ def _trial_neighbours(name, U2, off2, TS, XV, WA):
 
 def _pair_bounds(ends, cx, s_lo, s_hi, cnt, s):
     """Which interior trials of pair runs provably go to a (the s_hi winner) or to b (the s_lo
-    winner), without evaluating d2 there: h(s) = D_a(s) - D_b(s) = s g(s) with g linear; at the two
-    ends h is within M = Kb(a) + Kb(b) of the float32 difference (see _runs_best_neighbours), so g
-    lies between the interpolations of (e -+ M)/s, and d2_a - d2_b lies within s g(s) +- M. Where
-    that interval is below 0, a has the strictly smaller d2; above 0, b. Evaluated in float32 with
-    M taken 4 times (the float32 rounding here is below 20u (Fm_a + Fm_b) < 2M). ends (4, n) float32
-    as _runs_best_neighbours returns them, cx (n,), the run's end scales, cnt (n,) interior trials
-    per run, s (sum cnt,) each trial's scale -> (a_wins, b_wins)."""
+    winner), without evaluating d2 there. h(s) = D_a(s) - D_b(s) = s g(s) with g linear; at the two
+    ends h is within M = Kb(a) + Kb(b) of the float32 difference e (see _runs_best_neighbours), so g
+    lies within the interpolation of M/s of the interpolation gc of e/s, and d2_a - d2_b lies within
+    s gc(s) +- (s M/s_lo + M) <= s gc(s) +- H, H = (1 + s_hi/s_lo) M. Below -H: a has the strictly
+    smaller d2; above H: b. Evaluated in float32 with M taken 4 times (the rounding here stays
+    below 20u (Fm_a + Fm_b) < 2M). ends (4, n) float32 as _runs_best_neighbours returns them, cx
+    (n,), the run's end scales, cnt (n,) interior trials per run, s (sum cnt,) each trial's scale
+    -> (a_wins, b_wins)."""
     FaH, FbH, FaL, FbL = ends
     Fm = np.maximum(FaH, FaL) + np.maximum(FbH, FbL)
     M = F32(4 * 1.01 * 13.6 * U) * Fm + (F32(4 * 1.01 * 3.12 * U) * cx + F32(1e-36))
-    eL = FaL - FbL
-    eH = FaH - FbH
     with np.errstate(all="ignore"):
-        up0 = (eL + M) / s_lo
-        lo0 = (eL - M) / s_lo
-        dup = (eH + M) / s_hi - up0
-        dlo = (eH - M) / s_hi - lo0
+        c0 = (FaL - FbL) / s_lo
+        dc = (FaH - FbH) / s_hi - c0
         inv = F32(1.0) / (s_hi - s_lo)
-        rep = lambda v: np.repeat(v, cnt)                              # noqa: E731
-        tau = s - rep(s_lo)
-        tau *= rep(inv)
-        ok = (tau >= 0) & (tau <= 1)
-        Mr = rep(M)
-        up = rep(dup) * tau
-        up += rep(up0)
-        up *= s
-        up += Mr
-        lo = rep(dlo) * tau
-        lo += rep(lo0)
-        lo *= s
-        lo -= Mr
-    return ok & (up < 0), ok & (lo > 0)
+        H = (F32(1.0) + s_hi / s_lo) * M
+        v = s - np.repeat(s_lo, cnt)
+        v *= np.repeat(inv, cnt)                                       # tau
+        v *= np.repeat(dc, cnt)
+        v += np.repeat(c0, cnt)
+        v *= s
+        Hr = np.repeat(H, cnt)
+        a = v < -Hr
+        b = v > Hr
+    return a, b
 
 
 def _pair_winner(qa, qb, ja, jb, x, w, s):
