@@ -148,3 +148,25 @@ def test_multi_chunk_threaded_matches_libggml(oracle, name):
         got = b2.quantize(t, x, im)
         want = oracle.quantize(t, x, im)
         assert got == want, f"{name} imatrix {im is not None}: {_first_diff(got, want, t)}"
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("path", ["exact-search", "bit-trick-levels"])
+def test_fallback_paths_match_libggml(oracle, monkeypatch, name, path):
+    # the paths taken only for extreme data, forced on ordinary data: every neighbour list evaluated
+    # exactly (no pruning), and levels through ggml's nearest_int bit trick instead of thresholds
+    if path == "exact-search":
+        monkeypatch.setattr(iq2, "_Z_MAX", -1.0)
+    else:
+        monkeypatch.setattr(iq2, "_SAFE", np.float32(0.0))
+    t = live_type(name)
+    rng = np.random.default_rng(7)
+    x = _rows(rng, 512)[[0, 1, 3, 4, 10]]
+    imatrix = _imatrix(rng, 512, "zeros")
+    for im in (imatrix, None):
+        if im is None and t.requires_imatrix:
+            continue
+        got = B.quantize(t, x, im)
+        want = oracle.quantize(t, x, im)
+        assert got == want, f"{name} {path} imatrix {im is not None}: {_first_diff(got, want, t)}"

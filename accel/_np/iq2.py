@@ -149,20 +149,23 @@ class _Groups:
             G = self.G
             tabs = []
             with np.errstate(all="ignore"):
-                for V, q in ((W, (1.0, 9.0, 25.0)), (W * X, (1.0, 3.0, 5.0))):
-                    T = V[:, :, None] * np.array(q, F32)         # (G, 8, 3): term of coordinate i at level l
+                WT = np.ascontiguousarray(W.T)                   # (8, G)
+                for V, q in ((WT, (1.0, 9.0, 25.0)), (WT * np.ascontiguousarray(X.T), (1.0, 3.0, 5.0))):
+                    T = V[:, None, :] * np.array(q, F32)[None, :, None]   # (8, 3, G): coordinate i at level l
                     tab = np.empty((G, 2, 9, 9), F32)
                     for h in range(2):
                         c = 4 * h
-                        p01 = (T[:, c, :, None] + T[:, c + 1, None, :]).reshape(G, 9)
-                        p23 = (T[:, c + 2, :, None] + T[:, c + 3, None, :]).reshape(G, 9)
+                        p01 = np.ascontiguousarray((T[c][:, None, :] + T[c + 1][None, :, :]).reshape(9, G).T)
+                        p23 = np.ascontiguousarray((T[c + 2][:, None, :] + T[c + 3][None, :, :]).reshape(9, G).T)
                         np.add(p01[:, :, None], p23[:, None, :], out=tab[:, h])
                     tabs.append(tab.reshape(G * 162))
-                W64, X64 = W.astype(F64), np.abs(X.astype(F64))
-                W0 = W64.sum(axis=1)
-                W1 = (W64 * X64).sum(axis=1)
-                W2 = (W64 * X64 * X64).sum(axis=1)
-                ok = np.isfinite(W).all(axis=1) & np.isfinite(X).all(axis=1) & np.isfinite(W2)
+                # upper bounds (float32 sums of 8 non-negative terms are within 10 u of the exact ones)
+                WA = W * np.abs(X)
+                up = 1.0 + 2.0 ** -16
+                W0 = W.sum(axis=1).astype(F64) * up
+                W1 = WA.sum(axis=1).astype(F64) * up
+                W2 = (WA * np.abs(X)).sum(axis=1).astype(F64) * up
+                ok = np.isfinite(W0) & np.isfinite(W1) & np.isfinite(W2)   # NaN and inf propagate
             self._bounds = (tabs[0], tabs[1], W0, W1, W2, ok)
         return self._bounds
 
@@ -349,7 +352,11 @@ def _make_qp_scale(X, nmax: int, QW):
         tries = np.array([i for i in range(-4, 5) if i], F32)
         isc = (F32(0.1) * tries[:, None] + nmaxf) / mx[None, :]      # (8, S)
         sc = F32(1.0) / isc
-        l = np.minimum(nearest_int(isc[None, :, :] * X[:, None, :]), nmax).astype(F32)   # (n, 8, S)
+        v = isc[None, :, :] * X[:, None, :]                         # (n, 8, S)
+        if (np.abs(X).max(axis=0) * isc.max(axis=0) < _SAFE).all():
+            l = np.minimum(np.rint(v, out=v), nmaxf, out=v)          # rint == nearest_int here
+        else:
+            l = np.minimum(nearest_int(v), nmax).astype(F32)
         diff = X[:, None, :] - sc[None, :, :] * l
         mse = seq_sum((QW[:, None, :] * diff) * diff, axis=0)        # (8, S)
         for k in range(tries.size):
@@ -401,20 +408,16 @@ def _make_qp_scale(X, nmax: int, QW):
     return np.where(zero, F32(0.0), res)
 
 
-def _products(W, WX):
-    """The terms ggml adds for q = 1, 3, 5: w*xval[i]*q = (w*xval)*q and w*q*q = (w*q)*q."""
-    with np.errstate(all="ignore"):
-        return (WX, WX * F32(3.0), WX * F32(5.0), W, (W * F32(3.0)) * F32(3.0), (W * F32(5.0)) * F32(5.0))
-
-
-def _sums(prod, L):
+def _sums(W, WX, L):
     """sumqx = sum w*xval*q, sumq2 = sum w*q*q with q = 2L+1 over axis 0, in C's order.
-    prod from _products ((n, S) each); L (n, T, S) uint8 levels -> (T, S) each."""
-    x1, x3, x5, q1, q3, q5 = (p[:, None, :] for p in prod)
-    b1, b2 = L >= 1, L >= 2
-    a = np.where(b2, x5, np.where(b1, x3, x1))
-    b = np.where(b2, q5, np.where(b1, q3, q1))
+    W, WX = w*xval (n, S); L (n, T, S) uint8 levels -> (T, S) each."""
+    q = L.astype(F32)
+    q *= F32(2.0)
+    q += F32(1.0)
     with np.errstate(all="ignore"):
+        a = WX[:, None, :] * q                                   # (w*xval[i])*q
+        b = W[:, None, :] * q
+        b *= q                                                   # (w*q)*q
         return seq_sum(a, axis=0), seq_sum(b, axis=0)
 
 
@@ -450,7 +453,7 @@ def _fit(name, tb, trials, xa, Wa, wauxa, denom, scale):
     ng = n // 8
     with np.errstate(all="ignore"):
         grp = _Groups(tb, xa, wauxa)
-        prod = _products(Wa, Wa * xa)
+        WXa = Wa * xa
         if name == "IQ2_XXS":
             gib = np.full((ng, Sa), -1, np.int64)
         else:
@@ -458,7 +461,7 @@ def _fit(name, tb, trials, xa, Wa, wauxa, denom, scale):
         ongb = np.ones((ng, Sa), bool)
         ids = (F32(5.0) + trials.astype(F32)[:, None] * F32(0.1)) / denom[None, :]   # (2*kMaxQ-1+is*0.1f)/max
         L, gi, ong = grp.search(ids, F32(1.0) / ids)
-        sumqx, sumq2 = _sums(prod, L)
+        sumqx, sumq2 = _sums(Wa, WXa, L)
         best = np.zeros(Sa, F32)
         for t in range(len(trials)):                             # the sequential acceptance
             acc = (sumq2[t] > 0) & (sumqx[t] * sumqx[t] > best * sumq2[t])
@@ -480,7 +483,7 @@ def _fit(name, tb, trials, xa, Wa, wauxa, denom, scale):
             if name != "IQ2_XXS":
                 gi = np.where(ongb, gib, gi)
             gin = np.where(redo[None, :], gi, gib)
-            sumqx, sumq2 = _sums(prod, _levels_of(tb, np.where(gin < 0, 0, gin))[:, None, :])
+            sumqx, sumq2 = _sums(Wa, WXa, _levels_of(tb, np.where(gin < 0, 0, gin))[:, None, :])
             scale = np.where(redo & (sumq2[0] > 0), sumqx[0] / sumq2[0], scale)
             gib = gin
     if (gib < 0).any():
