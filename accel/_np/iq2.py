@@ -60,7 +60,7 @@ from . import search
 from .common import F32, U8, f16_bits, nearest_int, run_chunks, seq_sum
 
 CHUNK_BLOCKS = 256                     # super-blocks per chunk (64k weights)
-SEARCH_WEIGHTS = 1 << 14               # the candidate-scale search runs on batches of this many weights
+SEARCH_WEIGHTS = 1 << 13               # the candidate-scale search runs on batches of this many weights
 F64 = np.float64
 FLT_MAX = F32(np.finfo(np.float32).max)
 _FLT_MAX_BITS = np.uint64(np.array(FLT_MAX, np.float32).view(np.uint32))
