@@ -126,6 +126,7 @@ _BYTE_SIGNS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(U32) << U32
 KSIGN_MASKS = _BYTE_SIGNS[np.array(grids.ksigns_iq2xs, dtype=np.intp)]               # (128, 8)
 
 # --- int8 tables, 8 bytes (one uint64) per entry ----------------------------------------------------
+_V4, _V8, _V16, _V32 = (np.dtype(f"V{k}") for k in (4, 8, 16, 32))   # k-byte items
 _ONES = U64(0x0101010101010101)
 # a sign byte -> 8 bytes 0xFF (bit set: negate) or 0x00
 BYTE_NEG = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(U8) * U8(0xFF)      # (256, 8)
@@ -154,6 +155,12 @@ _Q = np.arange(65536)
 T_IQ2XS = _neg8(_G[_Q & 511], KSIGN_NEG64[_Q >> 9])                                     # (65536,)
 G64_IQ2S = _grid64(grids.iq2s_grid)                                                      # (1024,)
 G32_IQ3XXS = np.array(grids.iq3xxs_grid, dtype=np.uint32).astype("<u4")                  # (256,)
+# two 7-bit sign codes (14 bits) -> their two 8-byte negation masks (one 16-byte item)
+_C14 = np.arange(16384)
+KSIGN2_NEG = np.ascontiguousarray(np.stack([KSIGN_NEG64[_C14 & 127], KSIGN_NEG64[_C14 >> 7]], axis=1)).view(_V16)[:, 0].copy()
+# IQ3_XXS: two grid indices as a little-endian uint16 -> their 8 values (one uint64)
+G64P_IQ3XXS = (G32_IQ3XXS[np.arange(65536) & 255].astype(U64)
+               | (G32_IQ3XXS[np.arange(65536) >> 8].astype(U64) << U64(32)))
 G32_IQ3S = np.array(grids.iq3s_grid, dtype=np.uint32).astype("<u4")                     # (512,)
 # IQ1_S / IQ1_M: 8 * (grid + delta) as int8 (exact: grid in -1..1, delta = +-1/8); rows 0..2047 with
 # +delta, 2048..4095 with -delta. dl * (grid + delta) == (dl * 0.125f) * (8 * (grid + delta)) exactly.
@@ -195,7 +202,6 @@ T_Q20 = np.ascontiguousarray((_C - 1).astype(I8)).view("<u4")[:, 0].astype(U32)
 # Q1_0: a byte -> 8 uint32 sign masks (bit clear -> flip)
 Q1_SIGNS = _BYTE_SIGNS ^ U32(0x80000000)                                                 # (256, 8)
 
-_V4, _V8, _V16, _V32 = (np.dtype(f"V{k}") for k in (4, 8, 16, 32))   # k-byte items
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 
 
@@ -743,14 +749,15 @@ def iq3_xxs(b, out):
     np.add(db, F32(0.5), out=db)
     db = _dmul(d, db)
     db *= F32(0.5)                               # d * (0.5f + s) * 0.5f
-    g = _buf("gv", (nb, 64), U32)
-    _take(G32_IQ3XXS, raw[:, 0:64], g)
-    c = _buf("c", (4, M), U32)
-    np.right_shift(aux, _S7, out=c)
-    np.bitwise_and(c, U32(127), out=c)
+    g = _buf("gv", (nb, 32), U64)
+    _take(G64P_IQ3XXS, raw[:, 0:64].view("<u2"), g)   # grid1, grid2 of each group of 8
+    c = _buf("c", (M, 2), U32)                   # sign codes 0,1 and 2,3 as 14-bit pairs
+    np.bitwise_and(aux, U32(0x3FFF), out=c[:, 0])
+    np.right_shift(aux, U32(14), out=c[:, 1])
+    np.bitwise_and(c[:, 1], U32(0x3FFF), out=c[:, 1])
     m = _buf("gm", (M, 4), U64)
-    _take_t(KSIGN_NEG64, c, m)
-    _neg_apply(g.view(U64).reshape(M, 4), m)
+    _take(KSIGN2_NEG, c, m.view(_V16))
+    _neg_apply(g.reshape(M, 4), m)
     _scale(g.view(I8), db, out, 32)
     _redo_nan(b, out, d, _p_iq3_xxs)
 
