@@ -153,3 +153,16 @@ def test_ragged_chunks_and_scratch_reuse(oracle, name, monkeypatch):
         blocks = _random_blocks(t, nb, seed)
         _check(oracle, t, blocks, B2)
         _check(oracle, t, blocks, B1)
+
+
+def test_every_iq3_xxs_grid_pair_and_sign_code_pair(oracle):
+    # IQ3_XXS gathers two grid indices per uint16 and two 7-bit sign codes per 14-bit index
+    t = live_type("IQ3_XXS")
+    nb = 2048
+    blocks = _random_blocks(t, nb, 19)
+    blocks[:, 2:66] = np.arange(65536, dtype="<u2").view(np.uint8).reshape(nb, 64)
+    k = np.arange(nb * 8, dtype=np.uint32) % 16384
+    aux = k | (((k * 7919) % 16384) << np.uint32(14)) | (np.arange(nb * 8, dtype=np.uint32) % 16 << np.uint32(28))
+    blocks[:, 66:98] = aux.astype("<u4").view(np.uint8).reshape(nb, 32)
+    blocks[:, 0:2] = np.frombuffer(np.float16(-1.5).tobytes(), np.uint8)
+    _check(oracle, t, blocks)
