@@ -27,24 +27,28 @@ evaluations per weight. Instead, exactly:
 1. A group keeps the same code over a run of consecutive trials (the levels are monotone in
    ``id``), so the off-grid (trial, group) cells are grouped into (group, code) *pairs*, each with
    a scale interval ``[s_lo, s_hi]`` (about 5 trials per pair).
-2. For a candidate p, the real-valued distance is ``f(s) = s*s*A_p - 2*s*B_p + C`` with
-   ``A_p = sum w q^2`` and ``B_p = sum w x q`` (w = waux), read from per-group tables of the first
-   and last four coordinates (81 entries each, built by broadcasting). The float32 ``d2`` that ggml
-   computes differs from ``f(s)`` by at most ``tol(s) = 64 u Z(s) + 1e-40`` with
-   ``Z(s) = sum w (5|s| + |x|)^2`` and u = 2**-24 (rounding of ``s*q``, of the subtraction, of the
-   two products and of the 8 sequential adds, all bounded by multiples of u times Z; the tables
-   and the float64 evaluation add less than 10 u Z; denormal results add at most a few 2**-150).
-3. Per pair, a candidate whose lower bound over the interval (f is convex in s) exceeds the
-   smallest upper bound (max at the interval ends) by more than 2 tol can never be the first
-   strict minimum at any trial of the pair: it is strictly worse than that other candidate. Every
-   entry that attains the true minimum survives, so if one candidate survives it is the answer.
-4. Otherwise the same test per trial with the exact trial scale; if several still survive (near
-   ties, e.g. zero weights), their float32 ``d2`` is computed exactly as ggml does and the first
-   strict minimum in list order is taken.
+2. For a candidate p the real-valued distance is ``f(s) = s^2 g_p(t) + C`` with
+   ``g_p(t) = A_p - 2 B_p t``, ``t = 1/s``, ``A_p = sum w q^2``, ``B_p = sum w x q`` (w = waux): a
+   line in t. A_p and B_p are read from per-group float32 tables of the partial sums of the first
+   and of the last four coordinates (81 level combinations each). ggml's float32 ``d2`` differs
+   from ``f(s)`` by less than ``30 u Z(s)`` with ``Z(s) = sum w (5|s| + |x|)^2``, u = 2**-24 (the
+   rounding of ``scale*q``, of the subtraction, of the two products and of the 8 sequential adds:
+   about 13 u Z; the tables and the float32 evaluation of g: about 13 u Z), plus a few 2**-149 from
+   denormals. The code allows ``tol = (128 u Z + 1e-40) / s^2 + 1e-37`` in g units.
+3. Per pair, with q1 the best candidate at ``t1 = 1/s_hi`` and q2 the best at ``t2 = 1/s_lo``: a
+   candidate more than 2 tol above the line of q1 (or of q2) at both ends of the interval is above
+   it at every trial of the pair (the difference of two lines is a line), so at every trial it is
+   strictly worse than q1 (q2) in ggml's float32 and can never be its choice. Every entry that
+   attains the true minimum survives; a single survivor is the answer at all the pair's trials.
+4. Otherwise, per trial, the survivors more than 2 tol above the smallest g at that trial's own
+   scale are dropped; if several still remain (near ties, e.g. zero weights), their float32
+   ``d2`` is computed exactly as ggml does and the first strict minimum in list order is taken.
 
-Groups with non-finite values or a Z that could overflow float32 take the plain path: every
-candidate evaluated exactly. A list whose best distance is not below FLT_MAX is where ggml aborts
-(``GGML_ASSERT(grid_index >= 0)``); here it raises.
+Groups with non-finite values, or where Z or Z/s^2 could overflow float32, take the plain path:
+every candidate evaluated exactly. A list whose best distance is not below FLT_MAX is where ggml
+aborts (``GGML_ASSERT(grid_index >= 0)``); here it raises, as it does where ggml would store a point
+that is not on the grid ("Oops: found point ... not on grid"). Those only happen with non-finite
+or overflowing data.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ F64 = np.float64
 FLT_MAX = F32(np.finfo(np.float32).max)
 _FLT_MAX_BITS = np.uint64(np.array(FLT_MAX, np.float32).view(np.uint32))
 _SAFE = F32(2.0 ** 21)                 # |id*xval| below this: rint == nearest_int
-_TOL_REL = 128.0 * 2.0 ** -24        # |ggml's d2 - f(s)| <= _TOL_REL * Z(s) + _TOL_ABS (about 30 u Z needed)
+_TOL_REL = 128.0 * 2.0 ** -24          # allowed |ggml's d2 - computed f(s)| / Z(s) (about 30 u needed)
 _TOL_ABS = 1e-40
 _TOL_ABS_G = 1e-37
 _Z_MAX = 1e36                          # fast path only where float32 cannot overflow
