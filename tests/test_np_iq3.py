@@ -98,15 +98,17 @@ def _imatrix(rng, n: int, kind: str):
         qw[n // 2: n // 2 + 32] = 0.0                      # and on a whole sub-block
     elif kind == "wide":
         qw *= 10.0 ** rng.integers(-3, 4, n).astype(np.float32)
+    elif kind == "tiny":                                   # waux below the envelope proof's range
+        qw[: n // 2] *= np.float32(1e-30)
     return qw
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("imatrix_kind", ["none", "zeros", "wide"])
+@pytest.mark.parametrize("imatrix_kind", ["none", "zeros", "wide", "tiny"])
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_libggml_distributions(oracle, name, imatrix_kind):
     t = live_type(name)
-    rng = np.random.default_rng([7, NAMES.index(name), ["none", "zeros", "wide"].index(imatrix_kind)])
+    rng = np.random.default_rng([7, NAMES.index(name), ["none", "zeros", "wide", "tiny"].index(imatrix_kind)])
     n_per_row = 1024
     x = _tensor(rng, KINDS, n_per_row)
     qw = _imatrix(rng, n_per_row, imatrix_kind)
@@ -131,11 +133,14 @@ def test_each_row_alone_matches_libggml(oracle, name):
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("name", NAMES)
-def test_multi_chunk_multi_row_two_threads(oracle, name):
+def test_multi_chunk_multi_row_two_threads(oracle, name, monkeypatch):
+    # chunks of 8 super-blocks over rows of 7: chunks straddle rows (imatrix indexed per block),
+    # the last chunk is ragged, and two threads share them
+    monkeypatch.setattr(iq3, "CHUNK_BLOCKS", 8)
     t = live_type(name)
     rng = np.random.default_rng([13, NAMES.index(name)])
-    n_per_row = 2048
-    rows = iq3.CHUNK_BLOCKS * 2 // (n_per_row // 256) + 5      # several chunks, a ragged last one
+    n_per_row = 7 * 256
+    rows = 9
     x = (rng.standard_normal((rows, n_per_row)) * rng.uniform(0.01, 3, (rows, 1))).astype(np.float32)
     x[3, :256] = 0.0
     x[rows - 1, 512:544] = 0.0
@@ -144,6 +149,70 @@ def test_multi_chunk_multi_row_two_threads(oracle, name):
         want = oracle.quantize(t, x, qw)
         assert got == want, f"{name} imatrix={qw is not None}: {_first_diff(got, want)}"
         assert B1.quantize(t, x, qw) == got
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", NAMES)
+def test_default_chunking_matches_libggml(oracle, name):
+    # the production chunk size, more than one chunk, on the backend's default threads
+    t = live_type(name)
+    rng = np.random.default_rng([19, NAMES.index(name)])
+    x = rng.standard_normal((iq3.CHUNK_BLOCKS // 16 + 3, 4096)).astype(np.float32)
+    got = numpy_backend.Backend().quantize(t, x, None)
+    want = oracle.quantize(t, x, None)
+    assert got == want, f"{name}: {_first_diff(got, want)}"
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", NAMES)
+def test_search_paths_exercised(oracle, name, monkeypatch):
+    # the neighbour-search shortcuts of _trial_neighbours all run on this data (and the bytes are
+    # still ggml's): runs whose interior is proven, pair trials decided by the bound and by exact
+    # d2, runs cut in two, and trial-by-trial search (values outside the proof's range)
+    count = {"pair_bounds": 0, "pair_exact": 0, "runs_calls": 0, "split": 0, "by_trial": 0}
+    inside = []
+
+    def wrap(fname, fn_count):
+        orig = getattr(iq3, fname)
+
+        def w(*a, **k):
+            fn_count(a)
+            return orig(*a, **k)
+        monkeypatch.setattr(iq3, fname, w)
+
+    def trial_neighbours(*a, **k):
+        inside.append(0)
+        try:
+            return orig_tn(*a, **k)
+        finally:
+            calls = inside.pop()
+            count["split"] += calls > 1
+    orig_tn = iq3._trial_neighbours
+    monkeypatch.setattr(iq3, "_trial_neighbours", trial_neighbours)
+
+    def runs(a):
+        count["runs_calls"] += 1
+        if inside:
+            inside[-1] += 1
+
+    def by_trial(a):
+        if inside:
+            count["by_trial"] += a[1].size
+    wrap("_runs_best_neighbours", runs)
+    wrap("_pair_bounds", lambda a: count.__setitem__("pair_bounds", count["pair_bounds"] + a[5].size))
+    wrap("_pair_winner", lambda a: count.__setitem__("pair_exact", count["pair_exact"] + a[2].size))
+    wrap("_best_neighbours", by_trial)
+
+    t = live_type(name)
+    rng = np.random.default_rng([23, NAMES.index(name)])
+    x = rng.standard_normal((16, 4096)).astype(np.float32)
+    qw = (rng.random(4096) ** 2).astype(np.float32)
+    qw[:512] *= np.float32(1e-30)                          # waux below the proof's range
+    for imatrix in (None, qw):
+        got = B1.quantize(t, x, imatrix)
+        want = oracle.quantize(t, x, imatrix)
+        assert got == want, f"{name} imatrix={imatrix is not None}: {_first_diff(got, want)}"
+    assert all(v > 0 for v in count.values()), count
 
 
 @pytest.mark.oracle
@@ -206,3 +275,38 @@ def test_pair_choice_ties_like_ggml(name):
                 if found >= 40:
                     return
     assert found, "no tie case found"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trial_neighbours_equal_exhaustive_search(name):
+    # the neighbour chosen at every (trial, group) by the run / pair / bisection shortcuts equals
+    # iq3_find_best_neighbour done trial by trial (most of these choices are in trials that are not
+    # accepted, so the output bytes alone would not show a wrong one); a sample is also checked
+    # against the reference implementation's neighbour search
+    from ggspec.reference import iquants
+    rng = np.random.default_rng([29, NAMES.index(name)])
+    x = np.concatenate([rng.standard_normal(8 * 256), rng.standard_t(2, 4 * 256),
+                        np.round(rng.standard_normal(4 * 256) * 3) / 3]).astype(np.float32).reshape(-1, 256)
+    qw = (rng.random(256) ** 2).astype(np.float32)
+    qwb = np.tile(qw, (x.shape[0], 1))
+    is_range = 15 if name == "IQ3_XXS" else 9
+    tab = iquants.quant_grid(name)
+    kmap, gcode = iq3._tables(name)[:2]
+    for q in (None, qwb):
+        _, W, WA, XV, _ = iq3._prepare(x, q, parity=name == "IQ3_XXS")
+        vmax = iq3._max_from_first(XV)
+        valid = vmax != 0
+        TS, U2, on2, off2 = iq3._trials(name, XV, vmax, valid, is_range)
+        UE2 = iq3._trial_neighbours(name, U2, off2, TS, XV, WA)
+        S = XV.shape[1]
+        t, g = np.nonzero(off2)
+        k, s = g // S, g % S
+        xs = XV.reshape(8, 4, S)[k, :, s].T
+        ws = WA.reshape(8, 4, S)[k, :, s].T
+        want = iq3._best_neighbours(name, U2[t, g], xs, ws, TS[t, s])
+        got = kmap[UE2[t, g]]
+        assert (got == want).all(), f"{name}: {(got != want).sum()} of {t.size} trial neighbours differ"
+        assert (UE2[on2] == U2[on2]).all()
+        for i in rng.choice(t.size, 300, replace=False):
+            ref = iquants._best_neighbour(tab, int(U2[t[i], g[i]]), xs[:, i].copy(), ws[:, i].copy(), TS[t[i], s[i]])
+            assert got[i] == ref, (t[i], g[i])

@@ -2,20 +2,28 @@
 
 The bytes of ``ggml_quantize_chunk`` (``quantize_iq3_xxs`` / ``quantize_iq3_s`` in ggml-quants.c;
 the readable per-block version is ``reference/iquants.py``: ``_iq3_search`` and
-``quantize_block_iq3_*``).
+``quantize_block_iq3_*``). Without an importance matrix ggml weighs each value by x*x, with one
+by qw * sqrt(sigma2 + x*x); neither type requires one.
 
 Layout: a chunk of G super-blocks is cut into its S = 8G sub-blocks of 32 and transposed to
 structure of arrays, ``X[i, s]`` = element i of sub-block s (s = 8*g + ib). Group k of a sub-block
 (4 weights, one grid point) is rows 4k..4k+3. Each C statement over one element becomes one numpy
 op over all sub-blocks; each C sum is a loop over the 32 rows in C's order (``seq_sum``); each
-``if`` a mask. The candidate-scale loop runs once over all sub-blocks (one numpy pass per ``is``).
+``if`` a mask.
 
-Off-grid groups: ggml searches the neighbour list of the group's code (grid points at the 2 (IQ3_XXS)
-or 3 (IQ3_S) smallest distances) for the smallest ``sum waux*diff*diff`` (4 terms, in order), taking
-the first strict minimum below FLT_MAX. Here all off-grid groups of one ``is`` are searched at once:
-the lists are padded (in a few length buckets) with NaN candidates, whose distance is NaN and so,
-as in C's strict ``d2 < best``, never chosen; ``argmin`` after mapping every distance that is not
-``< FLT_MAX`` to +inf gives the first strict minimum. When no distance is finite ggml aborts
+The scale search (31 trial scales for IQ3_XXS, 19 for IQ3_S) runs in three steps:
+1. the level code of every group at every trial (cheap, element-wise);
+2. ggml's neighbour search for every (trial, group) whose code is off the grid (most of them):
+   iq3_find_best_neighbour takes the first strict minimum below FLT_MAX of
+   ``d2 = sum waux*(scale*q - xval)^2`` (4 terms, in order) over the code's neighbour list. A
+   group keeps the same code over a run of consecutive trials, so the exact d2 is evaluated only
+   at the two ends of each run, and a proof (error bounds of ggml's float32 d2 against the real
+   one, whose differences between candidates are s times a linear function of the scale s)
+   settles the trials in between, or sends them to an exact search (``_trial_neighbours``);
+3. the sums and the accept test of every trial, in C's order, then the re-projection at the
+   chosen scale (exact search), and the packing.
+The lists are padded (in length buckets) with NaN candidates, whose d2 is NaN and never taken, as
+in C's strict ``d2 < best``. When no d2 is below FLT_MAX ggml aborts
 (``GGML_ASSERT(grid_index >= 0)``); so does this (``GGSpecError``, like the reference).
 
 nearest_int(0.5f*(id*x - 1)) is taken from the bits of ``(id*x - 1) + 3*2**23`` (the float32 sum is
@@ -55,21 +63,24 @@ def _tables(name: str):
     ncode = kmap.size
     gcode = tab.code(tab.levels).astype(I32)
     qgrid = tab.pos.astype(F32)
-    lists = {int(u): tab.neighbours_of(int(u)) for u in np.flatnonzero(tab.kmap < 0)}
-    assert max(c.size for c in lists.values()) <= BUCKETS[-1]
+    off = np.flatnonzero(tab.kmap < 0)
+    start = -tab.kmap[off] - 1                         # each list: count, then the grid indices
+    cnt = tab.neighbours[start].astype(np.int64)
+    assert cnt.min() >= 1 and cnt.max() <= BUCKETS[-1]
     bucket = np.full(ncode, -1, np.int8)
+    bucket[off] = np.searchsorted(BUCKETS, cnt)
     buckets = []
-    lo = 0
     for bi, P in enumerate(BUCKETS):
         Q = np.full((P, 4, ncode), np.nan, F32)
         C = np.zeros((P, ncode), I32)
-        for u, c in lists.items():
-            if lo < c.size <= P:
-                bucket[u] = bi
-                Q[:c.size, :, u] = qgrid[c]
-                C[:c.size, u] = c
+        sel = bucket[off] == bi
+        u, st, ct = off[sel], start[sel], cnt[sel]
+        for j in range(P):
+            has = ct > j
+            g = tab.neighbours[st[has] + 1 + j].astype(np.int64)
+            C[j, u[has]] = g
+            Q[j, :, u[has]] = qgrid[g]
         buckets.append((P, Q, C))
-        lo = P
     # all candidate lists as one flat array: slot j of code u at CBf[j * 4096 + boff[u]]
     CBf = np.concatenate([C for _, _, C in buckets], axis=0).reshape(-1)
     first = np.concatenate([[0], np.cumsum([P for P, _, _ in buckets])[:-1]])
@@ -169,16 +180,15 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, interior, safe):
       D, SA = sum w (s q)^2 <= 2 (Cx + D), Cx = sum w x^2; hence D <= 1.143 d2 + 23.1u^2 Cx and
       K <= Kb(d2) = 12u d2 + 3.1u sqrt(Cx d2) + 18u^2 Cx (+1e-37 for what underflow can lose in the
       value ranges the test is restricted to: w = 0 or 1e-12 <= w <= 1e8, |x| <= 1e8,
-      1e-12 <= s <= 1e8, where nothing overflows). D is convex in s, so over the run K stays below
-      Kb of the larger of the two end values (Kb(Fm)).
-    - For a candidate c and X in {winner at s_hi, winner at s_lo}: D_c(s) - D_X(s) = s g(s) with g
-      linear (the x^2 terms cancel). With M = Kb_c(Fm) + Kb_X(Fm), g is at least the linear
-      interpolation of (d2_c - d2_X - M)/s at the two ends, so d2_c(s) - d2_X(s) > 0 wherever
-      mu(tau) = linear interpolation of (d2_c - d2_X - 2M at s_lo) and ((d2_c - d2_X - M) s_lo/s_hi
-      - M at s_hi) is > 0. ok asks, for every other c, that max(mu_X1, mu_X2) > 0 on all of [0, 1]
-      (at both ends, and at the crossing when each is the one failing at one end). Computed in
-      float64 from the float32 values, with M scaled by 1 + 1e-6 and the crossing test with
-      1e-9 to spare.
+      1e-12 <= s <= 1e8, where nothing overflows; ``safe`` and the scales). D is convex in s, so
+      over the run K stays below Kb of the larger of the two end values, Fm.
+    - For a candidate c and X in {a, b} (the winners at s_hi and at s_lo):
+      D_c(s) - D_X(s) = s g(s) with g linear (the x^2 terms cancel). With M = Kb_c(Fm_c) +
+      Kb_X(Fm_X), g is at least the linear interpolation of (d2_c - d2_X - M)/s between the two
+      ends, so d2_c(s) > d2_X(s) wherever mu_X(tau) > 0, mu_X the linear interpolation (tau = 0 at
+      s_lo, 1 at s_hi) of mu_X0 = d2_c - d2_X - 2M at s_lo and mu_X1 = (d2_c - d2_X - M) s_lo/s_hi - M
+      at s_hi. ok asks, for every other c, that max(mu_a, mu_b) > 0 on all of [0, 1] (see
+      _envelope_quick for the float32 form of the test).
     """
     _, _, bucket, buckets = _tables(name)[:4]
     n = codes.size
@@ -448,8 +458,9 @@ def _pair_bounds(ends, cx, s_lo, s_hi, cnt, s):
     ends h is within M = Kb(a) + Kb(b) of the float32 difference e (see _runs_best_neighbours), so g
     lies within the interpolation of M/s of the interpolation gc of e/s, and d2_a - d2_b lies within
     s gc(s) +- (s M/s_lo + M) <= s gc(s) +- H, H = (1 + s_hi/s_lo) M. Below -H: a has the strictly
-    smaller d2; above H: b. Evaluated in float32 with M taken 4 times (the rounding here stays
-    below 20u (Fm_a + Fm_b) < 2M). ends (4, n) float32 as _runs_best_neighbours returns them, cx
+    smaller d2; above H: b. Evaluated in float32 with M taken 4 times: with s_hi/s_lo <= 1.5 (the
+    whole range of trial scales) the rounding here stays below 45u (Fm_a + Fm_b), less than the
+    3 extra M's times 1 + s_hi/s_lo. ends (4, n) float32 as _runs_best_neighbours returns them, cx
     (n,), the run's end scales, cnt (n,) interior trials per run, s (sum cnt,) each trial's scale
     -> (a_wins, b_wins)."""
     FaH, FbH, FaL, FbL = ends
@@ -519,22 +530,31 @@ def _sums(WXV, W, q):
     return sumqx, seq_sum(t, axis=0)
 
 
+def _trials(name, XV, vmax, valid, is_range):
+    """The trial scales: this_scale TS (T, S) and the level code of every group U2 (T, 8S) (column
+    k*S + s is group k of sub-block s), with on2 (code on the grid) and off2 (off the grid, in a
+    sub-block that is searched)."""
+    S = XV.shape[1]
+    T = 2 * is_range + 1
+    TS = np.empty((T, S), F32)
+    idv = np.empty(S, F32)
+    U2 = np.empty((T, 8 * S), I32)
+    for t in range(T):
+        np.divide(F32(15.0) + F32(t - is_range) * F32(0.2), vmax, out=idv)     # (2*kMaxQ-1+is*0.2f)/max
+        np.divide(F32(1.0), idv, out=TS[t])
+        _codes(_levels(idv, XV), out=U2[t].reshape(8, S))
+    on2 = _tables(name)[5][U2]
+    off2 = ~on2
+    off2 &= np.tile(valid, 8)[None, :]
+    return TS, U2, on2, off2
+
+
 def _search(name, XV, W, WA, vmax, valid, is_range, init_on_grid, refine_all):
     """_iq3_search for all sub-blocks -> (scale (S,), gi (8, S) grid index of each group)."""
     kmap, gcode = _tables(name)[:2]
     S = XV.shape[1]
     T = 2 * is_range + 1
-    TS = np.empty((T, S), F32)
-    IDV = np.empty((T, S), F32)
-    U2 = np.empty((T, 8 * S), I32)
-    for t in range(T):
-        is_ = t - is_range
-        IDV[t] = (F32(15.0) + F32(is_) * F32(0.2)) / vmax
-        np.divide(F32(1.0), IDV[t], out=TS[t])
-        _codes(_levels(IDV[t], XV), out=U2[t].reshape(8, S))
-    on2 = _tables(name)[5][U2]
-    off2 = ~on2
-    off2 &= np.tile(valid, 8)[None, :]
+    TS, U2, on2, off2 = _trials(name, XV, vmax, valid, is_range)
     # the code of each group's grid point at each trial (skipped sub-blocks: their own codes)
     UE2 = _trial_neighbours(name, U2, off2, TS, XV, WA) if off2.any() else U2
 
