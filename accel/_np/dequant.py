@@ -6,18 +6,26 @@ ggml's order (``d * sc`` before ``* q``, the product before ``- m``). Most produ
 (an fp16 scale has 11 significant bits, the integer factors a few), so only the final add or
 subtract rounds, but the order is kept anyway so that Inf and NaN scales give ggml's bits.
 
-Speed (numpy costs ~1 us per call, a float32 pass over a 64k chunk ~5-8 us when contiguous, ~20 us
-when a per-row scale is broadcast over rows of 16-32, and a gather ~0.7 ns per item):
+Speed. Measured costs on the 2-core dev machine (64k-value chunk): ~1 us per numpy call, a
+contiguous float32 pass ~5-8 us, a per-row scale broadcast over rows of 16-32 ~20 us (per-row
+overhead), a gather ~0.7 ns per item, u8 left shifts and array-valued shifts unvectorized. Hence:
 
-* integer decoding runs on whole contiguous byte arrays (or uint64 words: 8 bytes per element), the
-  quants are assembled into an int8 array in output order (16-byte moves as one ``V16`` item), and
-  one mixed int8 x float32 multiply writes ``out``;
-* 4-bit lookups (IQ4_NL/IQ4_XS/MXFP4/NVFP4) gather two output bytes per item from 65536-entry tables
-  indexed by two packed bytes, so no nibble split or de-interleave is needed;
-* grid i-quants gather 8 int8 values per item with the sign already applied (``db * (-g)`` is the
-  same float as ``-(db * g)`` for every finite or infinite ``db``; blocks with a NaN scale, where
-  ggml's sign flip shows in the NaN's sign bit, are redone by the plain per-element path);
-* scratch arrays are per thread and reused across chunks.
+* the float stage is a cast of the int8/uint8 quants into ``out`` and one contiguous multiply (and
+  subtract) by the per-sub-block scales repeated to one per value (``_scale``): cheaper than the
+  broadcast. Per-sub-block scales are made the same way (``_dmul``);
+* integer decoding runs on whole contiguous arrays or uint64 words (SWAR), with scalar shifts; bit
+  planes are computed plane by plane and moved into output order as 16/32-byte items (``V16``,
+  ``V32``), never by numpy ops over short strided rows;
+* lookups gather several values per item: 4-bit codes four values per uint16 of two packed bytes
+  (IQ4_NL/IQ4_XS/MXFP4/NVFP4), grids 8 int8 values per item with the sign already applied (``db *
+  (-g)`` is the same float as ``-(db * g)`` for every finite or infinite ``db``; blocks with a NaN
+  scale, where ggml's sign flip shows in the NaN's sign bit, are redone by the plain path ``_p_*``),
+  IQ1_S/IQ1_M ``8 * (grid + delta)`` as int8 (``(dl * 0.125f) * that`` is exactly ``dl * (grid +
+  delta)``), Q5 high bits and Q2_0 crumbs one byte -> 8 or 4 values; ``np.take`` in clip mode;
+* scratch arrays are per thread and reused across chunks (``_buf``).
+
+Add/subtract operands keep ggml's order; where x86's NaN-operand rule could differ from numpy's
+(Q4_1/Q5_1 ``x*d + m`` with a NaN ``m``), those blocks are redone by the plain path.
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ from ...reference import grids
 from .common import E8M0_HALF_TABLE, F16_TABLE, F32, I8, U8, U16, U32, UE4M3_TABLE, f16_field
 
 U64 = np.uint64
-IP = np.intp
 
 # --------------------------------------------------------------------------------------------------
 # per-thread scratch
@@ -476,8 +483,6 @@ def q8_K(b, out):
 # --------------------------------------------------------------------------------------------------
 # ternary, low-bit, fp4
 
-_P5 = np.array([1, 3, 9, 27, 81], dtype=U8).reshape(1, 5, 1)
-
 
 def tq1_0(b, out):
     nb = b.shape[0]
@@ -571,9 +576,6 @@ def iq4_nl(b, out):
     _scale(v, _f16(b, 0), out, 32)               # d * kvalues[q]
 
 
-_IB8 = np.arange(8)
-
-
 def iq4_xs(b, out):
     nb = b.shape[0]
     d = _f16(b, 0)
@@ -626,7 +628,6 @@ def _p_iq2_xxs(b, out):
 
 _S8L = (8 * np.arange(4, dtype=U64)).reshape(4, 1)
 _S7L = (32 + 7 * np.arange(4, dtype=U64)).reshape(4, 1)
-_S7 = (7 * np.arange(4, dtype=U32)).reshape(4, 1)
 
 
 def iq2_xxs(b, out):
@@ -800,9 +801,6 @@ def iq3_s(b, out):
     _neg_apply(g.view(U64), m)
     _scale(g.view(I8), db, out, 32)
     _redo_nan(b, out, d, _p_iq3_s)
-
-
-_S3 = (3 * np.arange(4, dtype=np.int32)).reshape(4, 1)
 
 
 def iq1_s(b, out):
