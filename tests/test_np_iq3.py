@@ -310,3 +310,41 @@ def test_trial_neighbours_equal_exhaustive_search(name):
         for i in rng.choice(t.size, 300, replace=False):
             ref = iquants._best_neighbour(tab, int(U2[t[i], g[i]]), xs[:, i].copy(), ws[:, i].copy(), TS[t[i], s[i]])
             assert got[i] == ref, (t[i], g[i])
+
+
+def test_d2_error_bound_used_by_the_proofs():
+    # _runs_best_neighbours / _envelope_quick / _pair_bounds rest on: ggml's float32 d2 of a
+    # candidate differs from the exact sum w (s q - x)^2 by at most
+    # Kb(d2) = 12u d2 + 3.1u sqrt(Cx d2) + 18u^2 Cx (u = 2^-24, Cx = sum w x^2), in the value
+    # ranges where the shortcuts are used. Checked here in exact rational arithmetic, with many
+    # near-perfect fits (where cancellation makes the relative error largest)
+    from fractions import Fraction as Fr
+    u = 2.0 ** -24
+    f32 = np.float32
+    rng = np.random.default_rng(31)
+    worst = 0.0
+    for it in range(3000):
+        s = f32(10.0 ** rng.uniform(-6, 6))
+        q = rng.integers(0, 8, 4) * 2 + 1
+        mode = it % 3
+        if mode == 0:                                      # x within a few ulps of s*q
+            x = (s * q.astype(f32) * (1 + rng.normal(0, 1e-6, 4))).astype(f32)
+        elif mode == 1:
+            x = (s * (q + rng.normal(0, 1.0, 4))).astype(f32)
+        else:
+            x = (s * rng.uniform(-2, 18, 4)).astype(f32)
+        w = (np.abs(x) * 10.0 ** rng.uniform(-3, 3, 4)).astype(f32)
+        w[rng.random(4) < 0.1] = 0
+        if not (((w == 0) | ((w >= 1e-12) & (w <= 1e8))).all() and (np.abs(x) <= 1e8).all()):
+            continue
+        d2 = f32(0)
+        for i in range(4):                                 # as iq3_find_best_neighbour
+            diff = f32(f32(s * f32(q[i])) - x[i])
+            d2 = f32(d2 + f32(f32(w[i] * diff) * diff))
+        exact = sum(Fr(float(w[i])) * (Fr(float(s)) * int(q[i]) - Fr(float(x[i]))) ** 2 for i in range(4))
+        cx = float(sum(Fr(float(w[i])) * Fr(float(x[i])) ** 2 for i in range(4)))
+        kb = 12 * u * float(d2) + 3.1 * u * np.sqrt(cx * float(d2)) + 18 * u * u * cx + 1e-37
+        err = abs(float(Fr(float(d2)) - exact))
+        assert err <= kb, (it, s, q, x, w, err, kb)
+        worst = max(worst, err / kb)
+    assert worst > 0.05                                    # the cases do come near the bound
