@@ -255,7 +255,8 @@ def _runs_best_neighbours(name, codes, x, w, s_hi, s_lo, interior, safe):
     jl_out[order] = jl_s
     ok[order] = ok_s
     ends = np.empty((4, n), F32)
-    ends[:, order] = ends_s
+    for i in range(4):
+        ends[i, order] = ends_s[i]
     cx = np.empty(n, F32)
     cx[order] = cx_s
     return jh_out, jl_out, ok, ends, cx
