@@ -141,7 +141,7 @@ def test_all_neighbours_exact_path_matches_libggml(oracle, name, monkeypatch):
 def test_multi_chunk_threaded_tensor_matches_libggml(oracle, name):
     """Several chunks per call on two threads, rows spanning chunk boundaries, a ragged last chunk."""
     n_per_row = 2304                                   # 9 super-blocks: rows straddle chunk boundaries
-    per_chunk = max(1, iq1.CHUNK_WEIGHTS // 256)
+    per_chunk = max(1, iq1.CHUNK_SUBBLOCKS[name] * (32 if name == "IQ1_S" else 16) // 256)
     rows = (3 * per_chunk * 256) // n_per_row + 2
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((rows, n_per_row)) * np.exp(rng.uniform(-3, 3, (rows, 1)))).astype(np.float32)

@@ -71,7 +71,7 @@ EPS_M = F32(1e-7)           # GROUP_MAX_EPS_IQ1_M
 TAME_LO = F32(2.0 ** -40)
 TAME_HI = F32(2.0 ** 40)
 TAU_STEP = F32(2.0 ** -12)
-CHUNK_WEIGHTS = 131072     # weights per chunk
+CHUNK_SUBBLOCKS = {"IQ1_S": 4096, "IQ1_M": 4096}     # sub-blocks per chunk (the search's vector length)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,7 +84,8 @@ class _Grid:
 class _Lists:
     """Neighbour lists, one padded row per reachable off-grid code u: grid indices (nb) and, per
     neighbour, the term slots 3*i + l of the coordinates i where its level l differs from u's
-    (``ch``, 4 per neighbour, unused ones 24: a zero term; padding neighbours 25: +inf)."""
+    (``ch``, 4 per neighbour, unused ones 24: a zero term; padding neighbours 25: +inf); the slot of
+    level l at coordinate i is 8*l + i."""
 
     def __init__(self, nb_lists, levels, u_levels):
         width = max(len(v) for v in nb_lists)
@@ -96,12 +97,13 @@ class _Lists:
         L = levels[self.nb].astype(np.int64)                             # (n, width, 8)
         pad = np.arange(width)[None, :] >= self.count[:, None]
         D = (L != u_levels[:, None, :]) & ~pad[:, :, None]
-        slot = np.where(D, 3 * np.arange(8) + L, 99)
+        slot = np.where(D, 8 * L + np.arange(8), 99)
         slot.sort(axis=2)
         assert (slot[:, :, 4:] == 99).all()                              # at most 4 changes
         ch = np.where(slot[:, :, :4] == 99, 24, slot[:, :, :4])
         ch[pad] = [25, 24, 24, 24]
-        self.ch = ch.astype(np.int32)
+        self.ch = np.ascontiguousarray(ch.transpose(2, 0, 1)).astype(np.int32)   # (4, rows, width)
+        self.nslots = (ch < 24).sum(axis=2).max(axis=1)                  # changes of the row's neighbours
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,6 +111,7 @@ def _grid() -> _Grid:
     tab = ref.quant_grid("IQ1_S")
     g = _Grid()
     g.levels = tab.levels.astype(np.int8)                          # (2048, 8) levels 0..2
+    g.qtab = np.concatenate([X_P[g.levels], X_M[g.levels]])         # (4096, 8): x_p / x_m values of each grid point
     g.kmap = tab.kmap.astype(np.int32)                             # code -> grid index or < 0
     # neighbour lists of the off-grid codes with every level in 0..2 (the only reachable ones)
     codes = np.flatnonzero(g.kmap < 0)
@@ -201,21 +204,31 @@ class _CtxS:
 
     def rows(self, i1, cols):
         """(qx, q2) (2, 33, m) for sub-blocks ``cols`` with their own i1 (m,); rows i2 < i1 are junk."""
-        tk = lambda a: np.take(a, cols, axis=1)           # noqa: E731  (C-contiguous, unlike a[:, cols])
-        S, W = tk(self.S), tk(self.W)
+        S = np.take(self.S, cols, axis=1)                 # C-contiguous (a[:, cols] is not)
+        W = np.take(self.W, cols, axis=1)
         s1, w1 = self.S[i1, cols], self.W[i1, cols]
-        Bp = (S - s1) * P1
+        D = S[32] - S                                     # the per-i2 terms, as in __init__
+        Dw = W[32] - W
+        Bp = S - s1
+        Bp *= P1
         qx = np.empty((2,) + S.shape, F32)
         q2 = np.empty((2,) + S.shape, F32)
         np.add(s1 * P0, Bp, out=qx[0])
-        qx[0] += tk(self.Cp)
+        qx[0] += D * P2
         np.subtract(s1 * M0, Bp, out=qx[1])
-        qx[1] += tk(self.Cm)
-        Bw = ((W - w1) * P1) * P1
+        D *= M2
+        qx[1] += D
+        Bw = W - w1
+        Bw *= P1
+        Bw *= P1
         np.add((w1 * P0) * P0, Bw, out=q2[0])
-        q2[0] += tk(self.Cwp)
+        t = Dw * P2
+        t *= P2
+        q2[0] += t
         np.add((w1 * M0) * M0, Bw, out=q2[1])
-        q2[1] += tk(self.Cwm)
+        Dw *= M2
+        Dw *= M2
+        q2[1] += Dw
         return qx, q2
 
     def slab(self, i1):
@@ -376,11 +389,18 @@ def _fast_scan(ctx, bs):
     tau_lo = taus[0] - taus[0] * TAU_STEP
 
     # the candidates in E, recomputed for the (sub-block, i1) slabs whose maximum reaches tau_lo
+    npos = bs + 1
     i1, sb = np.nonzero((slabmax >= tau_lo) & ~failed)
-    qx, q2 = ctx.rows(i1, sb)                                  # (nsh, npos, m)
-    s = (qx / q2) * qx
-    k, i2, j = np.nonzero((s >= tau_lo[sb]) & (np.arange(bs + 1)[:, None] >= i1))
-    qx, q2, s = qx[k, i2, j], q2[k, i2, j], s[k, i2, j]
+    P = sb.size
+    qx, q2 = ctx.rows(i1, sb)                                  # (nsh, npos, P)
+    s = qx / q2
+    s *= qx
+    mask = s >= tau_lo[sb]
+    mask &= np.arange(npos)[:, None] >= i1
+    flat = np.flatnonzero(mask)
+    k, rem = np.divmod(flat, npos * P)
+    i2, j = np.divmod(rem, P)
+    qx, q2, s = qx.reshape(-1)[flat], q2.reshape(-1)[flat], s.reshape(-1)[flat]
     c = (first[i1[j]] + i2 - i1[j]) * nsh + k
     sb = sb[j]
     lhs = qx * qx
@@ -388,41 +408,56 @@ def _fast_scan(ctx, bs):
 
     # the first tau_k passing checks (A) and (B) exactly on E, per sub-block
     use = np.full(n, -1, np.int64)
-    for kk in range(TAU_TRIES - 1, -1, -1):
+    for kk in range(TAU_TRIES):
         t = taus[kk][sb]
         tq = t * q2
         in_h = s >= t
         bad = np.where(in_h, ~(lhs > tq), ~(lhs <= tq)) | ~valid
-        ok = np.ones(n, bool)
+        ok = use < 0
         ok[sb[bad]] = False
         use[ok] = kk
+        if (use >= 0).all():
+            break
     failed |= use < 0
     in_h = (s >= np.stack(taus)[np.maximum(use[sb], 0), sb]) & ~failed[sb]
     sb, c, qx, q2, lhs = sb[in_h], c[in_h], qx[in_h], q2[in_h], lhs[in_h]
-    order = np.lexsort((c, sb))
-    sb, c, qx, q2, lhs = sb[order], c[order], qx[order], q2[order], lhs[order]
-    cnt = np.bincount(sb, minlength=n)
-    start = np.cumsum(cnt) - cnt
-    pos = np.arange(sb.size) - start[sb]
-    kmax = int(cnt.max()) if sb.size else 0
-    Q2 = np.zeros((kmax, n), F32)                  # absent entries: q2 = 0, never accepted
-    LH = np.zeros((kmax, n), F32)
-    QX = np.zeros((kmax, n), F32)
-    C = np.full((kmax, n), -1, np.int64)
-    Q2[pos, sb] = q2
-    LH[pos, sb] = lhs
-    QX[pos, sb] = qx
-    C[pos, sb] = c
-    best = np.full(n, NEG_FLT_MAX, F32)
+
+    # ggml's scan over H, in C order. A single member is accepted (best = -FLT_MAX then).
     cand = np.full(n, -1, np.int64)
     cqx = np.zeros(n, F32)
     cq2 = np.zeros(n, F32)
-    for j in range(kmax):
-        ok = (Q2[j] > 0) & (LH[j] > best * Q2[j])
-        np.copyto(best, (QX[j] / Q2[j]) * QX[j], where=ok)
-        np.copyto(cand, C[j], where=ok)
-        np.copyto(cqx, QX[j], where=ok)
-        np.copyto(cq2, Q2[j], where=ok)
+    cnt = np.bincount(sb, minlength=n)
+    one = cnt[sb] == 1
+    cand[sb[one]], cqx[sb[one]], cq2[sb[one]] = c[one], qx[one], q2[one]
+    more = ~one
+    if more.any():
+        sb, c, qx, q2, lhs = sb[more], c[more], qx[more], q2[more], lhs[more]
+        order = np.argsort(sb * (nsh * (npos * (npos + 1) // 2)) + c)
+        sb, c, qx, q2, lhs = sb[order], c[order], qx[order], q2[order], lhs[order]
+        sbs, inv, cnt = np.unique(sb, return_inverse=True, return_counts=True)
+        nm = sbs.size
+        start = np.cumsum(cnt) - cnt
+        pos = np.arange(sb.size) - start[inv]
+        kmax = int(cnt.max())
+        Q2 = np.zeros((kmax, nm), F32)                  # absent entries: q2 = 0, never accepted
+        LH = np.zeros((kmax, nm), F32)
+        QX = np.zeros((kmax, nm), F32)
+        C = np.full((kmax, nm), -1, np.int64)
+        Q2[pos, inv] = q2
+        LH[pos, inv] = lhs
+        QX[pos, inv] = qx
+        C[pos, inv] = c
+        best = np.full(nm, NEG_FLT_MAX, F32)
+        mc = np.full(nm, -1, np.int64)
+        mqx = np.zeros(nm, F32)
+        mq2 = np.zeros(nm, F32)
+        for jj in range(kmax):
+            ok = (Q2[jj] > 0) & (LH[jj] > best * Q2[jj])
+            np.copyto(best, (QX[jj] / Q2[jj]) * QX[jj], where=ok)
+            np.copyto(mc, C[jj], where=ok)
+            np.copyto(mqx, QX[jj], where=ok)
+            np.copyto(mq2, Q2[jj], where=ok)
+        cand[sbs], cqx[sbs], cq2[sbs] = mc, mqx, mq2
     return cand, cqx, cq2, failed
 
 
@@ -448,7 +483,8 @@ def _search(ctx, bs, tame, active):
 # --------------------------------------------------------------------------------------------------
 # grid snapping: iq1_find_best_neighbour2 for the off-grid groups of 8
 
-NB_SLICE = 512             # off-grid groups per padded batch (sorted by neighbour count)
+NB_SLICE = 2048            # off-grid groups per padded batch at most (sorted by neighbour count)
+NB_WIDTHS = (6, 10, 14, 18, 22, 26, 32, 40, 60, 80, 100, 130, 160)     # batch boundaries (list length)
 NB_TOL = F32(2.0 ** -17)   # neighbours with approx d2 <= min + NB_TOL * sum_i max_l |t_i(l)| are exact-checked
 
 
@@ -457,8 +493,8 @@ def _best_neighbours(codes, xg, wg, scale, xx):
     -> grid index (m,).
 
     ``d2`` of a neighbour c is ggml's sequential float32 sum of the terms ``t[i, c_i]``. Relative to
-    the off-grid point u it is (in exact arithmetic) ``sum over the changed coordinates of
-    dl[i, c_i] = t[i, c_i] - t[i, u_i]``; that float32 approximation ``A`` (at most 4 terms) is
+    the off-grid point u it is (in exact arithmetic) the sum over the changed coordinates of
+    ``dl[i, c_i] = t[i, c_i] - t[i, u_i]``; that float32 approximation ``A`` (at most 4 terms) is
     within ``2**-19 * tabs`` of ``d2 - d2(u)`` computed by ggml (``tabs = sum_i max_l |t[i, l]|``),
     so neighbours with ``A > min A + NB_TOL*tabs`` cannot be the minimum. When one neighbour is left
     it is the answer, else ggml's exact sums decide among those left. When every level change
@@ -467,68 +503,82 @@ def _best_neighbours(codes, xg, wg, scale, xx):
     g = _grid()
     m = codes.size
     rows = g.row_of_code[codes]
-    # terms t[i, l, group] = w*diff*diff, diff = scale*xx[l] - x   (ggml's float32 ops)
+    # terms t[l, i, group] = w*diff*diff, diff = scale*xx[l] - x   (ggml's float32 ops)
     q = np.ascontiguousarray((scale[:, None] * xx).T)                   # (3, m)
     xT, wT = np.ascontiguousarray(xg.T), np.ascontiguousarray(wg.T)     # (8, m)
-    diff = q[None, :, :] - xT[:, None, :]                               # (8, 3, m)
-    t = (wT[:, None, :] * diff) * diff
-    tabs = np.abs(t).max(axis=1).sum(axis=0)                            # (bound only)
+    diff = q[:, None, :] - xT[None, :, :]                               # (3, 8, m)
+    tT = (wT[None, :, :] * diff) * diff
+    ax = np.abs(tT)
+    tabs = np.maximum(np.maximum(ax[0], ax[1]), ax[2]).sum(axis=0)      # (bound only)
     tol = tabs * NB_TOL + F32(2.0 ** -120)
     wild = ~np.isfinite(tabs) | (tabs > F32(2.0 ** 100))
     ul = (codes[None, :] >> (2 * np.arange(8))[:, None]) & 3            # (8, m) levels of u
-    tu = np.where(ul == 0, t[:, 0], np.where(ul == 1, t[:, 1], t[:, 2]))
-    dt = t - tu[:, None, :]                                             # (8, 3, m), 0 at l = u_i
-    dl = np.empty((m, 26), F32)                                         # slots 3i+l, 24: 0, 25: +inf
-    dl[:, :24] = dt.reshape(24, m).T
+    pos = np.arange(8 * m).reshape(8, m)                                # flat (i, group) position
+    tflat3 = tT.reshape(-1)                                             # t[l, i, g] at l*8m + i*m + g
+    tu = np.take(tflat3, ul * (8 * m) + pos)
+    dT = tT - tu                                                        # (3, 8, m); 0 at u's level
+    # smallest cost of a level change (the two levels other than u's)
+    dflat3 = dT.reshape(-1)
+    other = np.minimum(np.take(dflat3, ((ul + 1) % 3) * (8 * m) + pos),
+                       np.take(dflat3, ((ul + 2) % 3) * (8 * m) + pos))
+    prunable = (other.min(axis=0) > tol) & ~wild
+    dl = np.empty((m, 26), F32)                                         # slots 8l+i, 24: 0, 25: +inf
+    dl[:, :24] = dT.reshape(24, m).T
     dl[:, 24] = 0
     dl[:, 25] = INF
-    # smallest cost of a level change: the two levels other than u_i
-    d_other = np.where(ul == 0, np.minimum(dt[:, 1], dt[:, 2]),
-                       np.where(ul == 1, np.minimum(dt[:, 0], dt[:, 2]), np.minimum(dt[:, 0], dt[:, 1])))
-    prunable = (d_other.min(axis=0) > tol) & ~wild
     dflat = dl.reshape(-1)
-    tflat = np.ascontiguousarray(t.reshape(24, m).T).reshape(-1)        # (m, 24): slot 3i+l
+    tflat = np.ascontiguousarray(tT.reshape(24, m).T).reshape(-1)       # (m, 24)
+
     out = np.empty(m, np.int64)
+    todo = []                                                           # (lists, group, neighbour position)
     for lists, sel in ((g.pruned, np.flatnonzero(prunable)), (g.full, np.flatnonzero(~prunable))):
         if sel.size == 0:
             continue
         cnt = lists.count[rows[sel]]
         srt = np.argsort(cnt, kind="stable")
         sel, cnt = sel[srt], cnt[srt]
-        for lo in range(0, sel.size, NB_SLICE):
-            grp = sel[lo:lo + NB_SLICE]
+        # batches of groups with similar list lengths (the batch is padded to its longest list)
+        cuts = np.searchsorted(cnt, NB_WIDTHS, side="right")
+        bounds = np.unique(np.concatenate([[0], cuts, np.arange(0, sel.size, NB_SLICE), [sel.size]]))
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            grp = sel[lo:hi]
             r = rows[grp]
-            width = int(cnt[min(lo + NB_SLICE, sel.size) - 1])
-            ch = lists.ch[r, :width]                                    # (k, width, 4)
-            ch += (grp.astype(np.int32) * 26)[:, None, None]
-            dd = np.take(dflat, ch)
-            A = (dd[:, :, 0] + dd[:, :, 1]) + (dd[:, :, 2] + dd[:, :, 3])
+            width = int(cnt[hi - 1])
+            ns = int(lists.nslots[r].max())
+            idx = np.take(lists.ch[:ns], r, axis=1)[:, :, :width]      # (ns, k, width)
+            idx += (grp.astype(np.int32) * 26)[None, :, None]
+            dd = np.take(dflat, idx)
+            A = dd[0]
+            for s in range(1, ns):
+                A += dd[s]
             jmin = A.argmin(axis=1)
             thr = A[np.arange(grp.size), jmin] + tol[grp]
             keep = A <= thr[:, None]
             wl = wild[grp] | ~np.isfinite(thr)
             if wl.any():
                 keep[wl] = np.arange(width)[None, :] < lists.count[r[wl], None]
-            multi = np.flatnonzero(keep.sum(axis=1) != 1)
             out[grp] = lists.nb[r, jmin]                                # one neighbour left: the minimum
-            if multi.size == 0:
-                continue
-            # several: ggml's exact sequential d2 and first strict minimum below FLT_MAX
-            gi, j = np.nonzero(keep[multi])                             # row-major: list order per group
-            gg = grp[multi][gi]
-            cand = lists.nb[r[multi][gi], j]
-            lv = g.levels[cand].astype(np.int64)                        # (K, 8)
-            d2 = np.zeros(gi.size, F32)
-            for i in range(8):
-                d2 += np.take(tflat, gg * 24 + (3 * i) + lv[:, i])
-            d2 = np.where(d2 < FLT_MAX, d2, INF)                        # C: if (d2 < best_score), best = FLT_MAX
-            starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]])
-            mins = np.minimum.reduceat(d2, starts)
-            if not np.isfinite(mins).all():
-                raise GGSpecError("IQ1: no finite neighbour distance (ggml reads out of bounds here)")
-            seg = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, gi.size]))
-            firsts = np.where(d2 == mins[seg], np.arange(gi.size), gi.size)
-            out[grp[multi]] = cand[np.minimum.reduceat(firsts, starts)]
+            multi = np.flatnonzero(keep.sum(axis=1) != 1)
+            if multi.size:
+                gi, j = np.nonzero(keep[multi])                         # row-major: list order per group
+                todo.append((lists.nb[r[multi][gi], j], grp[multi][gi]))
+    if todo:
+        # several left: ggml's exact sequential d2 and first strict minimum below FLT_MAX
+        cand = np.concatenate([c for c, _ in todo])
+        gg = np.concatenate([a for _, a in todo])
+        lv = g.levels[cand].astype(np.int64)                            # (K, 8)
+        base = gg * 24
+        d2 = np.zeros(cand.size, F32)
+        for i in range(8):
+            d2 += np.take(tflat, base + (8 * lv[:, i] + i))
+        d2 = np.where(d2 < FLT_MAX, d2, INF)                            # C: if (d2 < best_score), best = FLT_MAX
+        starts = np.flatnonzero(np.r_[True, gg[1:] != gg[:-1]])
+        mins = np.minimum.reduceat(d2, starts)
+        if not np.isfinite(mins).all():
+            raise GGSpecError("IQ1: no finite neighbour distance (ggml reads out of bounds here)")
+        seg = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, cand.size]))
+        firsts = np.where(d2 == mins[seg], np.arange(cand.size), cand.size)
+        out[gg[starts]] = cand[np.minimum.reduceat(firsts, starts)]
     return out
 
 
@@ -662,15 +712,20 @@ def _iq1_m_chunk(xb, QW):
     bs = 16
     G, xs, ws, active, idx, tame = _prepare(xb, QW, bs, EPS_M)
     n = xs.shape[0]
-    wx = np.take_along_axis(ws * xs, idx, axis=1)
-    wsort = np.take_along_axis(ws, idx, axis=1)
-    half = idx >= 8
+    idxT = np.ascontiguousarray(idx.T)
+    wx = np.take_along_axis(np.ascontiguousarray((ws * xs).T), idxT, axis=0)     # (16, n) sorted
+    wsort = np.take_along_axis(np.ascontiguousarray(ws.T), idxT, axis=0)
+    # px[h][j+1] = px[h][j] + weight*x when element j of the order is in half h, else px[h][j]:
+    # adding +0.0 instead is the same (C's partial sums start from +0.0 and are never -0.0)
+    half = idxT >= 8
     PX = np.zeros((2, 17, n), F32)
     PW = np.zeros((2, 17, n), F32)
-    for j in range(16):                    # px[h][j+1] = px[h][j] + weight*x in the element's half
-        for h, m in ((0, ~half[:, j]), (1, half[:, j])):
-            PX[h, j + 1] = np.where(m, PX[h, j] + wx[:, j], PX[h, j])
-            PW[h, j + 1] = np.where(m, PW[h, j] + wsort[:, j], PW[h, j])
+    for h, m in ((0, ~half), (1, half)):
+        tx = np.where(m, wx, F32(0))
+        tw = np.where(m, wsort, F32(0))
+        for j in range(16):
+            np.add(PX[h, j], tx[j], out=PX[h, j + 1])
+            np.add(PW[h, j], tw[j], out=PW[h, j + 1])
     ctx = _CtxM(PX, PW)
     cand, cqx, cq2 = _search(ctx, bs, tame, active)
 
@@ -717,9 +772,8 @@ def _iq1_m_chunk(xb, QW):
     for j in range(4):
         sc |= l[:, j::4] << (3 * j)
     # refit d over the super-block with the final indices: q = xx[level]*(2l+1)
-    lv = _grid().levels[index.reshape(G, 32)].astype(np.int64)                # (G, 32, 8)
-    xsel_p = np.stack([sh16 < 2, sh16 % 2 == 0], axis=2).reshape(G, 32)       # group uses x_p
-    qv = np.where(xsel_p[:, :, None], X_P[lv], X_M[lv]).reshape(G, 256)
+    use_m = np.stack([sh16 >= 2, sh16 % 2 == 1], axis=2).reshape(-1)          # group uses x_m
+    qv = np.take(_grid().qtab, use_m * 2048 + index.reshape(-1), axis=0).reshape(G, 256)
     q = qv * np.repeat((2 * l + 1).astype(F32), 16, axis=1)
     w = ws.reshape(G, 256)
     wq = w * q
@@ -742,7 +796,7 @@ def _iq1_m_chunk(xb, QW):
 
 # --------------------------------------------------------------------------------------------------
 
-def _runner(chunk_fn, ts):
+def _runner(chunk_fn, ts, name, bs):
     def run(t, x, imatrix, out, threads):
         xb = x.reshape(-1, QK_K)
         ob = out.reshape(-1, ts)
@@ -754,11 +808,11 @@ def _runner(chunk_fn, ts):
             QW = None if QWB is None else QWB[np.arange(lo, hi) % nbpr]
             ob[lo:hi] = chunk_fn(xb[lo:hi], QW)
 
-        run_chunks(xb.shape[0], max(1, CHUNK_WEIGHTS // QK_K), work, threads)
+        run_chunks(xb.shape[0], max(1, CHUNK_SUBBLOCKS[name] * bs // QK_K), work, threads)
     return run
 
 
 QUANT: dict = {
-    "IQ1_S": _runner(_iq1_s_chunk, 50),
-    "IQ1_M": _runner(_iq1_m_chunk, 56),
+    "IQ1_S": _runner(_iq1_s_chunk, 50, "IQ1_S", 32),
+    "IQ1_M": _runner(_iq1_m_chunk, 56, "IQ1_M", 16),
 }
