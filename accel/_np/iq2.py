@@ -466,14 +466,22 @@ def _fit(name, tb, trials, xa, Wa, wauxa, denom, scale):
         ids = (F32(5.0) + trials.astype(F32)[:, None] * F32(0.1)) / denom[None, :]   # (2*kMaxQ-1+is*0.1f)/max
         L, gi, ong = grp.search(ids, F32(1.0) / ids)
         sumqx, sumq2 = _sums(Wa, WXa, L)
+        ratio = sumqx / sumq2                                    # the scale a trial would set
+        sq = sumqx * sumqx
+        pos2 = sumq2 > 0
         best = np.zeros(Sa, F32)
+        tsel = np.full(Sa, -1, np.int64)
         for t in range(len(trials)):                             # the sequential acceptance
-            acc = (sumq2[t] > 0) & (sumqx[t] * sumqx[t] > best * sumq2[t])
-            if acc.any():
-                scale = np.where(acc, sumqx[t] / sumq2[t], scale)
-                best = np.where(acc, scale * sumqx[t], best)
-                np.copyto(gib, gi[:, t], where=acc[None, :])
-                np.copyto(ongb, ong[:, t], where=acc[None, :])
+            acc = pos2[t] & (sq[t] > best * sumq2[t])            # sumq2 > 0 && sumqx*sumqx > best*sumq2
+            np.copyto(best, ratio[t] * sumqx[t], where=acc)      # best = scale*sumqx
+            np.copyto(tsel, t, where=acc)
+        took = tsel >= 0
+        if took.any():
+            ts = np.maximum(tsel, 0)
+            cols = np.arange(Sa)
+            scale = np.where(took, ratio[ts, cols], scale)
+            gib = np.where(took[None, :], gi[:, ts, cols], gib)
+            ongb = np.where(took[None, :], ong[:, ts, cols], ongb)
         if name == "IQ2_XXS":                                    # every group again at the chosen scale
             redo = scale > 0
             mask = np.broadcast_to(redo[None, None, :], (ng, 1, Sa))
