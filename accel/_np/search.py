@@ -216,10 +216,18 @@ def _qkx(X, W, nmax, rmin, rdelta, nstep, use_mad, le):
         mn = np.where(mn > 0, F32(0.0), mn).astype(F32)
         degenerate = (mx <= mn) if le else (mx == mn)
 
+        ebuf = np.empty_like(X)
+
         def error(scale, min_v, Lf):
-            diff = (scale[None, :] * Lf + min_v[None, :]) - X   # scale*L[i] + min - x[i]
-            diff = np.abs(diff) if use_mad else diff * diff
-            return seq_sum(W * diff, axis=0)                     # err += w*diff
+            diff = np.multiply(Lf, scale[None, :], out=ebuf)     # scale*L[i] + min - x[i]
+            diff += min_v[None, :]
+            diff -= X
+            if use_mad:
+                np.abs(diff, out=diff)
+            else:
+                diff *= diff
+            diff *= W                                            # err += w*diff
+            return seq_sum(diff, axis=0)
 
         iscale = _div(F32(nmax), mx - mn)
         scale = _div(F32(1.0), iscale)
@@ -231,22 +239,24 @@ def _qkx(X, W, nmax, rmin, rdelta, nstep, use_mad, le):
         # per-group bound |isc| * max(max - min, |min_x - min|); non-finite x: the integer path)
         finite = bool(np.isfinite(X).all())
         xmin = X.min(axis=0)
+        vbuf, wbuf, tbuf = np.empty_like(X), np.empty_like(X), np.empty_like(X)
         if nstep >= 1:
             rmin, rdelta = F32(rmin), F32(rdelta)
             for is_ in range(nstep + 1):
                 isc = _div(rmin + rdelta * F32(is_) + F32(nmax), mx - mn)   # max - (current) min
-                v = isc[None, :] * (X - mn[None, :])                   # uses the current min
+                v = np.subtract(X, mn[None, :], out=vbuf)              # uses the current min
+                v *= isc[None, :]
                 bound = np.abs(isc) * np.maximum(np.abs(mx - mn), np.abs(xmin - mn))
                 if finite and bool((bound[~degenerate] < SAFE).all()):
-                    lf = round_clip_f(v, 0, nmax)
+                    lf = round_clip_f(v, 0, nmax)                      # in place: lf is vbuf
                 else:
                     Laux = nearest_int(v)
                     np.clip(Laux, 0, nmax, out=Laux)
                     lf = Laux.astype(F32)
-                wl = W * lf
+                wl = np.multiply(W, lf, out=wbuf)
                 sum_l = seq_sum(wl, axis=0)
-                sum_l2 = seq_sum(wl * lf, axis=0)
-                sum_xl = seq_sum(wl * X, axis=0)
+                sum_l2 = seq_sum(np.multiply(wl, lf, out=tbuf), axis=0)
+                sum_xl = seq_sum(np.multiply(wl, X, out=tbuf), axis=0)
                 D = sum_w * sum_l2 - sum_l * sum_l
                 ok = D > 0
                 this_scale = _div(sum_w * sum_xl - sum_x * sum_l, D)
