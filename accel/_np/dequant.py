@@ -133,7 +133,7 @@ _BYTE_SIGNS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(U32) << U32
 KSIGN_MASKS = _BYTE_SIGNS[np.array(grids.ksigns_iq2xs, dtype=np.intp)]               # (128, 8)
 
 # --- int8 tables, 8 bytes (one uint64) per entry ----------------------------------------------------
-_V4, _V8, _V16, _V32 = (np.dtype(f"V{k}") for k in (4, 8, 16, 32))   # k-byte items
+_V4, _V8, _V16, _V32, _V64 = (np.dtype(f"V{k}") for k in (4, 8, 16, 32, 64))   # k-byte items
 _ONES = U64(0x0101010101010101)
 # a sign byte -> 8 bytes 0xFF (bit set: negate) or 0x00
 BYTE_NEG = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(U8) * U8(0xFF)      # (256, 8)
@@ -373,9 +373,14 @@ def _highbits(hm, nb, value, invert=False):
 def q2_K(b, out):
     nb = b.shape[0]
     dm = _f16(b, 80, 2)
-    sc = b[:, 0:16]
-    dl = _dmul(dm[:, 0:1], sc & 0xF)            # d * (sc & 0xF): (nb, 16)
-    ml = _dmul(dm[:, 1:2], sc >> 4)              # dmin * (sc >> 4)
+    sc = _buf("q2s", (nb, 2), U64)               # the 16 scale bytes as aligned words
+    _mv16(sc, b[:, 0:16])
+    t = _buf("q2t", (nb, 2), U64)
+    np.bitwise_and(sc, _M4, out=t)
+    dl = _dmul(dm[:, 0:1], t.view(U8))           # d * (sc & 0xF): (nb, 16)
+    np.right_shift(sc, U64(4), out=t)
+    np.bitwise_and(t, _M4, out=t)
+    ml = _dmul(dm[:, 1:2], t.view(U8))           # dmin * (sc >> 4)
     q = _crumbs(b[:, 16:80], nb, "c")
     _scale_sub(q, dl, ml, out, 16)               # dl * q - ml
 
@@ -465,11 +470,12 @@ def q6_K(b, out):
     q = _crumbs(b[:, 128:192], nb, "c")          # (qh[32h + l] >> 2s) & 3
     np.multiply(q, U8(16), out=q)
     lo = _buf("q6l", (nb, 2, 64), U8)
+    nib = _buf("q6n", (nb, 2, 2, 64), U8)       # [h, s // 2, 32 * (s & 1) + l]: q's layout
     np.bitwise_and(ql, U8(15), out=lo)           # s = 0, 1
-    q2 = q.reshape(nb, 2, 128)
-    np.bitwise_or(q2[:, :, 0:64], lo, out=q2[:, :, 0:64])
+    nib.view(_V64)[:, :, 0, 0] = lo.view(_V64)[:, :, 0]
     np.right_shift(ql, U8(4), out=lo)            # s = 2, 3
-    np.bitwise_or(q2[:, :, 64:128], lo, out=q2[:, :, 64:128])
+    nib.view(_V64)[:, :, 1, 0] = lo.view(_V64)[:, :, 0]
+    np.bitwise_or(q, nib.reshape(q.shape), out=q)
     np.subtract(q, U8(32), out=q)                # q - 32 as int8
     ds = _dmul(d, b[:, 192:208].view(I8))        # d * sc[is]: (nb, 16)
     _scale(q.view(I8), ds, out, 16)              # (d * sc) * q
