@@ -173,26 +173,30 @@ class _CtxS:
         return c
 
     def pass1(self):
-        """max over each slab of s = (sumqx/sumq2)*sumqx: (33, n) (the slab() values, buffers reused)."""
+        """max over each slab of s = (sumqx/sumq2)*sumqx: (33, n) (the slab() values, buffers reused).
+
+        Needs every S and W to be 0 or of magnitude >= 2**-90 (``scaling_exact``): then
+        ``(S2 - S1)*x_p[1]`` is ``S2*2**-3 - S1*2**-3`` and ``(W2 - W1)*x_p[1]*x_p[1]`` is
+        ``W2*2**-6 - W1*2**-6`` exactly (scaling by a power of 2 commutes with rounding while no
+        value is subnormal), which saves three operations per split."""
         S, W = self.S, self.W
         n = S.shape[1]
-        buf = np.empty((6, 33, n), F32)
+        S3 = S * P1
+        W6 = W * F32(2.0 ** -6)
+        buf = np.empty((5, 33, n), F32)
         out = np.empty((33, n), F32)
         for i1 in range(33):
-            B, qxp, qxm, Bw, q2p, q2m = (buf[k, :33 - i1] for k in range(6))
+            B, qxp, qxm, q2p, q2m = (buf[k, :33 - i1] for k in range(5))
             s1, w1 = S[i1], W[i1]
-            np.subtract(S[i1:], s1, out=B)
-            B *= P1
+            np.subtract(S3[i1:], S3[i1], out=B)              # (sumx[i2] - sumx[i1])*x_p[1]
             np.add(s1 * P0, B, out=qxp)
             qxp += self.Cp[i1:]
             np.subtract(s1 * M0, B, out=qxm)
             qxm += self.Cm[i1:]
-            np.subtract(W[i1:], w1, out=Bw)
-            Bw *= P1
-            Bw *= P1
-            np.add((w1 * P0) * P0, Bw, out=q2p)
+            np.subtract(W6[i1:], W6[i1], out=B)              # (sumw[i2] - sumw[i1])*x_p[1]*x_p[1]
+            np.add((w1 * P0) * P0, B, out=q2p)
             q2p += self.Cwp[i1:]
-            np.add((w1 * M0) * M0, Bw, out=q2m)
+            np.add((w1 * M0) * M0, B, out=q2m)
             q2m += self.Cwm[i1:]
             np.divide(qxp, q2p, out=q2p)
             q2p *= qxp
@@ -201,6 +205,14 @@ class _CtxS:
             np.maximum(q2p, q2m, out=q2p)
             q2p.max(axis=0, out=out[i1])
         return out
+
+    @staticmethod
+    def scaling_exact(S, W):
+        """Per sub-block: every prefix sum 0 or of magnitude >= 2**-90 (see pass1)."""
+        lim = F32(2.0 ** -90)
+        ok = ((S == 0) | (np.abs(S) >= lim)).all(axis=0)
+        ok &= ((W == 0) | (np.abs(W) >= lim)).all(axis=0)
+        return ok
 
     def rows(self, i1, cols):
         """(qx, q2) (2, 33, m) for sub-blocks ``cols`` with their own i1 (m,); rows i2 < i1 are junk."""
@@ -582,18 +594,32 @@ def _best_neighbours(codes, xg, wg, scale, xx):
     return out
 
 
-def _snap(L, xs, ws, scale, xx_of_group):
-    """Grid index per group of 8 (L (n, ng, 8) levels) -> (index (n, ng), all_on_grid (n,))."""
+XPM = np.stack([X_P, X_M])                 # the level values of a group: x_p (row 0) or x_m (row 1)
+
+
+def _codes(L):
+    """kmap codes sum_j L[..., j] << 2j of groups of 8 levels (int8, last axis 8, C-contiguous)."""
+    v = np.ascontiguousarray(L).view("<u8")[..., 0]                     # byte j = level j
+    v = (v | (v >> np.uint64(6))) & np.uint64(0x000F000F000F000F)
+    v = (v | (v >> np.uint64(12))) & np.uint64(0x000000FF000000FF)
+    v = (v | (v >> np.uint64(24))) & np.uint64(0xFFFF)
+    return v.astype(np.int64)
+
+
+def _snap(L, xs, ws, scale, use_m):
+    """Grid index per group of 8 (L (n, ng, 8) levels; use_m (n, ng): the group's values are x_m)
+    -> (index (n, ng), all_on_grid (n,))."""
     g = _grid()
     n, ng, _ = L.shape
-    codes = (L.astype(np.int32) << (2 * np.arange(8, dtype=np.int32))).sum(axis=2)
+    codes = _codes(L)
     index = g.kmap[codes]
     off = index < 0
     if off.any():
         sb, k = np.nonzero(off)
         xg = xs.reshape(n, ng, 8)[sb, k]
         wg = ws.reshape(n, ng, 8)[sb, k]
-        index[sb, k] = _best_neighbours(codes[sb, k], xg, wg, scale[sb], xx_of_group[sb, k])
+        xx = np.take(XPM, use_m[sb, k].astype(np.intp), axis=0)
+        index[sb, k] = _best_neighbours(codes[sb, k], xg, wg, scale[sb], xx)
     return index, ~off.any(axis=1)
 
 
@@ -626,21 +652,30 @@ def _prepare(xb, QW, bs, eps, m_no_imatrix=False):
     ws = w.reshape(-1, bs)
     vmax = max_fold_abs(np.ascontiguousarray(xs.T))
     active = ~(vmax < eps)
-    idx = np.argsort(xs, axis=1, kind="stable")
+    # ggml: qsort (glibc: a stable merge sort here) with a value-only comparator. Without equal
+    # values (-0.0 == 0.0) every sort gives that order; rows with ties take a stable sort.
+    n = xs.shape[0]
+    idx = np.argsort(xs, axis=1)
+    fidx = idx + (np.arange(n) * bs)[:, None]                           # flat positions, sorted order
+    xsorted = np.take(xs.reshape(-1), fidx)
+    tie = (xsorted[:, 1:] == xsorted[:, :-1]).any(axis=1)
+    if tie.any():
+        fidx[tie] = np.argsort(xs[tie], axis=1, kind="stable") + (np.flatnonzero(tie) * bs)[:, None]
     # tame: finite non-negative weights, total weight and max|x|*total weight in range
-    tw = ws.sum(axis=1, dtype=np.float64)
-    tame = (np.isfinite(ws).all(axis=1) & (ws >= 0).all(axis=1) & np.isfinite(xs).all(axis=1)
-            & (tw >= TAME_LO) & (tw <= TAME_HI) & (tw * vmax <= TAME_HI))
-    return G, xs, ws, active, idx, tame
+    tw = ws.sum(axis=1, dtype=np.float64)                               # NaN/inf if a weight is
+    xmax = np.abs(xs).max(axis=1)                                       # NaN/inf if an x is
+    tame = ((ws.min(axis=1) >= 0) & (tw >= TAME_LO) & (tw <= TAME_HI) & (xmax <= TAME_HI)
+            & (tw * xmax <= TAME_HI))
+    return G, xs, ws, active, fidx, tame
 
 
-def _levels(idx, i1, i2):
-    """L[idx[j]] = 0 (j < i1), 1 (i1 <= j < i2), 2 (j >= i2)."""
-    n, bs = idx.shape
+def _levels(fidx, i1, i2):
+    """L[idx[j]] = 0 (j < i1), 1 (i1 <= j < i2), 2 (j >= i2); fidx: flat positions in sorted order."""
+    n, bs = fidx.shape
     j = np.arange(bs)
     lev = (j[None, :] >= i1[:, None]).astype(np.int8) + (j[None, :] >= i2[:, None])
     L = np.empty((n, bs), np.int8)
-    np.put_along_axis(L, idx, lev, axis=1)
+    np.put(L, fidx, lev)
     return L
 
 
@@ -649,16 +684,18 @@ def _levels(idx, i1, i2):
 
 def _iq1_s_chunk(xb, QW):
     bs = 32
-    G, xs, ws, active, idx, tame = _prepare(xb, QW, bs, EPS_S)
+    G, xs, ws, active, fidx, tame = _prepare(xb, QW, bs, EPS_S)
     n = xs.shape[0]
-    wx = np.ascontiguousarray(np.take_along_axis(ws * xs, idx, axis=1).T)
-    wsort = np.ascontiguousarray(np.take_along_axis(ws, idx, axis=1).T)
+    fidxT = np.ascontiguousarray(fidx.T)
+    wx = np.take((ws * xs).reshape(-1), fidxT)                 # (32, n): weight*x in sorted order
+    wsort = np.take(ws.reshape(-1), fidxT)
     S = np.zeros((33, n), F32)
     W = np.zeros((33, n), F32)
     for j in range(32):                                         # sumx[j+1] = sumx[j] + weight[i]*xb[i]
         np.add(S[j], wx[j], out=S[j + 1])
         np.add(W[j], wsort[j], out=W[j + 1])
     ctx = _CtxS(S, W)
+    tame &= _CtxS.scaling_exact(S, W)
     cand, cqx, cq2 = _search(ctx, bs, tame, active)
 
     chosen = cand >= 0
@@ -666,7 +703,7 @@ def _iq1_s_chunk(xb, QW):
     pair = np.where(chosen, cand // 2, 0)
     shift = np.where(cand % 2 == 0, 1, -1)
     scale = np.where(chosen, cqx / np.where(chosen, cq2, F32(1)), F32(0)).astype(F32)
-    L = _levels(idx, i1s[pair], i2s[pair])
+    L = _levels(fidx, i1s[pair], i2s[pair])
     neg = chosen & (scale < 0)
     L[neg] = 2 - L[neg]
     scale[neg] = -scale[neg]
@@ -677,11 +714,9 @@ def _iq1_s_chunk(xb, QW):
     scales = np.zeros(n, F32)
     shifts = np.ones(n, np.int32)
     if ch.size:
-        xx = np.where((shift[ch] == 1)[:, None], X_P, X_M)             # (m, 3)
-        ind, on_grid = _snap(L[ch].reshape(-1, 4, 8), xs[ch], ws[ch], scale[ch],
-                             np.broadcast_to(xx[:, None, :], (ch.size, 4, 3)))
-        lv = _grid().levels[ind].reshape(ch.size, 32)
-        q = np.take_along_axis(xx, lv.astype(np.int64), axis=1)
+        use_m = np.repeat((shift[ch] != 1)[:, None], 4, axis=1)          # (m, 4)
+        ind, on_grid = _snap(L[ch].reshape(-1, 4, 8), xs[ch], ws[ch], scale[ch], use_m)
+        q = np.take(_grid().qtab, use_m * 2048 + ind, axis=0).reshape(ch.size, 32)
         sc = _rescale(q, ws[ch], xs[ch], scale[ch], ~on_grid)
         index[ch] = ind
         scales[ch] = sc
@@ -710,19 +745,26 @@ def _iq1_s_chunk(xb, QW):
 
 def _iq1_m_chunk(xb, QW):
     bs = 16
-    G, xs, ws, active, idx, tame = _prepare(xb, QW, bs, EPS_M)
+    G, xs, ws, active, fidx, tame = _prepare(xb, QW, bs, EPS_M)
     n = xs.shape[0]
-    idxT = np.ascontiguousarray(idx.T)
-    wx = np.take_along_axis(np.ascontiguousarray((ws * xs).T), idxT, axis=0)     # (16, n) sorted
-    wsort = np.take_along_axis(np.ascontiguousarray(ws.T), idxT, axis=0)
+    fidxT = np.ascontiguousarray(fidx.T)
+    wx = np.take((ws * xs).reshape(-1), fidxT)                 # (16, n): weight*x in sorted order
+    wsort = np.take(ws.reshape(-1), fidxT)
     # px[h][j+1] = px[h][j] + weight*x when element j of the order is in half h, else px[h][j]:
-    # adding +0.0 instead is the same (C's partial sums start from +0.0 and are never -0.0)
-    half = idxT >= 8
+    # adding +0.0 instead is the same (C's partial sums start from +0.0 and are never -0.0).
+    # The terms of the other half are zeroed by a multiplication (inf*0 is NaN: np.where there).
+    in1 = (fidxT & 15) >= 8
+    masks = (~in1).astype(F32), in1.astype(F32)
+    bad = ~(np.isfinite(wx).all(axis=0) & np.isfinite(wsort).all(axis=0))
     PX = np.zeros((2, 17, n), F32)
     PW = np.zeros((2, 17, n), F32)
-    for h, m in ((0, ~half), (1, half)):
-        tx = np.where(m, wx, F32(0))
-        tw = np.where(m, wsort, F32(0))
+    for h in range(2):
+        tx = wx * masks[h]
+        tw = wsort * masks[h]
+        if bad.any():
+            mh = masks[h][:, bad] != 0
+            tx[:, bad] = np.where(mh, wx[:, bad], F32(0))
+            tw[:, bad] = np.where(mh, wsort[:, bad], F32(0))
         for j in range(16):
             np.add(PX[h, j], tx[j], out=PX[h, j + 1])
             np.add(PW[h, j], tw[j], out=PW[h, j + 1])
@@ -734,7 +776,7 @@ def _iq1_m_chunk(xb, QW):
     pair = np.where(chosen, cand // 4, 0)
     k = (cand % 4).astype(np.int32)
     scale = np.where(chosen, cqx / np.where(chosen, cq2, F32(1)), F32(0)).astype(F32)
-    L = _levels(idx, i1s[pair], i2s[pair])
+    L = _levels(fidx, i1s[pair], i2s[pair])
     neg = chosen & (scale < 0)
     L[neg] = 2 - L[neg]
     scale[neg] = -scale[neg]
@@ -746,11 +788,9 @@ def _iq1_m_chunk(xb, QW):
     shifts = np.zeros(n, np.int32)
     if ch.size:
         kk = k[ch]
-        xx = np.stack([np.where((kk < 2)[:, None], X_P, X_M),
-                       np.where((kk % 2 == 0)[:, None], X_P, X_M)], axis=1)   # (m, 2, 3)
-        ind, on_grid = _snap(L[ch].reshape(-1, 2, 8), xs[ch], ws[ch], scale[ch], xx)
-        lv = _grid().levels[ind].astype(np.int64)                             # (m, 2, 8)
-        q = np.take_along_axis(xx, lv, axis=2).reshape(ch.size, 16)
+        use_m = np.stack([kk >= 2, kk % 2 == 1], axis=1)                     # (m, 2)
+        ind, on_grid = _snap(L[ch].reshape(-1, 2, 8), xs[ch], ws[ch], scale[ch], use_m)
+        q = np.take(_grid().qtab, use_m * 2048 + ind, axis=0).reshape(ch.size, 16)
         sc = _rescale(q, ws[ch], xs[ch], scale[ch], ~on_grid)
         index[ch] = ind
         scales[ch] = sc
