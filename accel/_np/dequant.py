@@ -407,15 +407,15 @@ def q3_K(b, out):
 
 
 def _scale_min_k4(s):
-    """get_scale_min_k4 for j = 0..7 on (nb, 12) bytes -> (sc, m), each (nb, 8) uint8 (views).
+    """get_scale_min_k4 for j = 0..7 on (nb, 12) bytes -> (sc, m), each uint8 (nb, 8), contiguous.
 
     On uint64 words: bytes 0..7 give sc[0:4], m[0:4] (& 63) and the top bits of sc[4:8], m[4:8];
     bytes 8..11, doubled into one word, give their low/high nibbles."""
     nb = s.shape[0]
-    z = _buf("smz", (nb, 2), U64)
     lo = _buf("sml", (nb,), U64)
     np.copyto(lo, s[:, 0:8].view("<u8")[:, 0])
-    np.bitwise_and(lo, U64(0x3F3F3F3F3F3F3F3F), out=z[:, 0])      # sc[0:4], m[0:4]
+    a = _buf("sma", (nb,), U64)
+    np.bitwise_and(lo, U64(0x3F3F3F3F3F3F3F3F), out=a)             # sc[0:4] | m[0:4] << 32
     np.right_shift(lo, U64(2), out=lo)
     np.bitwise_and(lo, U64(0x3030303030303030), out=lo)            # (s[j] >> 6) << 4
     x = _buf("smx", (nb,), U64)
@@ -426,14 +426,21 @@ def _scale_min_k4(s):
     np.bitwise_and(t, U64(0x0F0F0F0F00000000), out=t)              # high nibbles -> m[4:8]
     np.bitwise_and(x, U64(0x000000000F0F0F0F), out=x)              # low nibbles -> sc[4:8]
     np.bitwise_or(x, t, out=x)
-    np.bitwise_or(x, lo, out=z[:, 1])
-    z8 = z.view(U8).reshape(nb, 2, 2, 4)         # [word, sc/m, j]
-    return z8[:, :, 0], z8[:, :, 1]
+    np.bitwise_or(x, lo, out=x)                                    # sc[4:8] | m[4:8] << 32
+    sc = _buf("smsc", (nb,), U64)
+    m = _buf("smm", (nb,), U64)
+    np.left_shift(x, U64(32), out=t)
+    np.bitwise_and(a, U64(0xFFFFFFFF), out=sc)
+    np.bitwise_or(sc, t, out=sc)                 # sc[0:4] | sc[4:8] << 32
+    np.right_shift(a, U64(32), out=m)
+    np.bitwise_and(x, U64(0xFFFFFFFF00000000), out=t)
+    np.bitwise_or(m, t, out=m)                   # m[0:4] | m[4:8] << 32
+    return sc.view(U8).reshape(nb, 8), m.view(U8).reshape(nb, 8)
 
 
 def _k4_finish(b, q, out):
     dm = _f16(b, 0, 2)
-    sc, m = _scale_min_k4(b[:, 4:16])             # (nb, 2, 4): j = 4 * word + i
+    sc, m = _scale_min_k4(b[:, 4:16])
     dl = _dmul(dm[:, 0:1], sc)                   # d1 = d * sc
     ml = _dmul(dm[:, 1:2], m)                    # m1 = min * m
     _scale_sub(q, dl, ml, out, 32)               # d1 * q - m1
