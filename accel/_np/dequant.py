@@ -388,18 +388,36 @@ def q2_K(b, out):
 def q3_K(b, out):
     nb = b.shape[0]
     d = _f16(b, 108)
-    s = b[:, 96:108]
-    sc = np.empty((nb, 16), U8)
-    np.bitwise_and(s[:, 0:8], U8(0xF), out=sc[:, 0:8])
-    np.right_shift(s[:, 0:8], U8(4), out=sc[:, 8:16])
-    hi = np.empty((nb, 4, 4), U8)                # [sh, j % 4] = (s[8 + j % 4] >> 2 sh) & 3
-    for k in range(4):
-        np.right_shift(s[:, 8:12], U8(2 * k), out=hi[:, k])
-    np.bitwise_and(hi, U8(3), out=hi)
-    np.multiply(hi, U8(16), out=hi)
-    np.bitwise_or(sc, hi.reshape(nb, 16), out=sc)
-    np.subtract(sc, U8(32), out=sc)
-    dl = _dmul(d, sc.view(I8))                   # d * (sc - 32)
+    # the 16 6-bit scales on uint64 words: sc[j] = low nibble of s[j] (j < 8) or high nibble of
+    # s[j - 8], | ((s[8 + j % 4] >> 2 (j // 4)) & 3) << 4
+    lo = _buf("q3l", (nb,), U64)
+    np.copyto(lo, b[:, 96:104].view("<u8")[:, 0])
+    x = _buf("q3x", (nb,), U64)
+    np.copyto(x, b[:, 104:108].view("<u4")[:, 0])
+    np.multiply(x, U64(0x0000000100000001), out=x)                  # s[8:12] twice
+    t = _buf("q3t", (nb,), U64)
+    sc = _buf("q3s", (nb, 2), U64)               # sc[0:8], sc[8:16]
+    for col, (m_lo, sh_lo, m_hi, sh_hi) in enumerate(((0x03030303, 4, 0x0C0C0C0C << 32, 2),
+                                                      (0x30303030, 0, 0xC0C0C0C0 << 32, -2))):
+        np.bitwise_and(x, U64(m_hi), out=t)      # bits of j // 4 = 2 col + 1 (high half)
+        if sh_hi > 0:
+            np.left_shift(t, U64(sh_hi), out=t)
+        else:
+            np.right_shift(t, U64(-sh_hi), out=t)
+        c = sc[:, col]
+        np.bitwise_and(x, U64(m_lo), out=c)      # bits of j // 4 = 2 col (low half)
+        if sh_lo:
+            np.left_shift(c, U64(sh_lo), out=c)
+        np.bitwise_or(c, t, out=c)
+        if col == 0:
+            np.bitwise_and(lo, _M4, out=t)
+        else:
+            np.right_shift(lo, U64(4), out=t)
+            np.bitwise_and(t, _M4, out=t)
+        np.bitwise_or(c, t, out=c)
+    s8 = sc.view(U8)
+    np.subtract(s8, U8(32), out=s8)
+    dl = _dmul(d, s8.view(I8))                   # d * (sc - 32)
     q = _crumbs(b[:, 32:96], nb, "c")            # (nb, h, s, 32)
     h = _highbits(b[:, 0:32], nb, 0xFC, invert=True)   # bit 4h + s of hm[l] clear -> 0xFC
     np.bitwise_or(q.reshape(nb, 8, 32), h, out=q.reshape(nb, 8, 32))   # low - (high ? 0 : 4) as int8
@@ -484,7 +502,9 @@ def q6_K(b, out):
     nib.view(_V64)[:, :, 1, 0] = lo.view(_V64)[:, :, 0]
     np.bitwise_or(q, nib.reshape(q.shape), out=q)
     np.subtract(q, U8(32), out=q)                # q - 32 as int8
-    ds = _dmul(d, b[:, 192:208].view(I8))        # d * sc[is]: (nb, 16)
+    sc = _buf("q6s", (nb, 16), I8)
+    _mv16(sc, b[:, 192:208])
+    ds = _dmul(d, sc)                            # d * sc[is]: (nb, 16)
     _scale(q.view(I8), ds, out, 16)              # (d * sc) * q
 
 
@@ -575,7 +595,9 @@ def mxfp4(b, out):
 
 def nvfp4(b, out):
     nb = b.shape[0]
-    d = np.take(UE4M3_TABLE, b[:, 0:4], mode="clip")              # (nb, 4)
+    e = _buf("nve", (nb, 4), U8)
+    e.view(_V4)[:, 0] = b[:, 0:4].view(_V4)[:, 0]
+    d = np.take(UE4M3_TABLE, e, mode="clip")     # (nb, 4)
     v = _kv_pairs(b[:, 4:36].reshape(nb * 4, 8), T2_MXFP4, nb * 4, 4)
     _scale(v, d, out, 16)                        # v0 * d
 
