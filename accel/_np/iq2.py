@@ -195,9 +195,9 @@ class _Groups:
                 np.clip(li, 0, 2, out=li)
                 L = li.astype(U8)
         l4 = L.reshape(ng, 8, T, S)
-        u = l4[:, 0].astype(np.int64)
+        u = l4[:, 0].astype(np.uint16)                           # codes < 43692 fit in uint16
         for i in range(1, 8):                                    # u |= l_i << 2i
-            u += np.left_shift(l4[:, i], 2 * i, dtype=np.int64)
+            u |= np.left_shift(l4[:, i], 2 * i, dtype=np.uint16)
         gi = tb.kmap[u]
         on_grid = gi >= 0
         off = ~on_grid if mask is None else ~on_grid & mask
@@ -205,7 +205,7 @@ class _Groups:
         if idx.size:
             g, t = np.divmod(idx, T)
             k, s = np.divmod(g, S)
-            best = self.resolve(u[k, t, s], g, scales[t, s])
+            best = self.resolve(u[k, t, s].astype(np.int64), g, scales[t, s])
             gi[k, t, s] = best
             l4[k, :, t, s] = tb.lev8[best]
         return L, gi, on_grid
