@@ -127,17 +127,22 @@ def _grid() -> _Grid:
     # (Every grid point closer to u than a listed neighbour is listed: the lists hold all grid
     # points within the three smallest distances.)
     nb, cnt = g.full.nb, g.full.count
-    valid = np.arange(nb.shape[1])[None, :] < cnt[:, None]
-    L = g.levels[nb].astype(np.int64)
-    D = (L != lv[:, None, :]) & valid[:, :, None]
-    dmask = (D << np.arange(8)).sum(axis=2)
+    r, j = np.nonzero(np.arange(nb.shape[1])[None, :] < cnt[:, None])  # every listed neighbour
+    L = g.levels[nb[r, j]].astype(np.int64)                             # (E, 8)
+    U = lv[r]
+    D = L != U
+    d = D.sum(axis=1)                                                   # 1..4 changed coordinates
+    pos = np.argsort(~D, axis=1, kind="stable")[:, :4]                  # the changed coordinates first
+    step = (L - U)[np.arange(r.size)[:, None], pos] << (2 * pos)        # code change of each
+    code = (L << (2 * np.arange(8))).sum(axis=1)
+    dom = np.zeros(r.size, bool)
+    for s in range(1, 15):                                              # proper non-empty subsets
+        bits = (s >> np.arange(4)) & 1
+        app = (s < (1 << d) - 1) & (bits[None, :] <= (np.arange(4)[None, :] < d[:, None])).all(axis=1)
+        rev = code - (step * bits).sum(axis=1)
+        dom |= app & (g.kmap[np.where(app, rev, 0)] >= 0)
     dominated = np.zeros(nb.shape, bool)
-    for mask in range(1, 255):
-        bits = ((mask >> np.arange(8)) & 1).astype(bool)
-        app = valid & ((dmask & mask) == mask) & (dmask != mask)
-        r, j = np.nonzero(app)
-        rev = np.where(bits, lv[r], L[r, j])                            # c with the coordinates in mask reverted
-        dominated[r, j] |= g.kmap[(rev << (2 * np.arange(8))).sum(axis=1)] >= 0
+    dominated[r, j] = dom
     g.pruned = _Lists([nb[r, :cnt[r]][~dominated[r, :cnt[r]]] for r in range(codes.size)], g.levels, lv)
     return g
 
@@ -321,17 +326,25 @@ class _CtxM:
 
     def rows(self, i1, cols):
         """(qx, q2) (4, 17, m) for sub-blocks ``cols`` with their own i1 (m,); rows i2 < i1 are junk."""
-        tk = lambda a: np.take(a, cols, axis=-1)          # noqa: E731
-        qxp, qxm, q2p, q2m = [], [], [], []
+        P = cols.size
+        X = np.take(self.PX, cols, axis=2)                # (2, 17, P)
+        Wt = np.take(self.PW, cols, axis=2)
+        at = np.arange(P)
+        part = np.empty((4, 2, 17, P), F32)               # qx_p, qx_m, q2_p, q2_m per half
         for h in range(2):
-            sx = self.PX[h, i1, cols] + tk(self.PX[h])
-            qxp.append(self.txp[h, cols] - sx)
-            qxm.append(self.txm[h, cols] - sx)
-            pw1 = self.PW[h, i1, cols]
-            q2p.append(self.twp[h, cols] + pw1 * CP1 + tk(self.Pc2p[h]))
-            q2m.append(self.twm[h, cols] + pw1 * CM1 + tk(self.Pc2m[h]))
-        qx = np.stack([qxp[0] + qxp[1], qxp[0] + qxm[1], qxm[0] + qxp[1], qxm[0] + qxm[1]])
-        q2 = np.stack([q2p[0] + q2p[1], q2p[0] + q2m[1], q2m[0] + q2p[1], q2m[0] + q2m[1]])
+            sx = X[h, i1, at] + X[h]                      # px[h][i1] + px[h][i2]
+            np.subtract(self.txp[h, cols], sx, out=part[0, h])
+            np.subtract(self.txm[h, cols], sx, out=part[1, h])
+            pw1 = Wt[h, i1, at]
+            np.multiply(Wt[h], CP2, out=part[2, h])       # (tws*p2*p2 + pw1*cp1) + pw2*cp2
+            part[2, h] += self.twp[h, cols] + pw1 * CP1
+            np.multiply(Wt[h], CM2, out=part[3, h])
+            part[3, h] += self.twm[h, cols] + pw1 * CM1
+        qx = np.empty((4, 17, P), F32)
+        q2 = np.empty((4, 17, P), F32)
+        for k, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):     # k = 0 (+,+) .. 3 (-,-)
+            np.add(part[a, 0], part[b, 1], out=qx[k])
+            np.add(part[2 + a, 0], part[2 + b, 1], out=q2[k])
         return qx, q2
 
     def slab(self, i1):
@@ -650,7 +663,13 @@ def _prepare(xb, QW, bs, eps, m_no_imatrix=False):
         w = QW * np.sqrt(sigma2[:, None] + xb * xb)
     xs = xb.reshape(-1, bs)
     ws = w.reshape(-1, bs)
-    vmax = max_fold_abs(np.ascontiguousarray(xs.T))
+    # max = fabsf(xb[0]); max = MAX(max, fabsf(xb[i])): the plain maximum unless there is a NaN
+    xmax = np.abs(xs).max(axis=1)
+    vmax = xmax
+    nan = np.isnan(xmax)
+    if nan.any():
+        vmax = xmax.copy()
+        vmax[nan] = max_fold_abs(np.ascontiguousarray(xs[nan].T))
     active = ~(vmax < eps)
     # ggml: qsort (glibc: a stable merge sort here) with a value-only comparator. Without equal
     # values (-0.0 == 0.0) every sort gives that order; rows with ties take a stable sort.
@@ -663,7 +682,6 @@ def _prepare(xb, QW, bs, eps, m_no_imatrix=False):
         fidx[tie] = np.argsort(xs[tie], axis=1, kind="stable") + (np.flatnonzero(tie) * bs)[:, None]
     # tame: finite non-negative weights, total weight and max|x|*total weight in range
     tw = ws.sum(axis=1, dtype=np.float64)                               # NaN/inf if a weight is
-    xmax = np.abs(xs).max(axis=1)                                       # NaN/inf if an x is
     tame = ((ws.min(axis=1) >= 0) & (tw >= TAME_LO) & (tw <= TAME_HI) & (xmax <= TAME_HI)
             & (tw * xmax <= TAME_HI))
     return G, xs, ws, active, fidx, tame
