@@ -70,7 +70,7 @@ EPS_M = F32(1e-7)           # GROUP_MAX_EPS_IQ1_M
 # tame sub-blocks (fast split search): bounds on total weight, max|x| * total weight and M
 TAME_LO = F32(2.0 ** -40)
 TAME_HI = F32(2.0 ** 40)
-TAU_STEP = F32(2.0 ** -12)
+TAU_STEP = F32(2.0 ** -16)   # tau = M*(1 - TAU_STEP); E = {s >= tau*(1 - TAU_STEP)}
 CHUNK_SUBBLOCKS = {"IQ1_S": 4096, "IQ1_M": 4096}     # sub-blocks per chunk (the search's vector length)
 
 
@@ -91,7 +91,7 @@ class _Lists:
         width = max(len(v) for v in nb_lists)
         n = len(nb_lists)
         self.count = np.array([len(v) for v in nb_lists], np.int64)
-        self.nb = np.zeros((n, width), np.int64)
+        self.nb = np.zeros((n, width), np.int16)
         for r, v in enumerate(nb_lists):
             self.nb[r, :len(v)] = v
         L = levels[self.nb].astype(np.int64)                             # (n, width, 8)
@@ -102,7 +102,7 @@ class _Lists:
         assert (slot[:, :, 4:] == 99).all()                              # at most 4 changes
         ch = np.where(slot[:, :, :4] == 99, 24, slot[:, :, :4])
         ch[pad] = [25, 24, 24, 24]
-        self.ch = np.ascontiguousarray(ch.transpose(2, 0, 1)).astype(np.int32)   # (4, rows, width)
+        self.ch = np.ascontiguousarray(ch.transpose(2, 0, 1)).astype(np.int16)   # (4, rows, width)
         self.nslots = (ch < 24).sum(axis=2).max(axis=1)                  # changes of the row's neighbours
 
 
@@ -408,9 +408,9 @@ def _fast_scan(ctx, bs):
     slabmax = ctx.pass1()
     M = slabmax.max(axis=0)
     failed = ~((M >= TAME_LO) & (M <= TAME_HI))
-    # thresholds tau_k = M*(1 - 2**-(12+k)); E = {s >= tau_0*(1 - 2**-12)} holds every H_k and
-    # every candidate (B) has to be checked exactly for
-    taus = [M - M * F32(2.0 ** -(12 + k)) for k in range(TAU_TRIES)]
+    # thresholds tau_k = M*(1 - TAU_STEP*2**-k) (the first that passes the checks is used);
+    # E = {s >= tau_0*(1 - TAU_STEP)} holds every H_k and every candidate (B) is checked exactly for
+    taus = [M - M * (TAU_STEP * F32(2.0 ** -k)) for k in range(TAU_TRIES)]
     tau_lo = taus[0] - taus[0] * TAU_STEP
 
     # the candidates in E, recomputed for the (sub-block, i1) slabs whose maximum reaches tau_lo
@@ -486,14 +486,15 @@ def _fast_scan(ctx, bs):
     return cand, cqx, cq2, failed
 
 
-def _search(ctx, bs, tame, active):
-    """Split search for the ``active`` sub-blocks: (cand, qx, q2) per sub-block (cand -1: none)."""
+def _search(ctx, bs, tame, active, none):
+    """Split search for the ``active`` sub-blocks: (cand, qx, q2) per sub-block (cand -1: none).
+    ``none``: sub-blocks known to have no candidate (all weights zero: every sumq2 is 0)."""
     n = active.size
     cand = np.full(n, -1, np.int64)
     cqx = np.zeros(n, F32)
     cq2 = np.zeros(n, F32)
     fast = np.flatnonzero(active & tame)
-    slow = np.flatnonzero(active & ~tame)
+    slow = np.flatnonzero(active & ~tame & ~none)
     if fast.size:
         c, a, b, failed = _fast_scan(ctx if fast.size == n else ctx.sub(fast), bs)
         ok = ~failed
@@ -570,8 +571,7 @@ def _best_neighbours(codes, xg, wg, scale, xx):
             r = rows[grp]
             width = int(cnt[hi - 1])
             ns = int(lists.nslots[r].max())
-            idx = np.take(lists.ch[:ns], r, axis=1)[:, :, :width]      # (ns, k, width)
-            idx += (grp.astype(np.int32) * 26)[None, :, None]
+            idx = np.take(lists.ch[:ns], r, axis=1)[:, :, :width] + (grp.astype(np.int32) * 26)[None, :, None]
             dd = np.take(dflat, idx)
             A = dd[0]
             for s in range(1, ns):
@@ -589,7 +589,7 @@ def _best_neighbours(codes, xg, wg, scale, xx):
                 todo.append((lists.nb[r[multi][gi], j], grp[multi][gi]))
     if todo:
         # several left: ggml's exact sequential d2 and first strict minimum below FLT_MAX
-        cand = np.concatenate([c for c, _ in todo])
+        cand = np.concatenate([c for c, _ in todo]).astype(np.int64)
         gg = np.concatenate([a for _, a in todo])
         lv = g.levels[cand].astype(np.int64)                            # (K, 8)
         base = gg * 24
@@ -682,9 +682,10 @@ def _prepare(xb, QW, bs, eps, m_no_imatrix=False):
         fidx[tie] = np.argsort(xs[tie], axis=1, kind="stable") + (np.flatnonzero(tie) * bs)[:, None]
     # tame: finite non-negative weights, total weight and max|x|*total weight in range
     tw = ws.sum(axis=1, dtype=np.float64)                               # NaN/inf if a weight is
-    tame = ((ws.min(axis=1) >= 0) & (tw >= TAME_LO) & (tw <= TAME_HI) & (xmax <= TAME_HI)
-            & (tw * xmax <= TAME_HI))
-    return G, xs, ws, active, fidx, tame
+    nonneg = ws.min(axis=1) >= 0
+    tame = nonneg & (tw >= TAME_LO) & (tw <= TAME_HI) & (xmax <= TAME_HI) & (tw * xmax <= TAME_HI)
+    none = nonneg & (tw == 0)                                           # all weights +-0
+    return G, xs, ws, active, fidx, tame, none
 
 
 def _levels(fidx, i1, i2):
@@ -702,7 +703,7 @@ def _levels(fidx, i1, i2):
 
 def _iq1_s_chunk(xb, QW):
     bs = 32
-    G, xs, ws, active, fidx, tame = _prepare(xb, QW, bs, EPS_S)
+    G, xs, ws, active, fidx, tame, none = _prepare(xb, QW, bs, EPS_S)
     n = xs.shape[0]
     fidxT = np.ascontiguousarray(fidx.T)
     wx = np.take((ws * xs).reshape(-1), fidxT)                 # (32, n): weight*x in sorted order
@@ -714,7 +715,7 @@ def _iq1_s_chunk(xb, QW):
         np.add(W[j], wsort[j], out=W[j + 1])
     ctx = _CtxS(S, W)
     tame &= _CtxS.scaling_exact(S, W)
-    cand, cqx, cq2 = _search(ctx, bs, tame, active)
+    cand, cqx, cq2 = _search(ctx, bs, tame, active, none)
 
     chosen = cand >= 0
     i1s, i2s, _ = _pairs(bs)
@@ -763,7 +764,7 @@ def _iq1_s_chunk(xb, QW):
 
 def _iq1_m_chunk(xb, QW):
     bs = 16
-    G, xs, ws, active, fidx, tame = _prepare(xb, QW, bs, EPS_M)
+    G, xs, ws, active, fidx, tame, none = _prepare(xb, QW, bs, EPS_M)
     n = xs.shape[0]
     fidxT = np.ascontiguousarray(fidx.T)
     wx = np.take((ws * xs).reshape(-1), fidxT)                 # (16, n): weight*x in sorted order
@@ -787,7 +788,7 @@ def _iq1_m_chunk(xb, QW):
             np.add(PX[h, j], tx[j], out=PX[h, j + 1])
             np.add(PW[h, j], tw[j], out=PW[h, j + 1])
     ctx = _CtxM(PX, PW)
-    cand, cqx, cq2 = _search(ctx, bs, tame, active)
+    cand, cqx, cq2 = _search(ctx, bs, tame, active, none)
 
     chosen = cand >= 0
     i1s, i2s, _ = _pairs(bs)
