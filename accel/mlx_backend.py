@@ -18,6 +18,12 @@ How exactness is kept
 * Every float operation is a separate MLX elementwise op in float32, in ggml's order
   (``d * sc`` before ``* q``; ``dl*q - ml``; the int -> float conversion of each integer operand
   first). No ``mx.compile`` (fusion could contract a*b+c into an FMA; ggml's to_float has none).
+* Speed (see ``_Dequantizers``): quants are decoded on packed words or gathered several int8 values
+  per table item, into one int8 array that one cast turns into float32. Two rewrites are exact by
+  construction: the grid i-quants multiply the scale by the *signed* grid value (``db * -g`` equals
+  ggml's sign flip of ``db * g`` except for a NaN ``db``: chunks with a NaN scale take the plain
+  paths ``_p_*``; Q1_0 likewise), and IQ1_S/IQ1_M compute ``dl * (g + delta)`` as
+  ``(dl * 0.125f) * (8*g +- 1)`` (both exact products rounded once).
 * The ops run on the CPU stream by default: MLX's CPU kernels are plain IEEE binary32 (no
   flush-to-zero; checked in tests/test_accel_mlx.py). ``Backend(device="gpu")`` runs them on the
   GPU instead, without a guarantee for NaN payloads or subnormals.
@@ -47,7 +53,7 @@ except ImportError as e:  # the selector turns this into BackendUnavailable
 from ..errors import ShapeError, UnsupportedTypeError
 from ..reference.types import QK_K, live_type
 
-F32, U32, I32, U64, I64 = mx.float32, mx.uint32, mx.int32, mx.uint64, mx.int64
+F32, U16, U32, I32, U64, I64 = mx.float32, mx.uint16, mx.uint32, mx.int32, mx.uint64, mx.int64
 
 # elements per chunk: the temporaries of one chunk (4 MB each) stay in cache and MLX's buffer pool
 CHUNK_ELEMENTS = 1 << 20
@@ -186,6 +192,86 @@ def _ksigns_iq2xs():
     return [i | ((bin(i).count("1") & 1) << 7) for i in range(128)]
 
 
+# byte tables, built with numpy once (each entry: several int8 values packed little-endian into one
+# uint16/uint32/uint64 item, so that one gather moves 2-8 values)
+_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.uint8)             # (256, 8)
+_ONES64 = np.uint64(0x0101010101010101)
+
+
+def _packed(a, dtype):
+    """(entries, k) uint8/int8 -> (entries,) little-endian items of ``dtype`` (k bytes each)."""
+    return np.ascontiguousarray(np.asarray(a).astype(np.uint8)).view("<" + np.dtype(dtype).str[1:])[:, 0].astype(dtype)
+
+
+def _grid_bytes(table, nbytes):
+    """A ggml grid table (uint64 / uint32 entries) -> (entries, nbytes) uint8: byte j = weight j."""
+    w = np.asarray(table, dtype=np.uint64 if nbytes == 8 else np.uint32).astype("<u8" if nbytes == 8 else "<u4")
+    return w.view(np.uint8).reshape(-1, nbytes)
+
+
+def _neg8(g, m):
+    """Per byte: g, or -g where the mask byte m is 0xFF (two's complement: g ^ m + 1). Every grid byte
+    is >= 1, so no carry crosses a byte. Works on numpy and MLX uint64 arrays."""
+    return (g ^ m) + (m & _ONES64)
+
+
+def _pair_table(kv):
+    """Two packed bytes as a little-endian uint16 w -> uint32 of the int8 values
+    (kv[w & 15], kv[(w >> 8) & 15], kv[(w >> 4) & 15], kv[w >> 12]): two low-nibble values, then
+    the two high-nibble values of the same bytes."""
+    kv = np.asarray(kv)
+    w = np.arange(65536)
+    return _packed(np.stack([kv[w & 15], kv[(w >> 8) & 15], kv[(w >> 4) & 15], kv[w >> 12]], axis=1), np.uint32)
+
+
+def _byte_tables():
+    """The integer tables of the dequantizers, as numpy arrays (see _Dequantizers.__init__)."""
+    from ..reference import grids as G
+    byte_neg = _packed(_BITS * np.uint8(0xFF), np.uint64)               # sign byte -> 8 x (0xFF if bit)
+    ks_neg = byte_neg[np.array(_ksigns_iq2xs())]                         # ksigns code -> 8 masks
+    assert list(G.ksigns_iq2xs) == _ksigns_iq2xs()
+    for g in (G.iq2xxs_grid, G.iq2xs_grid, G.iq2s_grid):
+        assert _grid_bytes(g, 8).min() >= 1                             # _neg8's no-carry condition
+    for g in (G.iq3xxs_grid, G.iq3s_grid):
+        assert _grid_bytes(g, 4).min() >= 1
+    g2xxs = _packed(_grid_bytes(G.iq2xxs_grid, 8), np.uint64)
+    g2xs = _packed(_grid_bytes(G.iq2xs_grid, 8), np.uint64)
+    q = np.arange(65536)
+    g3 = np.asarray(G.iq3xxs_grid, dtype=np.uint32).astype(np.uint64)
+    g1 = _grid_bytes(G.iq1s_grid, 8).view(np.int8).astype(np.int16) * 8            # 8 * grid, -8..8
+    assert float(G.IQ1S_DELTA) == IQ1S_DELTA
+    crumbs = (np.arange(256)[:, None] >> (2 * np.arange(4))) & 3
+    kv4 = np.asarray(KVALUES_FP4)
+    e = np.arange(256, dtype=np.uint32)
+    return {
+        # Q5_0: a qh byte -> 8 bytes, 0x00 where the bit is set else 0xF0 (nibble | that = q - 16 as int8)
+        "q50h": _packed((1 - _BITS) * np.uint8(0xF0), np.uint64),
+        # Q5_1: a qh byte -> 8 bytes, 0x10 where the bit is set
+        "q51h": _packed(_BITS * np.uint8(0x10), np.uint64),
+        # Q1_0: a byte -> 8 int8 values, bit ? 1 : -1
+        "q10": _packed(2 * _BITS.astype(np.int8) - 1, np.uint64),
+        # Q2_0: a byte -> its 4 crumbs minus 1 as int8
+        "q20": _packed(crumbs - 1, np.uint32),
+        # IQ4_NL / IQ4_XS, NVFP4: two bytes -> 4 values (see _pair_table)
+        "kv2_iq4nl": _pair_table(KVALUES_IQ4NL),
+        "kv2_fp4": _pair_table(KVALUES_FP4),
+        # ggml_e8m0_to_fp32_half for all 256 bytes (2**(x-128); x < 2: the subnormals 2**-128, 2**-127)
+        "e8m0_half": np.where(e < 2, np.uint32(0x00200000) << e, (np.maximum(e, 1) - 1) << 23).astype(np.uint32).view(np.float32),
+        # IQ2_XXS: grid index << 7 | ksigns code -> the 8 grid values with the signs applied (int8)
+        "iq2xxs": _neg8(np.repeat(g2xxs, 128), np.tile(ks_neg, 256)),
+        # IQ2_XS: the uint16 field itself (grid = q & 511, ksigns code = q >> 9) -> 8 signed values
+        "iq2xs": _neg8(g2xs[q & 511], ks_neg[q >> 9]),
+        "iq2s": _packed(_grid_bytes(G.iq2s_grid, 8), np.uint64),       # unsigned; signs by byte_neg
+        # IQ3_XXS: two grid indices as a little-endian uint16 -> their 8 values
+        "iq3xxs": np.asarray(g3[q & 255] | (g3[q >> 8] << np.uint64(32)), np.uint64),
+        "iq3s": np.asarray(G.iq3s_grid, dtype=np.uint32),
+        # IQ1_S / IQ1_M: index | (delta < 0) << 11 -> 8 * (grid + delta) as int8 (exact: 8*grid +- 1)
+        "iq1": _packed(np.concatenate([g1 + 1, g1 - 1]).astype(np.int8), np.uint64),
+        "byte_neg": byte_neg,
+        "ksigns_neg": ks_neg,
+    }
+
+
 # --------------------------------------------------------------------------------------------------
 # field extraction from (nb, type_size) uint8 blocks
 
@@ -208,57 +294,78 @@ def _col(a):
 
 
 def _lookup(table, idx):
-    """table[idx] for a 1-D table and integer indices of any shape (>= 1 dim).
+    """table[idx] for a 1-D table and integer indices of any shape (any strides).
 
-    Written as take_along_axis over a broadcast (stride 0) copy of the table: on MLX's CPU backend
-    this is several times faster than mx.take for per-element lookups.
+    Written as take_along_axis over a broadcast (stride 0) copy of the table, with the indices as one
+    row: on MLX's CPU backend this is several times faster than mx.take for per-element lookups
+    (about 0.5 ns per gathered item, for 1- to 8-byte items alike).
     """
     shape = idx.shape
-    cols = shape[-1]
-    if cols > 4096 and cols % 1024 == 0:   # long rows: shorter ones are much faster
-        cols = 1024
-    flat = idx.reshape(-1, cols)
-    out = mx.take_along_axis(mx.broadcast_to(table.reshape(1, -1), (flat.shape[0], table.shape[0])), flat, axis=1)
+    out = mx.take_along_axis(table.reshape(1, -1), idx.reshape(1, -1), axis=1)
     return out.reshape(shape)
 
 
-def _shifts(values, shape):
-    return mx.array(np.asarray(values, np.uint32).reshape(shape))
+def _shifts(values, shape, dtype=U32):
+    return mx.array(np.asarray(values, np.uint32).reshape(shape)).astype(dtype)
+
+
+def _any_nan(x) -> bool:
+    """True when the (small) float array x has a NaN; evaluates it."""
+    return bool(mx.any(mx.isnan(x)).item())
+
+
+def _pairs_to_values(g):
+    """(rows, k) uint32 results of a _pair_table lookup -> (rows, 4k) float32: the 2k low-nibble
+    values, then the 2k high-nibble values (ggml's order within a group)."""
+    g16 = g.view(U16)
+    return mx.concatenate([g16[:, 0::2], g16[:, 1::2]], axis=1).view(mx.int8).astype(F32)
 
 
 class _Dequantizers:
-    """One method per type: (nb, type_size) uint8 -> (nb, block_size) float32, ggml's op order."""
+    """One method per type: (nb, type_size) uint8 -> (nb, block_size) float32, ggml's op order.
+
+    Cost model (MLX on one CPU core, 1M-value chunks): every op is a full pass, ~0.1-0.2 ms per 1M
+    float32 values on contiguous data but much more on short strided rows; a gather
+    (take_along_axis) ~0.5 ns per item whatever its size (1-8 bytes); a concatenate or a reordering
+    copy is priced per row. Hence the integer stage works on packed words (uint16/uint32 views of the
+    blocks, SWAR masks with no carries across bytes) or gathers packed int8 values several per item,
+    and builds one int8 array in output order; the float stage is one int8 -> float32 cast and the
+    scale multiply (and subtract), the scale broadcast over rows of 16-256 values.
+    """
 
     def __init__(self, ar: _Arith, float64_cast: bool = True):
         self.ar = ar
         self.float64_cast = float64_cast        # False: decode F64 with integer ops (no float64 on the GPU)
-        self._f16_lut = None
         self._ue4m3 = ue4m3_table()
         self._kv_fp4 = mx.array(np.asarray(KVALUES_FP4, np.float32))           # int8 -> float, exact
         self._kv_iq4nl = mx.array(np.asarray(KVALUES_IQ4NL, np.float32))
         self._grids = None
+        self.t = {k: mx.array(v) for k, v in _byte_tables().items()}
         # Every table is built and evaluated here, on the constructing thread's stream: the
         # dequantizers run on several threads, each with its own stream, and an array still lazy on
         # another thread's stream cannot be evaluated there.
-        self._f16_lut = f16_lut(self.ar)
+        self._f16_lut = f16_lut(self.ar)                  # ggml's conversion of all 65536 patterns
         grids = self.grids()
-        mx.eval(self._f16_lut, self._ue4m3, self._kv_fp4, self._kv_iq4nl,
+        mx.eval(self._f16_lut, self._ue4m3, self._kv_fp4, self._kv_iq4nl, *self.t.values(),
                 *[v for v in grids.values() if isinstance(v, mx.array)])
 
     def f16(self, b, off):
-        return _col(f16_to_f32(_u16(b, off), self.ar))
+        """The fp16 field at byte ``off`` (even) of every block -> float32 (nb, 1), by table."""
+        return self.f16w(b.view(U16)[:, off // 2:off // 2 + 1])
+
+    def f16w(self, w):
+        """fp16 bits (uint16, any shape) -> float32 through the 65536-entry table of f16_to_f32."""
+        return _lookup(self._f16_lut, w)
 
     # ---- block size 1 (the chunk is a fresh contiguous array: reinterpret it) -----------------------
     def F32(self, b):
         return b.reshape(-1).view(F32)
 
     def F16(self, b):
-        if self._f16_lut is None:
-            self._f16_lut = f16_lut(self.ar)                  # ggml's conversion of all 65536 patterns
-        return _lookup(self._f16_lut, b.reshape(-1).view(mx.uint16))
+        return self.f16w(b.reshape(-1).view(U16))
 
     def BF16(self, b):
-        return bf16_to_f32(b.reshape(-1).view(mx.uint16))
+        return bf16_to_f32(b.reshape(-1).view(U16))
 
     def F64(self, b):
         if self.float64_cast:
@@ -280,37 +387,42 @@ class _Dequantizers:
         return b.reshape(-1).view(I64).astype(F32)                   # (float)int64: round to nearest even
 
     # ---- legacy --------------------------------------------------------------------------------
-    def _nibbles(self, qs):
-        """(nb, 16) bytes -> (nb, 32): low nibbles are elements 0..15, high nibbles 16..31."""
-        return mx.concatenate([qs & 0xF, qs >> 4], axis=1).astype(I32)
-
-    def _qh_bits(self, b, off):
-        """Q5_x high bits: bit j of the little-endian uint32 qh belongs to element j."""
-        qh = _col(_u32le(b, off))
-        return ((qh >> mx.arange(32, dtype=U32)) & 1).astype(I32)
+    # SWAR on packed words: (w & 0x0F..) are the low nibbles of each byte, ((w >> 4) & 0x0F..) the
+    # high ones; concatenating the two halves puts element j (low nibble of qs[j]) before j + 16.
+    # ((x + 0x78) ^ 0x80) per byte is the int8 x - 8 for x <= 15 (no carry leaves a byte).
 
     def Q4_0(self, b):
-        q = (self._nibbles(b[:, 2:18]) - 8).astype(F32)
-        return self.ar.mul(q, self.f16(b, 0))                                  # x0*d
+        w = b.view(U16)                                              # (nb, 9): d, qs[16]
+        lo = ((w[:, 1:9] & 0x0F0F) + 0x7878) ^ 0x8080
+        hi = (((w[:, 1:9] >> 4) & 0x0F0F) + 0x7878) ^ 0x8080
+        q = mx.concatenate([lo, hi], axis=1).view(mx.int8)           # (nb, 32) int8: x - 8
+        return self.ar.mul(q.astype(F32), self.f16w(w[:, 0:1]))      # x0*d
 
     def Q4_1(self, b):
-        q = self._nibbles(b[:, 4:20]).astype(F32)
-        return self.ar.add(self.ar.mul(q, self.f16(b, 0)), self.f16(b, 2))     # x0*d + m
+        w = b.view(U32)                                              # (nb, 5): d|m, qs[16]
+        dm = self.f16w(b.view(U16)[:, 0:2])
+        q = mx.concatenate([w[:, 1:5] & 0x0F0F0F0F, (w[:, 1:5] >> 4) & 0x0F0F0F0F], axis=1).view(mx.uint8)
+        return self.ar.add(self.ar.mul(q.astype(F32), dm[:, 0:1]), dm[:, 1:2])   # x0*d + m
 
     def Q5_0(self, b):
-        q = ((self._nibbles(b[:, 6:22]) | (self._qh_bits(b, 2) << 4)) - 16).astype(F32)
-        return self.ar.mul(q, self.f16(b, 0))
+        w = b.view(U16)                                              # (nb, 11): d, qh (2), qs (8)
+        nib = mx.concatenate([w[:, 3:11] & 0x0F0F, (w[:, 3:11] >> 4) & 0x0F0F], axis=1).view(U64)
+        q = (nib | _lookup(self.t["q50h"], b[:, 2:6])).view(mx.int8)  # nibble | 0xF0 where bit clear: x - 16
+        return self.ar.mul(q.astype(F32), self.f16w(w[:, 0:1]))
 
     def Q5_1(self, b):
-        q = (self._nibbles(b[:, 8:24]) | (self._qh_bits(b, 4) << 4)).astype(F32)
-        return self.ar.add(self.ar.mul(q, self.f16(b, 0)), self.f16(b, 2))
+        w = b.view(U32)                                              # (nb, 6): d|m, qh, qs (4)
+        dm = self.f16w(b.view(U16)[:, 0:2])
+        nib = mx.concatenate([w[:, 2:6] & 0x0F0F0F0F, (w[:, 2:6] >> 4) & 0x0F0F0F0F], axis=1).view(U64)
+        q = (nib | _lookup(self.t["q51h"], b[:, 4:8])).view(mx.uint8)  # nibble | 16 where bit set
+        return self.ar.add(self.ar.mul(q.astype(F32), dm[:, 0:1]), dm[:, 1:2])
 
     def Q8_0(self, b):
-        return self.ar.mul(_i8(b[:, 2:34]).astype(F32), self.f16(b, 0))       # qs[j]*d
+        return self.ar.mul(b[:, 2:34].view(mx.int8).astype(F32), self.f16(b, 0))   # qs[j]*d
 
     def Q8_1(self, b):
         # ggml has no Q8_1 to_float; its value is d*qs (the sum field s is not used)
-        return self.ar.mul(_i8(b[:, 4:36]).astype(F32), self.f16(b, 0))
+        return self.ar.mul(b[:, 4:36].view(mx.int8).astype(F32), self.f16(b, 0))
 
     # ---- k-quants --------------------------------------------------------------------------------
     def _k_scale_min(self, s):
@@ -322,111 +434,118 @@ class _Dequantizers:
 
     def Q2_K(self, b):
         nb, ar = b.shape[0], self.ar
-        sc = b[:, 0:16].astype(U32)
-        d, dmin = self.f16(b, 80), self.f16(b, 82)
-        dl = ar.mul(d, (sc & 0xF).astype(F32))                     # d * (sc & 0xF)
-        ml = ar.mul(dmin, (sc >> 4).astype(F32))                   # min * (sc >> 4)
-        # element (n, j, h, l) = n*128 + j*32 + h*16 + l takes bits 2j of qs[n*32 + h*16 + l]
-        qs = b[:, 16:80].astype(U32).reshape(nb, 2, 1, 2, 16)
-        q = ((qs >> _shifts([0, 2, 4, 6], (1, 1, 4, 1, 1))) & 3).reshape(nb, 16, 16).astype(F32)
+        w = b.view(U32)                                              # (nb, 21): sc (4), qs (16), d|dmin
+        dm = self.f16w(b.view(U16)[:, 40:42])
+        sc = b[:, 0:16]
+        dl = ar.mul(dm[:, 0:1], (sc & 0xF).astype(F32))              # d * (sc & 0xF)   (nb, 16)
+        ml = ar.mul(dm[:, 1:2], (sc >> 4).astype(F32))               # min * (sc >> 4)
+        # element n*128 + j*32 + i takes bits 2j of qs[n*32 + i]: words [n, j, k] of 4 crumbs
+        q = (w[:, 4:20].reshape(nb, 2, 1, 8) >> _shifts([0, 2, 4, 6], (1, 1, 4, 1))) & 0x03030303
+        q = q.view(mx.uint8).reshape(nb, 16, 16).astype(F32)
         y = ar.sub(ar.mul(dl.reshape(nb, 16, 1), q), ml.reshape(nb, 16, 1))   # dl*q - ml
         return y.reshape(nb, QK_K)
 
     def Q3_K(self, b):
         nb, ar = b.shape[0], self.ar
-        hm = b[:, 0:32].astype(U32)
-        qs = b[:, 32:96].astype(U32)
-        sc = b[:, 96:108].astype(U32)
-        d_all = self.f16(b, 108)
+        w = b.view(U16)                                              # (nb, 55): hm (16), qs (32), sc (6), d
+        d = self.f16w(w[:, 54:55])
         # 16 six-bit scales: low 4 bits from bytes 0..7 (low then high nibbles), high 2 bits from 8..11
-        s = np.arange(16)
-        low = (mx.take(sc, mx.array(s % 8), axis=1) >> _shifts(4 * (s // 8), (1, 16))) & 0xF
-        high = (mx.take(sc, mx.array(8 + s % 4), axis=1) >> _shifts(2 * (s // 4), (1, 16))) & 3
+        s = b[:, 96:108]
+        low = mx.concatenate([s[:, 0:8] & 0xF, s[:, 0:8] >> 4], axis=1)
+        high = ((s[:, 8:12].reshape(nb, 1, 4) >> _shifts([0, 2, 4, 6], (1, 4, 1), mx.uint8)) & 3).reshape(nb, 16)
         scale = (low | (high << 4)).astype(I32) - 32
-        dl = ar.mul(d_all, scale.astype(F32))                      # d_all * (scales[is] - 32)
-        q = (qs.reshape(nb, 2, 1, 2, 16) >> _shifts([0, 2, 4, 6], (1, 1, 4, 1, 1))) & 3
-        m = _shifts(np.arange(8), (1, 2, 4, 1, 1))                 # hmask bit n*4 + j
-        hbit = (hm.reshape(nb, 1, 1, 2, 16) >> m) & 1
-        v = q.astype(I32) - 4 * (1 - hbit.astype(I32))             # q - (hm & m ? 0 : 4)
-        y = ar.mul(dl.reshape(nb, 16, 1), v.reshape(nb, 16, 16).astype(F32))
+        dl = ar.mul(d, scale.astype(F32))                            # d_all * (scales[is] - 32)
+        q = (w[:, 16:48].reshape(nb, 2, 1, 16) >> _shifts([0, 2, 4, 6], (1, 1, 4, 1), U16)) & 0x0303
+        # hmask bit n*4 + j of hm[i] clear -> 0xFC: crumb | 0xFC is the int8 crumb - 4
+        hm = ((~w[:, 0:16]).reshape(nb, 1, 16) >> _shifts(np.arange(8), (1, 8, 1), U16)) & 0x0101
+        q = (q.reshape(nb, 8, 16) | (hm * 0xFC)).view(mx.int8)
+        y = ar.mul(dl.reshape(nb, 16, 1), q.reshape(nb, 16, 16).astype(F32))
+        return y.reshape(nb, QK_K)
+
+    def _k4_finish(self, b, q):
+        """Q4_K / Q5_K: d1*q - m1 with q (nb, 256) uint8."""
+        nb, ar = b.shape[0], self.ar
+        dm = self.f16w(b.view(U16)[:, 0:2])
+        sc, m = self._k_scale_min(b[:, 4:16])
+        d1, m1 = ar.mul(dm[:, 0:1], sc), ar.mul(dm[:, 1:2], m)      # d * sc, min * m   (nb, 8)
+        y = ar.sub(ar.mul(d1.reshape(nb, 8, 1), q.reshape(nb, 8, 32).astype(F32)), m1.reshape(nb, 8, 1))
         return y.reshape(nb, QK_K)
 
     def Q4_K(self, b):
-        nb, ar = b.shape[0], self.ar
-        d, dmin = self.f16(b, 0), self.f16(b, 2)
-        sc, m = self._k_scale_min(b[:, 4:16])
-        d1, m1 = ar.mul(d, sc), ar.mul(dmin, m)                    # d * sc, min * m   (nb, 8)
-        # element c*64 + h*32 + l: nibble h of qs[c*32 + l], sub-block is = 2c + h
-        qs = b[:, 16:144].astype(U32).reshape(nb, 4, 1, 32)
-        q = ((qs >> _shifts([0, 4], (1, 1, 2, 1))) & 0xF).reshape(nb, 8, 32).astype(F32)
-        y = ar.sub(ar.mul(d1.reshape(nb, 8, 1), q), m1.reshape(nb, 8, 1))
-        return y.reshape(nb, QK_K)
+        nb = b.shape[0]
+        w = b.view(U32)                                              # (nb, 36): d|dmin, sc (3), qs (32)
+        # element c*64 + h*32 + i: nibble h of qs[c*32 + i]
+        q = (w[:, 4:36].reshape(nb, 4, 1, 8) >> _shifts([0, 4], (1, 1, 2, 1))) & 0x0F0F0F0F
+        return self._k4_finish(b, q.view(mx.uint8))
 
     def Q5_K(self, b):
-        nb, ar = b.shape[0], self.ar
-        d, dmin = self.f16(b, 0), self.f16(b, 2)
-        sc, m = self._k_scale_min(b[:, 4:16])
-        d1, m1 = ar.mul(d, sc), ar.mul(dmin, m)
-        qh = b[:, 16:48].astype(U32).reshape(nb, 1, 32)
-        ql = b[:, 48:176].astype(U32).reshape(nb, 4, 1, 32)
-        lo = ((ql >> _shifts([0, 4], (1, 1, 2, 1))) & 0xF).reshape(nb, 8, 32)
-        hi = (qh >> _shifts(np.arange(8), (1, 8, 1))) & 1          # qh[l] & (1 << is)
-        q = (lo + hi * 16).astype(F32)
-        y = ar.sub(ar.mul(d1.reshape(nb, 8, 1), q), m1.reshape(nb, 8, 1))
-        return y.reshape(nb, QK_K)
+        nb = b.shape[0]
+        w = b.view(U32)                                              # (nb, 44): d|dmin, sc (3), qh (8), qs (32)
+        q = (w[:, 12:44].reshape(nb, 4, 1, 8) >> _shifts([0, 4], (1, 1, 2, 1))) & 0x0F0F0F0F
+        h = (w[:, 4:12].reshape(nb, 1, 8) >> _shifts(np.arange(8), (1, 8, 1))) & 0x01010101   # qh[i] & (1 << is)
+        q = q.reshape(nb, 8, 8) | (h << 4)
+        return self._k4_finish(b, q.view(mx.uint8))
 
     def Q6_K(self, b):
         nb, ar = b.shape[0], self.ar
-        d = self.f16(b, 208)
-        sc = _i8(b[:, 192:208]).astype(F32)
-        # element n*128 + k*32 + l: nibble (k//2) of ql[n*64 + (k%2)*32 + l], bits 2k of qh[n*32 + l]
-        ql = b[:, 0:128].astype(U32).reshape(nb, 2, 1, 2, 32)
-        lo = ((ql >> _shifts([0, 4], (1, 1, 2, 1, 1))) & 0xF).reshape(nb, 2, 4, 32)
-        qh = b[:, 128:192].astype(U32).reshape(nb, 2, 1, 32)
-        hi = (qh >> _shifts([0, 2, 4, 6], (1, 1, 4, 1))) & 3
-        q = ((lo | (hi << 4)).astype(I32) - 32).reshape(nb, 16, 16).astype(F32)
-        ds = ar.mul(d, sc)                                         # d * sc[is]  first,
-        y = ar.mul(ds.reshape(nb, 16, 1), q)                       # then * q
+        w = b.view(U16)                                              # (nb, 105): ql (64), qh (32), sc (8), d
+        d = self.f16w(w[:, 104:105])
+        sc = b[:, 192:208].view(mx.int8).astype(F32)
+        # element n*128 + k*32 + i: nibble (k//2) of ql[n*64 + (k%2)*32 + i], bits 2k of qh[n*32 + i]
+        lo = (w[:, 0:64].reshape(nb, 2, 1, 2, 16) >> _shifts([0, 4], (1, 1, 2, 1, 1), U16)) & 0x0F0F
+        hi = (w[:, 64:96].reshape(nb, 2, 1, 16) >> _shifts([0, 2, 4, 6], (1, 1, 4, 1), U16)) & 0x0303
+        # ((x + 0x60) ^ 0x80) per byte is the int8 x - 32 for x <= 63
+        q = (((lo.reshape(nb, 2, 4, 16) | (hi << 4)) + 0x6060) ^ 0x8080).view(mx.int8)
+        ds = ar.mul(d, sc)                                           # d * sc[is]  first,
+        y = ar.mul(ds.reshape(nb, 16, 1), q.reshape(nb, 16, 16).astype(F32))   # then * q
         return y.reshape(nb, QK_K)
 
     def Q8_K(self, b):
-        d = _col(_view_f32(_u32le(b, 0)))                           # a raw float32 field
-        return self.ar.mul(d, _i8(b[:, 4:260]).astype(F32))       # x[i].d * qs[j]
+        d = b.view(U32)[:, 0:1].view(F32)                            # a raw float32 field
+        return self.ar.mul(d, b[:, 4:260].view(mx.int8).astype(F32))   # x[i].d * qs[j]
 
     # ---- ternary -----------------------------------------------------------------------------------
     def TQ1_0(self, b):
         nb = b.shape[0]
         d = self.f16(b, 52)
-
-        def trits(x, npow):
-            pow3 = _shifts([1, 3, 9, 27, 81, 243][:npow], (1, npow, 1))
-            q = (x.astype(U32).reshape(nb, 1, -1) * pow3) & 0xFF    # uint8 product
-            return ((q * 3) >> 8).astype(I32).reshape(nb, -1)       # ((uint16)q * 3) >> 8
-
-        xi = mx.concatenate([trits(b[:, 0:32], 5), trits(b[:, 32:48], 5), trits(b[:, 48:52], 4)], axis=1)
-        return self.ar.mul((xi - 1).astype(F32), d)                # (float)(xi - 1) * d
+        # q = (uint8)(x * 3**n); ((uint16)q * 3) >> 8 is (q >= 86) + (q >= 171); minus 1 (wraps to int8)
+        p = b[:, 0:52].reshape(nb, 1, 52) * _shifts([1, 3, 9, 27, 81], (1, 5, 1), mx.uint8)
+        t = (p >= 86).astype(mx.uint8) + (p >= 171).astype(mx.uint8) - 1
+        # output order: [n][m] over qs[0:32], then [n][m] over qs[32:48], then [n < 4][j] over qh
+        v = mx.concatenate([t[:, :, 0:32].reshape(nb, 160), t[:, :, 32:48].reshape(nb, 80),
+                            t[:, 0:4, 48:52].reshape(nb, 16)], axis=1)
+        return self.ar.mul(v.view(mx.int8).astype(F32), d)          # (float)(xi - 1) * d
 
     def TQ2_0(self, b):
         nb = b.shape[0]
-        qs = b[:, 0:64].astype(U32).reshape(nb, 2, 1, 32)
-        q = ((qs >> _shifts([0, 2, 4, 6], (1, 1, 4, 1))) & 3).reshape(nb, QK_K).astype(I32)
-        return self.ar.mul((q - 1).astype(F32), self.f16(b, 64))
+        w = b.view(U16)                                              # (nb, 33): qs (32), d
+        q = (w[:, 0:32].reshape(nb, 2, 1, 16) >> _shifts([0, 2, 4, 6], (1, 1, 4, 1), U16)) & 0x0303
+        q = ((q + 0x7F7F) ^ 0x8080).view(mx.int8).reshape(nb, QK_K)   # crumb - 1
+        return self.ar.mul(q.astype(F32), self.f16w(w[:, 32:33]))
 
     # ---- fp4 ---------------------------------------------------------------------------------------
     def MXFP4(self, b):
-        d = _col(e8m0_to_f32_half(b[:, 0]))
-        q = self._nibbles(b[:, 1:17])
-        return self.ar.mul(_lookup(self._kv_fp4, q), d)            # x0*d
+        d = _lookup(self.t["e8m0_half"], b[:, 0:1])
+        idx = b[:, 1:17:2].astype(U16) | (b[:, 2:17:2].astype(U16) << 8)   # byte pairs (odd offset)
+        q = _pairs_to_values(_lookup(self.t["kv2_fp4"], idx))
+        return self.ar.mul(q, d)                                     # x0*d
 
     def NVFP4(self, b):
         nb = b.shape[0]
-        d = _lookup(self._ue4m3, b[:, 0:4].astype(U32)).reshape(nb, 4, 1)
-        qs = b[:, 4:36].astype(U32).reshape(nb, 4, 8)
-        q = mx.concatenate([qs & 0xF, qs >> 4], axis=2)            # (nb, sub-block, 16)
-        return self.ar.mul(_lookup(self._kv_fp4, q), d).reshape(nb, 64)
+        d = _lookup(self._ue4m3, b[:, 0:4]).reshape(nb * 4, 1)
+        g = _lookup(self.t["kv2_fp4"], b.view(U16)[:, 2:18])         # (nb, 16): 4 pairs per sub-block
+        q = _pairs_to_values(g.reshape(nb * 4, 4))
+        return self.ar.mul(q, d).reshape(nb, 64)
 
     # ---- low-bit -----------------------------------------------------------------------------------
     def Q1_0(self, b):
+        d = self.f16(b, 0)
+        if _any_nan(d):                          # -d flips a NaN's sign, d * -1 does not
+            return self._p_Q1_0(b)
+        q = _lookup(self.t["q10"], b[:, 2:18]).view(mx.int8).astype(F32)   # bit ? 1 : -1
+        return self.ar.mul(q, d)                 # == bit ? d : -d for every non-NaN d
+
+    def _p_Q1_0(self, b):
         nb = b.shape[0]
         d = self.f16(b, 0)
         bit = ((b[:, 2:18].astype(U32).reshape(nb, 16, 1) >> mx.arange(8, dtype=U32)) & 1).reshape(nb, 128)
@@ -434,29 +553,31 @@ class _Dequantizers:
         return _view_f32(_bits(d) ^ ((bit ^ 1) << 31))
 
     def Q2_0(self, b):
-        nb = b.shape[0]
-        q = (b[:, 2:18].astype(U32).reshape(nb, 16, 1) >> _shifts([0, 2, 4, 6], (1, 1, 4))) & 3
-        return self.ar.mul((q.reshape(nb, 64).astype(I32) - 1).astype(F32), self.f16(b, 0))
+        q = _lookup(self.t["q20"], b[:, 2:18]).view(mx.int8).astype(F32)   # 4 crumbs - 1 per byte
+        return self.ar.mul(q, self.f16(b, 0))                        # ((int)q - 1) * d
 
     # ---- i-quants without grids --------------------------------------------------------------------
     def IQ4_NL(self, b):
-        q = self._nibbles(b[:, 2:18])
-        return self.ar.mul(self.f16(b, 0), _lookup(self._kv_iq4nl, q))   # d * kvalues[q]
+        w = b.view(U16)                                              # (nb, 9)
+        q = _pairs_to_values(_lookup(self.t["kv2_iq4nl"], w[:, 1:9]))
+        return self.ar.mul(self.f16w(w[:, 0:1]), q)                  # d * kvalues[q]
 
     def IQ4_XS(self, b):
         nb, ar = b.shape[0], self.ar
-        d = self.f16(b, 0)
-        sh = _col(_u16(b, 2))
-        sl = b[:, 4:8].astype(U32)
-        ib = np.arange(8)
-        low = (mx.take(sl, mx.array(ib // 2), axis=1) >> _shifts(4 * (ib % 2), (1, 8))) & 0xF
-        high = (sh >> _shifts(2 * ib, (1, 8))) & 3
-        ls = (low | (high << 4)).astype(I32)
-        dl = ar.mul(d, (ls - 32).astype(F32))                      # d * (ls - 32)
-        q = self._nibbles(b[:, 8:136].reshape(nb * 8, 16)).reshape(nb, 8, 32)
-        return ar.mul(dl.reshape(nb, 8, 1), _lookup(self._kv_iq4nl, q)).reshape(nb, QK_K)
+        w = b.view(U16)                                              # (nb, 68): d, sh, sl (2), qs (64)
+        d = self.f16w(w[:, 0:1])
+        sl = b[:, 4:8]
+        low = mx.stack([sl & 0xF, sl >> 4], axis=2).reshape(nb, 8)
+        high = (w[:, 1:2] >> _shifts(2 * np.arange(8), (1, 8), U16)) & 3
+        ls = (low.astype(I32) | (high.astype(I32) << 4)) - 32
+        dl = ar.mul(d, ls.astype(F32))                               # d * (ls - 32)
+        q = _pairs_to_values(_lookup(self.t["kv2_iq4nl"], w[:, 4:68]).reshape(nb * 8, 8))
+        return ar.mul(dl.reshape(nb * 8, 1), q).reshape(nb, QK_K)
 
     # ---- i-quants with grids -----------------------------------------------------------------------
+    # The fast paths gather each 8 grid values as int8 with the signs already applied, then multiply
+    # by the scale: db * (-g) is the same float as ggml's -(db * g) (a sign-bit flip) for every db
+    # but a NaN, whose sign the flip changes. Chunks with a NaN scale go to the plain paths _p_*.
     def grids(self):
         """The grid tables as float32 (entries, weights) arrays, from ggspec.reference.grids."""
         if self._grids is None:
@@ -469,9 +590,7 @@ class _Dequantizers:
             self._grids = {
                 "iq2xxs": table(G.iq2xxs_grid, 8), "iq2xs": table(G.iq2xs_grid, 8), "iq2s": table(G.iq2s_grid, 8),
                 "iq3xxs": table(G.iq3xxs_grid, 4), "iq3s": table(G.iq3s_grid, 4),
-                "iq1s": table(G.iq1s_grid, 8, signed=True),
                 "ksigns": mx.array(np.asarray(G.ksigns_iq2xs, np.uint32)),
-                "delta": float(G.IQ1S_DELTA),
             }
         return self._grids
 
@@ -490,7 +609,27 @@ class _Dequantizers:
         ar = self.ar
         return ar.mul(ar.mul(d, mx.array(0.5, F32) + s4.astype(F32)), mx.array(quarter, F32))
 
+    def _db_iq2(self, d, sc):
+        """IQ2_XS / IQ2_S: d * (0.5f + nibble) * 0.25f per 16 values -> (nb*16, 1); low nibble first."""
+        nb = sc.shape[0]
+        s4 = mx.stack([sc & 0xF, sc >> 4], axis=2)                  # (nb, 8, 2): db[0], db[1]
+        return self._iq2_scale(d.reshape(nb, 1, 1), s4, 0.25).reshape(nb * 16, 1)
+
     def IQ2_XXS(self, b):
+        nb = b.shape[0]
+        w = b.view(U16)                                              # (nb, 33): d, 8 x (4 grid bytes, aux32)
+        d = self.f16w(w[:, 0:1])
+        if _any_nan(d):
+            return self._p_IQ2_XXS(b)
+        a16 = w[:, 1:33].reshape(nb, 8, 4)
+        aux = a16[:, :, 2].astype(U32) | (a16[:, :, 3].astype(U32) << 16)    # aux32[1] (nb, 8)
+        db = self._iq2_scale(d, aux >> 28, 0.25).reshape(nb * 8, 1)
+        codes = (aux.reshape(nb, 8, 1) >> _shifts([0, 7, 14, 21], (1, 1, 4))) & 127
+        idx = (b[:, 2:66].reshape(nb, 8, 8)[:, :, 0:4].astype(U32) << 7) | codes
+        g = _lookup(self.t["iq2xxs"], idx).view(mx.int8).reshape(nb * 8, 32).astype(F32)
+        return self.ar.mul(db, g).reshape(nb, QK_K)                  # db * grid[j] * sign
+
+    def _p_IQ2_XXS(self, b):
         nb, ar, G = b.shape[0], self.ar, self.grids()
         d = self.f16(b, 0)
         qs = b[:, 2:66].reshape(nb, 8, 8)                           # per 32 weights: aux32[0], aux32[1]
@@ -503,6 +642,16 @@ class _Dequantizers:
         return y.reshape(nb, QK_K)
 
     def IQ2_XS(self, b):
+        nb = b.shape[0]
+        w = b.view(U16)                                              # (nb, 37): d, qs (32), scales (4)
+        d = self.f16w(w[:, 0:1])
+        if _any_nan(d):
+            return self._p_IQ2_XS(b)
+        db = self._db_iq2(d, b[:, 66:74])
+        g = _lookup(self.t["iq2xs"], w[:, 1:33]).view(mx.int8).reshape(nb * 16, 16).astype(F32)
+        return self.ar.mul(db, g).reshape(nb, QK_K)
+
+    def _p_IQ2_XS(self, b):
         nb, ar, G = b.shape[0], self.ar, self.grids()
         d = self.f16(b, 0)
         q = (b[:, 2:66:2].astype(U32) | (b[:, 3:66:2].astype(U32) << 8)).reshape(nb, 8, 4)
@@ -516,6 +665,18 @@ class _Dequantizers:
         return y.reshape(nb, QK_K)
 
     def IQ2_S(self, b):
+        nb = b.shape[0]
+        d = self.f16(b, 0)
+        if _any_nan(d):
+            return self._p_IQ2_S(b)
+        db = self._db_iq2(d, b[:, 74:82])
+        qh = b[:, 66:74].astype(U32).reshape(nb, 8, 1)
+        idx = b[:, 2:34].reshape(nb, 8, 4).astype(U32) | ((qh << _shifts([8, 6, 4, 2], (1, 1, 4))) & 0x300)
+        g = _neg8(_lookup(self.t["iq2s"], idx), _lookup(self.t["byte_neg"], b[:, 34:66]).reshape(nb, 8, 4))
+        g = g.view(mx.int8).reshape(nb * 16, 16).astype(F32)
+        return self.ar.mul(db, g).reshape(nb, QK_K)
+
+    def _p_IQ2_S(self, b):
         nb, ar, G = b.shape[0], self.ar, self.grids()
         d = self.f16(b, 0)
         qs = b[:, 2:34].astype(U32).reshape(nb, 8, 4)
@@ -530,6 +691,20 @@ class _Dequantizers:
         return y.reshape(nb, QK_K)
 
     def IQ3_XXS(self, b):
+        nb = b.shape[0]
+        w = b.view(U16)                                              # (nb, 49): d, qs (32), aux (16)
+        d = self.f16w(w[:, 0:1])
+        if _any_nan(d):
+            return self._p_IQ3_XXS(b)
+        aux = w[:, 33:49:2].astype(U32) | (w[:, 34:49:2].astype(U32) << 16)  # (nb, 8)
+        db = self._iq2_scale(d, aux >> 28, 0.5).reshape(nb * 8, 1)
+        codes = (aux.reshape(nb, 8, 1) >> _shifts([0, 7, 14, 21], (1, 1, 4))) & 127
+        g = _lookup(self.t["iq3xxs"], w[:, 1:33]).reshape(nb, 8, 4)          # grid1, grid2 pairs
+        g = _neg8(g, _lookup(self.t["ksigns_neg"], codes))
+        g = g.view(mx.int8).reshape(nb * 8, 32).astype(F32)
+        return self.ar.mul(db, g).reshape(nb, QK_K)
+
+    def _p_IQ3_XXS(self, b):
         nb, ar, G = b.shape[0], self.ar, self.grids()
         d = self.f16(b, 0)
         qs = b[:, 2:66].astype(U32).reshape(nb, 8, 4, 2)            # grid1, grid2 of each group of 8
@@ -542,6 +717,21 @@ class _Dequantizers:
         return y.reshape(nb, QK_K)
 
     def IQ3_S(self, b):
+        nb, ar = b.shape[0], self.ar
+        d = self.f16(b, 0)
+        if _any_nan(d):
+            return self._p_IQ3_S(b)
+        sc = b[:, 106:110]
+        s = mx.stack([sc & 0xF, sc >> 4], axis=2).reshape(nb, 8)    # scale of sub-block ib
+        db = ar.mul(d, (1 + 2 * s.astype(I32)).astype(F32)).reshape(nb * 8, 1)   # d * (1 + 2*scale)
+        qh = b[:, 66:74].astype(U32).reshape(nb, 8, 1)
+        idx = b[:, 2:66].reshape(nb, 8, 8).astype(U32) | (((qh >> mx.arange(8, dtype=U32)) & 1) << 8)
+        g = _lookup(self.t["iq3s"], idx).reshape(nb, 32, 2).view(U64).reshape(nb, 32)   # 2 slots = 8 values
+        g = _neg8(g, _lookup(self.t["byte_neg"], b[:, 74:106]))
+        g = g.view(mx.int8).reshape(nb * 8, 32).astype(F32)
+        return ar.mul(db, g).reshape(nb, QK_K)
+
+    def _p_IQ3_S(self, b):
         nb, ar, G = b.shape[0], self.ar, self.grids()
         d = self.f16(b, 0)
         qs = b[:, 2:66].astype(U32).reshape(nb, 8, 8)               # 8 grid slots per 32 weights
@@ -555,41 +745,39 @@ class _Dequantizers:
         y = self._apply_signs(ar.mul(db.reshape(nb, 8, 1, 1), g), self._signs(signs))
         return y.reshape(nb, QK_K)
 
-    def _iq1_values(self, dl, idx, neg):
-        """dl * (grid[j] + delta) for (nb, 8, 4) grid indices, delta = -0.125 where ``neg``."""
-        G = self.grids()
-        g = mx.take(G["iq1s"], idx, axis=0)                          # (nb, 8, 4, 8) int8 values
-        delta = mx.where(neg == 1, mx.array(-G["delta"], F32), mx.array(G["delta"], F32))
-        return self.ar.mul(dl, self.ar.add(g, delta[..., None]))
-
+    # IQ1_S / IQ1_M: ggml's dl * (grid[j] + delta) is computed as (dl * 0.125f) * (8 * (grid[j] + delta)):
+    # dl * 0.125f is exact (dl = d * odd integer <= 15, d an fp16 value: no underflow), 8 * (grid + delta)
+    # is the exact integer 8*grid +- 1, so both sides are the same exact product rounded once (the
+    # same Inf, zero sign and NaN too: a single NaN operand propagates).
     def IQ1_S(self, b):
-        nb = b.shape[0]
-        d = self.f16(b, 0)
-        qs = b[:, 2:34].astype(U32).reshape(nb, 8, 4)
-        qh = (b[:, 34:50:2].astype(U32) | (b[:, 35:50:2].astype(U32) << 8)).reshape(nb, 8, 1)
-        dl = self.ar.mul(d, (2 * ((qh.reshape(nb, 8) >> 12) & 7) + 1).astype(F32))   # (nb, 8)
-        idx = qs | (((qh >> _shifts([0, 3, 6, 9], (1, 1, 4))) & 7) << 8)
-        neg = mx.broadcast_to((qh >> 15) & 1, (nb, 8, 4))
-        return self._iq1_values(dl.reshape(nb, 8, 1, 1), idx, neg).reshape(nb, QK_K)
+        nb, ar = b.shape[0], self.ar
+        w = b.view(U16)                                              # (nb, 25): d, qs (16), qh (8)
+        d = self.f16w(w[:, 0:1])
+        qh = w[:, 17:25]
+        dl = ar.mul(d, (2 * ((qh >> 12) & 7) + 1).astype(F32))       # d * (2*((qh >> 12) & 7) + 1)
+        dl = ar.mul(dl, mx.array(0.125, F32)).reshape(nb * 8, 1)
+        # index qs[l] | ((qh >> 3l) & 7) << 8, + 2048 (the -delta rows) where qh & 0x8000
+        q3 = qh.reshape(nb, 8, 1)
+        hi = ((q3 >> _shifts([0, 3, 6, 9], (1, 1, 4), U16)) & 7) | ((q3 >> 12) & 8)
+        idx = b[:, 2:34].reshape(nb, 8, 4).astype(U16) | (hi << 8)
+        g = _lookup(self.t["iq1"], idx).view(mx.int8).reshape(nb * 8, 32).astype(F32)
+        return ar.mul(dl, g).reshape(nb, QK_K)
 
     def IQ1_M(self, b):
-        nb = b.shape[0]
-        qs = b[:, 0:32].astype(U32).reshape(nb, 8, 4)
-        qh = b[:, 32:48].astype(U32).reshape(nb, 8, 2, 1)
-        sc = b[:, 48:56:2].astype(U32) | (b[:, 49:56:2].astype(U32) << 8)            # uint16 sc[4]
+        nb, ar = b.shape[0], self.ar
+        sc = b.view(U16)[:, 24:28]                                   # uint16 sc[4]
         scale = ((sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0x00F0) | ((sc[:, 2] >> 4) & 0x0F00) | (sc[:, 3] & 0xF000))
-        d = _col(f16_to_f32(scale, self.ar))
+        d = self.f16w(scale).reshape(nb, 1, 1)
         # sub-block ib: 3-bit scales at bits 6*(ib%2) (l = 0, 1) and 6*(ib%2)+3 (l = 2, 3) of sc[ib/2]
-        ib = np.arange(8)
-        s16 = mx.take(sc, mx.array(ib // 2), axis=1).reshape(nb, 8, 1)
-        s3 = (s16 >> _shifts(np.stack([6 * (ib % 2), 6 * (ib % 2) + 3], 1), (1, 8, 2))) & 7
-        dl = self.ar.mul(d.reshape(nb, 1, 1), (2 * s3 + 1).astype(F32))             # (nb, 8, 2)
-        dl = mx.repeat(dl, 2, axis=2)                                               # l = 0,1 -> dl1; 2,3 -> dl2
+        s3 = (sc.reshape(nb, 4, 1) >> _shifts([0, 3, 6, 9], (1, 1, 4), U16)) & 7
+        dl = ar.mul(d, (2 * s3 + 1).astype(F32).reshape(nb, 8, 2))   # dl1, dl2 of each ib
+        dl = ar.mul(dl, mx.array(0.125, F32)).reshape(nb * 16, 1)
         # grid slot l: qh byte 2ib + l//2, nibble l%2: low 3 bits index bits 8..10, bit 3 delta sign
-        nib = ((qh >> _shifts([0, 4], (1, 1, 1, 2))) & 0xF).reshape(nb, 8, 4)
-        idx = qs | ((nib & 7) << 8)
-        neg = (nib >> 3) & 1
-        return self._iq1_values(dl.reshape(nb, 8, 4, 1), idx, neg).reshape(nb, QK_K)
+        qh = b[:, 32:48].reshape(nb, 16, 1)
+        nib = mx.concatenate([qh & 0xF, qh >> 4], axis=2).reshape(nb, 32)
+        idx = b[:, 0:32].astype(U16) | (nib.astype(U16) << 8)
+        g = _lookup(self.t["iq1"], idx).view(mx.int8).reshape(nb * 16, 16).astype(F32)
+        return ar.mul(dl, g).reshape(nb, QK_K)
 
 
 # --------------------------------------------------------------------------------------------------
