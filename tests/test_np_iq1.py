@@ -42,6 +42,26 @@ def test_quantizers_are_vectorized():
     assert all(B1.vectorized(n, "quantize") for n in NAMES)
 
 
+def test_pruned_neighbour_lists_are_dominated_by_listed_neighbours():
+    """Every neighbour left out of a pruned list has, in the full list, a neighbour that changes a
+    strict subset of its changed coordinates to the same levels (what makes leaving it out safe)."""
+    g = iq1._grid()
+    for r in range(0, g.full.count.size, 7):
+        full = g.full.nb[r, :g.full.count[r]].astype(np.int64)
+        kept = set(g.pruned.nb[r, :g.pruned.count[r]].tolist())
+        assert kept <= set(full.tolist()) and len(kept) > 0
+        code = int(np.flatnonzero(g.row_of_code == r)[0])              # the off-grid point u
+        ul = (code >> (2 * np.arange(8))) & 3
+        L = g.levels[full].astype(np.int64)
+        D = L != ul
+        for c in range(full.size):
+            if int(full[c]) in kept:
+                continue
+            sub = (D <= D[c]).all(axis=1) & (D.sum(axis=1) < D[c].sum())
+            same = ((L == L[c]) | ~D).all(axis=1)
+            assert (sub & same).any(), (r, c)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_vectors_quantize_pass(name):
     ops = ("quantize", "quantize+imatrix")
@@ -134,6 +154,17 @@ def test_all_neighbours_exact_path_matches_libggml(oracle, name, monkeypatch):
     rng = np.random.default_rng(8)
     x = _rows(rng, 1024)[[0, 1, 3, 12], :512]
     _check(oracle, name, x, _imatrices(rng, 512)["squared-uniform"])
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", NAMES)
+def test_many_subblocks_match_libggml(oracle, name):
+    """Enough sub-blocks (half of them with repeated values) that near-ties in the split scores
+    occur, including the rare ones where the first threshold's checks fail and another is used."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((48, 4096)).astype(np.float32)
+    x[24:] = np.round(x[24:] * 2) / 2
+    _check(oracle, name, x, rng.random(4096).astype(np.float32))
 
 
 @pytest.mark.oracle

@@ -2,12 +2,14 @@
 
 The bytes are those of ggml's ``quantize_iq1_s`` / ``quantize_iq1_m`` (what ``ggml_quantize_chunk``
 writes). The per-sub-block steps follow ``reference/iquants.py`` (``quantize_block_iq1_s`` /
-``quantize_block_iq1_m``), vectorized across all sub-blocks of a chunk:
+``quantize_block_iq1_m``), vectorized across the sub-blocks of a chunk (structure of arrays: row j
+of an array holds item j of every sub-block):
 
-1. ``weight``, the sub-block maxima, the sort by value (ggml: ``qsort`` with a value-only comparator;
-   glibc's qsort is a stable merge sort at these sizes, so ties keep index order: ``argsort(kind=
-   "stable")``; ``-0.0 == 0.0`` under both comparators), and the prefix sums over the sorted order
-   (sequential float32, C's order) -- structure of arrays, ``S[j]`` = prefix j of every sub-block.
+1. ``weight``, the sub-block maxima, the sort by value, the prefix sums over the sorted order
+   (sequential float32, C's order). ggml sorts with ``qsort`` and a value-only comparator; glibc's
+   qsort is a stable merge sort at these sizes, so equal values keep index order. Rows without equal
+   values (``-0.0 == 0.0``) have one order whatever the sort; rows with ties are sorted again with
+   ``argsort(kind="stable")``. (NaN rows: ggml finds no candidate there, the order is not used.)
 
 2. The split search. ggml scores every split ``(i1, i2)`` (and every delta sign) and keeps, scanning
    in C order, a candidate when ``sumq2 > 0 && sumqx*sumqx > best*sumq2``, then
@@ -23,18 +25,20 @@ writes). The per-sub-block steps follow ``reference/iquants.py`` (``quantize_blo
    ``best < tau``), never accepts a non-member after that (its ``best`` is then some ``s_h >= tau``),
    so it ends where the same scan run over ``H`` alone, in C order, from ``best = -FLT_MAX``, ends.
    (Float multiplication by ``q2 > 0`` is monotone, so ``b <= tau`` gives ``b*q2 <= tau*q2``.)
-   (A) and the members of ``H`` are checked exactly; (B) is checked exactly for the candidates with
-   ``s_c >= tau*(1 - 2**-12)`` and follows for the others from error bounds that hold when the
-   sub-block is "tame" (finite, non-negative weights; total weight, ``max|x|`` and ``M`` in ranges
-   where no value overflows or underflows; then ``sumq2 >= total_weight/65`` for every split).
-   Sub-blocks that are not tame, or where a check fails, or with a large ``H``, run ggml's scan
-   exactly, candidate after candidate (still vectorized across those sub-blocks).
+   Pass 1 computes every ``s_c`` and keeps the maximum of each slab; pass 2 recomputes the slabs
+   whose maximum reaches ``tau*(1 - TAU_STEP)`` and collects those candidates (``E``). (A), the
+   scan over ``H`` and (B) on ``E`` are exact; (B) outside ``E`` follows from error bounds that hold
+   when the sub-block is "tame": finite non-negative weights, total weight, ``max|x|`` and ``M`` in
+   ranges where nothing overflows or underflows; then ``sumq2 >= total_weight/65 > 0`` for every
+   split and ``s_c < tau*(1 - TAU_STEP)`` gives ``lhs_c <= tau*q2_c``. ``tau = M*(1 - TAU_STEP)``,
+   or three values closer to ``M`` when a check fails. Sub-blocks that are not tame or where every
+   ``tau`` fails run ggml's scan exactly, candidate after candidate (vectorized across them);
+   sub-blocks whose weights are all zero have no valid candidate and are skipped, as in ggml.
 
-3. Off-grid groups of 8 take ``iq1_find_best_neighbour2``'s choice: the first neighbour with the
-   smallest ``d2 = sum_i w_i*(scale*q_i - x_i)^2`` (sequential float32, strict ``<``). An
-   approximation of every neighbour's ``d2`` (float32 sums of per-coordinate terms, error below
-   ``2**-20 * sum_i max_l |term_i(l)|``) discards the neighbours that cannot be the minimum; the
-   others get ggml's exact sequential sum and comparison.
+3. Off-grid groups of 8 take ``iq1_find_best_neighbour2``'s choice, the first neighbour with the
+   smallest sequential float32 ``d2`` (see ``_best_neighbours``): a cheap approximation with a
+   rigorous error bound discards the neighbours that cannot be the minimum, the rest get ggml's
+   exact sums; static dominance between neighbours shortens the lists when that is safe.
 
 4. Rescale, scales, packing: element-wise over sub-blocks / super-blocks, sums in C's order.
 """
@@ -82,10 +86,9 @@ class _Grid:
 
 
 class _Lists:
-    """Neighbour lists, one padded row per reachable off-grid code u: grid indices (nb) and, per
-    neighbour, the term slots 3*i + l of the coordinates i where its level l differs from u's
-    (``ch``, 4 per neighbour, unused ones 24: a zero term; padding neighbours 25: +inf); the slot of
-    level l at coordinate i is 8*l + i."""
+    """Neighbour lists, one padded row per reachable off-grid code u: grid indices (``nb``) and, per
+    neighbour, the term slots ``8*l + i`` of the coordinates i where its level l differs from u's
+    (``ch``: 4 per neighbour, unused ones 24, a zero term; padding neighbours 25, +inf)."""
 
     def __init__(self, nb_lists, levels, u_levels):
         width = max(len(v) for v in nb_lists)
