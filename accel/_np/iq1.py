@@ -740,6 +740,8 @@ def _iq1_s_chunk(xb, QW):
         ind, on_grid = _snap(L[ch].reshape(-1, 4, 8), xs[ch], ws[ch], scale[ch], use_m)
         q = np.take(_grid().qtab, use_m * 2048 + ind, axis=0).reshape(ch.size, 32)
         sc = _rescale(q, ws[ch], xs[ch], scale[ch], ~on_grid)
+        if np.isnan(sc).any():
+            raise GGSpecError("IQ1: a sub-block scale is NaN (ggml aborts: GGML_ASSERT(scale >= 0))")
         index[ch] = ind
         scales[ch] = sc
         shifts[ch] = shift[ch]
@@ -814,6 +816,8 @@ def _iq1_m_chunk(xb, QW):
         ind, on_grid = _snap(L[ch].reshape(-1, 2, 8), xs[ch], ws[ch], scale[ch], use_m)
         q = np.take(_grid().qtab, use_m * 2048 + ind, axis=0).reshape(ch.size, 16)
         sc = _rescale(q, ws[ch], xs[ch], scale[ch], ~on_grid)
+        if np.isnan(sc).any():
+            raise GGSpecError("IQ1: a sub-block scale is NaN (ggml aborts: GGML_ASSERT(scale >= 0))")
         index[ch] = ind
         scales[ch] = sc
         shifts[ch] = kk
