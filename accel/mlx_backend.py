@@ -57,6 +57,8 @@ F32, U16, U32, I32, U64, I64 = mx.float32, mx.uint16, mx.uint32, mx.int32, mx.ui
 
 # elements per chunk: the temporaries of one chunk (4 MB each) stay in cache and MLX's buffer pool
 CHUNK_ELEMENTS = 1 << 20
+# raw bytes copied into MLX at a time (a whole tensor up to this size)
+SEGMENT_BYTES = 1 << 26
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,6 +316,21 @@ def _any_nan(x) -> bool:
     return bool(mx.any(mx.isnan(x)).item())
 
 
+def _flat_words(b):
+    """A chunk's bytes as one flat array of uint32 words (uint16 when the size is not a multiple of
+    4) and the byte-replicating factor k for its masks (``k * 0x0F`` masks every byte): element-wise
+    ops on a contiguous array are several times cheaper than on a strided slice of it, even counting
+    the bytes that are not needed."""
+    if b.size % 4 == 0:
+        return b.reshape(-1).view(U32), 0x01010101
+    return b.reshape(-1).view(U16), 0x0101
+
+
+def _rows16(x, nb):
+    """Flat words back to (nb, words) uint16 rows of the blocks."""
+    return x.view(U16).reshape(nb, -1)
+
+
 def _pairs_to_values(g):
     """(rows, k) uint32 results of a _pair_table lookup -> (rows, 4k) float32: the 2k low-nibble
     values, then the 2k high-nibble values (ggml's order within a group)."""
@@ -345,6 +362,10 @@ class _Dequantizers:
         # dequantizers run on several threads, each with its own stream, and an array still lazy on
         # another thread's stream cannot be evaluated there.
         self._f16_lut = f16_lut(self.ar)                  # ggml's conversion of all 65536 patterns
+        # MLX's bfloat16 -> float32 cast is used when it is the plain bit shift for all 65536 patterns
+        # (NaN payloads kept), as ggml's GGML_BF16_TO_FP32 is (checked here, on this device)
+        h = mx.arange(65536, dtype=U32).astype(U16)
+        self._bf16_cast = bool(mx.array_equal(h.view(mx.bfloat16).astype(F32).view(U32), bf16_to_f32(h).view(U32)).item())
         grids = self.grids()
         mx.eval(self._f16_lut, self._ue4m3, self._kv_fp4, self._kv_iq4nl, *self.t.values(),
                 *[v for v in grids.values() if isinstance(v, mx.array)])
@@ -365,7 +386,10 @@ class _Dequantizers:
         return self.f16w(b.reshape(-1).view(U16))
 
     def BF16(self, b):
-        return bf16_to_f32(b.reshape(-1).view(U16))
+        h = b.reshape(-1).view(U16)
+        if self._bf16_cast:
+            return h.view(mx.bfloat16).astype(F32)                   # one pass instead of two
+        return bf16_to_f32(h)
 
     def F64(self, b):
         if self.float64_cast:
@@ -392,11 +416,12 @@ class _Dequantizers:
     # ((x + 0x78) ^ 0x80) per byte is the int8 x - 8 for x <= 15 (no carry leaves a byte).
 
     def Q4_0(self, b):
-        w = b.view(U16)                                              # (nb, 9): d, qs[16]
-        lo = ((w[:, 1:9] & 0x0F0F) + 0x7878) ^ 0x8080
-        hi = (((w[:, 1:9] >> 4) & 0x0F0F) + 0x7878) ^ 0x8080
-        q = mx.concatenate([lo, hi], axis=1).view(mx.int8)           # (nb, 32) int8: x - 8
-        return self.ar.mul(q.astype(F32), self.f16w(w[:, 0:1]))      # x0*d
+        nb = b.shape[0]
+        x, k = _flat_words(b)                                        # whole blocks: d, qs[16]
+        lo = ((x & (k * 0x0F)) + k * 0x78) ^ (k * 0x80)
+        hi = (((x >> 4) & (k * 0x0F)) + k * 0x78) ^ (k * 0x80)
+        q = mx.concatenate([_rows16(lo, nb)[:, 1:9], _rows16(hi, nb)[:, 1:9]], axis=1).view(mx.int8)   # x - 8
+        return self.ar.mul(q.astype(F32), self.f16(b, 0))            # x0*d
 
     def Q4_1(self, b):
         w = b.view(U32)                                              # (nb, 5): d|m, qs[16]
@@ -405,10 +430,12 @@ class _Dequantizers:
         return self.ar.add(self.ar.mul(q.astype(F32), dm[:, 0:1]), dm[:, 1:2])   # x0*d + m
 
     def Q5_0(self, b):
-        w = b.view(U16)                                              # (nb, 11): d, qh (2), qs (8)
-        nib = mx.concatenate([w[:, 3:11] & 0x0F0F, (w[:, 3:11] >> 4) & 0x0F0F], axis=1).view(U64)
+        nb = b.shape[0]
+        x, k = _flat_words(b)                                        # whole blocks: d, qh (4), qs[16]
+        lo, hi = _rows16(x & (k * 0x0F), nb), _rows16((x >> 4) & (k * 0x0F), nb)
+        nib = mx.concatenate([lo[:, 3:11], hi[:, 3:11]], axis=1).view(U64)
         q = (nib | _lookup(self.t["q50h"], b[:, 2:6])).view(mx.int8)  # nibble | 0xF0 where bit clear: x - 16
-        return self.ar.mul(q.astype(F32), self.f16w(w[:, 0:1]))
+        return self.ar.mul(q.astype(F32), self.f16(b, 0))
 
     def Q5_1(self, b):
         w = b.view(U32)                                              # (nb, 6): d|m, qh, qs (4)
@@ -425,12 +452,15 @@ class _Dequantizers:
         return self.ar.mul(b[:, 4:36].view(mx.int8).astype(F32), self.f16(b, 0))
 
     # ---- k-quants --------------------------------------------------------------------------------
-    def _k_scale_min(self, s):
-        """get_scale_min_k4 for j = 0..7 at once: (nb, 12) bytes -> sc (nb, 8), m (nb, 8)."""
-        s = s.astype(U32)
-        sc = mx.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)], axis=1)
-        m = mx.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1)
-        return sc.astype(F32), m.astype(F32)
+    def _k_scale_min(self, w3):
+        """get_scale_min_k4 for j = 0..7 from the 12 scale bytes as 3 uint32 words (nb, 3) ->
+        float32 (nb, 2, 8): [:, 0] = sc[0..7], [:, 1] = m[0..7]. On words: bytes 0..7 & 63 are
+        sc[0:4], m[0:4]; sc[4:8], m[4:8] are the low / high nibbles of bytes 8..11 with the top
+        two bits of bytes 0..7 above them."""
+        nb = w3.shape[0]
+        ab = w3[:, 0:2] & 0x3F3F3F3F
+        cd = ((w3[:, 2:3] >> _shifts([0, 4], (1, 2))) & 0x0F0F0F0F) | ((w3[:, 0:2] >> 2) & 0x30303030)
+        return mx.stack([ab, cd], axis=2).view(mx.uint8).reshape(nb, 2, 8).astype(F32)
 
     def Q2_K(self, b):
         nb, ar = b.shape[0], self.ar
@@ -465,25 +495,26 @@ class _Dequantizers:
     def _k4_finish(self, b, q):
         """Q4_K / Q5_K: d1*q - m1 with q (nb, 256) uint8."""
         nb, ar = b.shape[0], self.ar
-        dm = self.f16w(b.view(U16)[:, 0:2])
-        sc, m = self._k_scale_min(b[:, 4:16])
-        d1, m1 = ar.mul(dm[:, 0:1], sc), ar.mul(dm[:, 1:2], m)      # d * sc, min * m   (nb, 8)
-        y = ar.sub(ar.mul(d1.reshape(nb, 8, 1), q.reshape(nb, 8, 32).astype(F32)), m1.reshape(nb, 8, 1))
+        dm = self.f16w(b.view(U16)[:, 0:2]).reshape(nb, 2, 1)
+        sm = ar.mul(dm, self._k_scale_min(b.view(U32)[:, 1:4]))      # d * sc, min * m   (nb, 2, 8)
+        y = ar.sub(ar.mul(sm[:, 0].reshape(nb * 8, 1), q.reshape(nb * 8, 32).astype(F32)), sm[:, 1].reshape(nb * 8, 1))
         return y.reshape(nb, QK_K)
 
     def Q4_K(self, b):
         nb = b.shape[0]
         w = b.view(U32)                                              # (nb, 36): d|dmin, sc (3), qs (32)
         # element c*64 + h*32 + i: nibble h of qs[c*32 + i]
-        q = (w[:, 4:36].reshape(nb, 4, 1, 8) >> _shifts([0, 4], (1, 1, 2, 1))) & 0x0F0F0F0F
+        lo, hi = w & 0x0F0F0F0F, (w >> 4) & 0x0F0F0F0F
+        q = mx.stack([lo[:, 4:36].reshape(nb, 4, 8), hi[:, 4:36].reshape(nb, 4, 8)], axis=2)
         return self._k4_finish(b, q.view(mx.uint8))
 
     def Q5_K(self, b):
         nb = b.shape[0]
         w = b.view(U32)                                              # (nb, 44): d|dmin, sc (3), qh (8), qs (32)
-        q = (w[:, 12:44].reshape(nb, 4, 1, 8) >> _shifts([0, 4], (1, 1, 2, 1))) & 0x0F0F0F0F
+        lo, hi = w & 0x0F0F0F0F, (w >> 4) & 0x0F0F0F0F
+        q = mx.stack([lo[:, 12:44].reshape(nb, 4, 8), hi[:, 12:44].reshape(nb, 4, 8)], axis=2).reshape(nb, 8, 8)
         h = (w[:, 4:12].reshape(nb, 1, 8) >> _shifts(np.arange(8), (1, 8, 1))) & 0x01010101   # qh[i] & (1 << is)
-        q = q.reshape(nb, 8, 8) | (h << 4)
+        q = q | (h << 4)
         return self._k4_finish(b, q.view(mx.uint8))
 
     def Q6_K(self, b):
@@ -879,25 +910,31 @@ class Backend:
         out = np.empty(n, np.float32)
         step = max(1, CHUNK_ELEMENTS // t.block_size)
         bs = t.block_size
+        # The raw blocks go to MLX a segment of many chunks at a time, and each chunk is a row slice
+        # (a view) of it: one large copy is several times faster than per-chunk copies of 0.25-1 MB.
+        seg = max(step, SEGMENT_BYTES // t.type_size // step * step)
+        threads = min(self.threads, -(-min(nb, seg) // step))
 
-        def work(k, threads):
+        def work(k, threads, src, s0):
             stream = self.device
             if threads > 1:
                 stream = getattr(self._local, "stream", None)
                 if stream is None:
                     stream = self._local.stream = mx.new_stream(mx.cpu)
             with mx.stream(stream):
-                for i in range(k * step, nb, step * threads):
-                    y = fn(mx.array(blocks[i:i + step]))
+                for i in range(k * step, src.shape[0], step * threads):
+                    y = fn(src[i:i + step])
                     mx.eval(y)
-                    out[i * bs:(i + y.shape[0]) * bs] = np.asarray(memoryview(y)).reshape(-1)
+                    j = (s0 + i) * bs
+                    out[j:j + y.size] = np.asarray(memoryview(y)).reshape(-1)
 
-        threads = min(self.threads, -(-nb // step))
-        if threads > 1:
-            for f in [_pool(threads).submit(work, k, threads) for k in range(threads)]:
-                f.result()
-        else:
-            work(0, 1)
+        for s0 in range(0, nb, seg):
+            src = mx.array(blocks[s0:s0 + seg])
+            if threads > 1:
+                for f in [_pool(threads).submit(work, k, threads, src, s0) for k in range(threads)]:
+                    f.result()
+            else:
+                work(0, 1, src, s0)
         return out
 
 

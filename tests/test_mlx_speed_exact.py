@@ -271,3 +271,10 @@ def test_not_much_slower_than_numpy(oracle, name):
             b.dequantize(t, raw, x.size)
             best[key] = min(best[key], time.perf_counter() - t0)
     assert best["numpy"] / best["mlx"] > 0.3, f"{name}: mlx {best['mlx'] * 1e3:.2f} ms, numpy {best['numpy'] * 1e3:.2f} ms"
+
+
+@pytest.mark.parametrize("name", ["F16", "BF16"])
+def test_every_16_bit_pattern(oracle, name):
+    # F16 goes through ggml's conversion table, BF16 through MLX's own cast (when it is the bit shift)
+    t = live_type(name)
+    _check(oracle, t, np.arange(65536, dtype="<u2").view(np.uint8).reshape(-1, 2))
