@@ -75,7 +75,7 @@ EPS_M = F32(1e-7)           # GROUP_MAX_EPS_IQ1_M
 TAME_LO = F32(2.0 ** -40)
 TAME_HI = F32(2.0 ** 40)
 TAU_STEP = F32(2.0 ** -16)   # tau = M*(1 - TAU_STEP); E = {s >= tau*(1 - TAU_STEP)}
-CHUNK_SUBBLOCKS = {"IQ1_S": 4096, "IQ1_M": 4096}     # sub-blocks per chunk (the search's vector length)
+CHUNK_SUBBLOCKS = {"IQ1_S": 8192, "IQ1_M": 8192}     # sub-blocks per chunk: ~36 / 24 MB of temporaries
 
 
 # --------------------------------------------------------------------------------------------------
@@ -736,10 +736,12 @@ def _iq1_s_chunk(xb, QW):
     scales = np.zeros(n, F32)
     shifts = np.ones(n, np.int32)
     if ch.size:
-        use_m = np.repeat((shift[ch] != 1)[:, None], 4, axis=1)          # (m, 4)
-        ind, on_grid = _snap(L[ch].reshape(-1, 4, 8), xs[ch], ws[ch], scale[ch], use_m)
+        sel = slice(None) if ch.size == n else ch                      # a view when every sub-block has one
+        xc, wc, sc0 = xs[sel], ws[sel], scale[sel]
+        use_m = np.repeat((shift[sel] != 1)[:, None], 4, axis=1)        # (m, 4)
+        ind, on_grid = _snap(L[sel].reshape(-1, 4, 8), xc, wc, sc0, use_m)
         q = np.take(_grid().qtab, use_m * 2048 + ind, axis=0).reshape(ch.size, 32)
-        sc = _rescale(q, ws[ch], xs[ch], scale[ch], ~on_grid)
+        sc = _rescale(q, wc, xc, sc0, ~on_grid)
         if np.isnan(sc).any():
             raise GGSpecError("IQ1: a sub-block scale is NaN (ggml aborts: GGML_ASSERT(scale >= 0))")
         index[ch] = ind
@@ -811,11 +813,13 @@ def _iq1_m_chunk(xb, QW):
     scales = np.zeros(n, F32)
     shifts = np.zeros(n, np.int32)
     if ch.size:
-        kk = k[ch]
+        sel = slice(None) if ch.size == n else ch                      # a view when every sub-block has one
+        xc, wc, sc0 = xs[sel], ws[sel], scale[sel]
+        kk = k[sel]
         use_m = np.stack([kk >= 2, kk % 2 == 1], axis=1)                     # (m, 2)
-        ind, on_grid = _snap(L[ch].reshape(-1, 2, 8), xs[ch], ws[ch], scale[ch], use_m)
+        ind, on_grid = _snap(L[sel].reshape(-1, 2, 8), xc, wc, sc0, use_m)
         q = np.take(_grid().qtab, use_m * 2048 + ind, axis=0).reshape(ch.size, 16)
-        sc = _rescale(q, ws[ch], xs[ch], scale[ch], ~on_grid)
+        sc = _rescale(q, wc, xc, sc0, ~on_grid)
         if np.isnan(sc).any():
             raise GGSpecError("IQ1: a sub-block scale is NaN (ggml aborts: GGML_ASSERT(scale >= 0))")
         index[ch] = ind
