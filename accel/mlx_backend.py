@@ -271,6 +271,12 @@ def _byte_tables():
         "iq1": _packed(np.concatenate([g1 + 1, g1 - 1]).astype(np.int8), np.uint64),
         "byte_neg": byte_neg,
         "ksigns_neg": ks_neg,
+        # TQ1_0: per output uint16 (two weights) the uint16 of the block it comes from, and per
+        # output byte the power of 3 of its trit (see _Dequantizers.TQ1_0)
+        "tq1_words": np.concatenate([np.tile(np.arange(16), 5), 16 + np.tile(np.arange(8), 5),
+                                     24 + np.tile(np.arange(2), 4)]).astype(np.uint32),
+        "tq1_pow3": np.concatenate([np.repeat([1, 3, 9, 27, 81], 32), np.repeat([1, 3, 9, 27, 81], 16),
+                                    np.repeat([1, 3, 9, 27], 4)]).astype(np.uint8),
     }
 
 
@@ -411,45 +417,55 @@ class _Dequantizers:
         return b.reshape(-1).view(I64).astype(F32)                   # (float)int64: round to nearest even
 
     # ---- legacy --------------------------------------------------------------------------------
-    # SWAR on packed words: (w & 0x0F..) are the low nibbles of each byte, ((w >> 4) & 0x0F..) the
-    # high ones; concatenating the two halves puts element j (low nibble of qs[j]) before j + 16.
+    # The nibbles of the whole chunk are split on flat words into two planes (low nibbles, high
+    # nibbles: (2, nb, type_size) bytes, one op per plane pair on long rows); the float stage reads
+    # the planes transposed to (nb, 2, 16), which is ggml's order (element j: low nibble of qs[j],
+    # j + 16: its high nibble) - no reordering copy of the integers.
     # ((x + 0x78) ^ 0x80) per byte is the int8 x - 8 for x <= 15 (no carry leaves a byte).
+
+    def _nibble_planes(self, b, minus8=False):
+        nb, ts = b.shape
+        x, k = _flat_words(b)
+        t = (x.reshape(1, -1) >> _shifts([0, 4], (2, 1), x.dtype)) & (k * 0x0F)
+        if minus8:
+            t = (t + k * 0x78) ^ (k * 0x80)
+        return t.view(mx.uint8).reshape(2, nb, ts)
 
     def Q4_0(self, b):
         nb = b.shape[0]
-        x, k = _flat_words(b)                                        # whole blocks: d, qs[16]
-        lo = ((x & (k * 0x0F)) + k * 0x78) ^ (k * 0x80)
-        hi = (((x >> 4) & (k * 0x0F)) + k * 0x78) ^ (k * 0x80)
-        q = mx.concatenate([_rows16(lo, nb)[:, 1:9], _rows16(hi, nb)[:, 1:9]], axis=1).view(mx.int8)   # x - 8
-        return self.ar.mul(q.astype(F32), self.f16(b, 0))            # x0*d
+        q = self._nibble_planes(b, minus8=True).view(mx.int8).astype(F32)     # x - 8
+        d = self.f16(b, 0).reshape(nb, 1, 1)
+        return self.ar.mul(q.transpose(1, 0, 2)[:, :, 2:18], d).reshape(nb, 32)   # x0*d
 
     def Q4_1(self, b):
-        w = b.view(U32)                                              # (nb, 5): d|m, qs[16]
-        dm = self.f16w(b.view(U16)[:, 0:2])
-        q = mx.concatenate([w[:, 1:5] & 0x0F0F0F0F, (w[:, 1:5] >> 4) & 0x0F0F0F0F], axis=1).view(mx.uint8)
-        return self.ar.add(self.ar.mul(q.astype(F32), dm[:, 0:1]), dm[:, 1:2])   # x0*d + m
+        nb, ar = b.shape[0], self.ar
+        q = self._nibble_planes(b).astype(F32).transpose(1, 0, 2)[:, :, 4:20]
+        dm = self.f16w(b.view(U16)[:, 0:2]).reshape(nb, 2, 1)
+        return ar.add(ar.mul(q, dm[:, 0:1]), dm[:, 1:2]).reshape(nb, 32)       # x0*d + m
 
     def Q5_0(self, b):
         nb = b.shape[0]
-        x, k = _flat_words(b)                                        # whole blocks: d, qh (4), qs[16]
-        lo, hi = _rows16(x & (k * 0x0F), nb), _rows16((x >> 4) & (k * 0x0F), nb)
-        nib = mx.concatenate([lo[:, 3:11], hi[:, 3:11]], axis=1).view(U64)
-        q = (nib | _lookup(self.t["q50h"], b[:, 2:6])).view(mx.int8)  # nibble | 0xF0 where bit clear: x - 16
-        return self.ar.mul(q.astype(F32), self.f16(b, 0))
+        q = self._nibble_planes(b).transpose(1, 0, 2)[:, :, 6:22]
+        h = _lookup(self.t["q50h"], b[:, 2:6]).view(mx.uint8).reshape(nb, 2, 16)
+        q = (q | h).view(mx.int8)                                    # nibble | 0xF0 where bit clear: x - 16
+        return self.ar.mul(q.astype(F32), self.f16(b, 0).reshape(nb, 1, 1)).reshape(nb, 32)
 
     def Q5_1(self, b):
-        w = b.view(U32)                                              # (nb, 6): d|m, qh, qs (4)
-        dm = self.f16w(b.view(U16)[:, 0:2])
-        nib = mx.concatenate([w[:, 2:6] & 0x0F0F0F0F, (w[:, 2:6] >> 4) & 0x0F0F0F0F], axis=1).view(U64)
-        q = (nib | _lookup(self.t["q51h"], b[:, 4:8])).view(mx.uint8)  # nibble | 16 where bit set
-        return self.ar.add(self.ar.mul(q.astype(F32), dm[:, 0:1]), dm[:, 1:2])
+        nb, ar = b.shape[0], self.ar
+        q = self._nibble_planes(b).transpose(1, 0, 2)[:, :, 8:24]
+        h = _lookup(self.t["q51h"], b[:, 4:8]).view(mx.uint8).reshape(nb, 2, 16)
+        q = (q | h).astype(F32)                                      # nibble | 16 where bit set
+        dm = self.f16w(b.view(U16)[:, 0:2]).reshape(nb, 2, 1)
+        return ar.add(ar.mul(q, dm[:, 0:1]), dm[:, 1:2]).reshape(nb, 32)
 
+    # (a cast of the whole contiguous chunk, then a multiply that reads a strided slice of it, is
+    # cheaper than a cast of the strided slice: MLX's unary ops are slow on strided input)
     def Q8_0(self, b):
-        return self.ar.mul(b[:, 2:34].view(mx.int8).astype(F32), self.f16(b, 0))   # qs[j]*d
+        return self.ar.mul(b.view(mx.int8).astype(F32)[:, 2:34], self.f16(b, 0))   # qs[j]*d
 
     def Q8_1(self, b):
         # ggml has no Q8_1 to_float; its value is d*qs (the sum field s is not used)
-        return self.ar.mul(b[:, 4:36].view(mx.int8).astype(F32), self.f16(b, 0))
+        return self.ar.mul(b.view(mx.int8).astype(F32)[:, 4:36], self.f16(b, 0))
 
     # ---- k-quants --------------------------------------------------------------------------------
     def _k_scale_min(self, w3):
@@ -533,19 +549,20 @@ class _Dequantizers:
 
     def Q8_K(self, b):
         d = b.view(U32)[:, 0:1].view(F32)                            # a raw float32 field
-        return self.ar.mul(d, b[:, 4:260].view(mx.int8).astype(F32))   # x[i].d * qs[j]
+        return self.ar.mul(d, b.view(mx.int8).astype(F32)[:, 4:260])   # x[i].d * qs[j]
 
     # ---- ternary -----------------------------------------------------------------------------------
     def TQ1_0(self, b):
         nb = b.shape[0]
-        d = self.f16(b, 52)
-        # q = (uint8)(x * 3**n); ((uint16)q * 3) >> 8 is (q >= 86) + (q >= 171); minus 1 (wraps to int8)
-        p = b[:, 0:52].reshape(nb, 1, 52) * _shifts([1, 3, 9, 27, 81], (1, 5, 1), mx.uint8)
-        t = (p >= 86).astype(mx.uint8) + (p >= 171).astype(mx.uint8) - 1
-        # output order: [n][m] over qs[0:32], then [n][m] over qs[32:48], then [n < 4][j] over qh
-        v = mx.concatenate([t[:, :, 0:32].reshape(nb, 160), t[:, :, 32:48].reshape(nb, 80),
-                            t[:, 0:4, 48:52].reshape(nb, 16)], axis=1)
-        return self.ar.mul(v.view(mx.int8).astype(F32), d)          # (float)(xi - 1) * d
+        # output byte k = trit n(k) of qs byte m(k): [n][m] over qs[0:32], then [n][m] over
+        # qs[32:48], then [n < 4][j] over qh. Byte pairs k, k+1 come from one uint16 of the block
+        # with the same power of 3: gather those words in output order, then one uint8 multiply.
+        src = mx.broadcast_to(self.t["tq1_words"].reshape(1, 128), (nb, 128))
+        x = mx.take_along_axis(b.view(U16), src, axis=1).view(mx.uint8)
+        q = x * self.t["tq1_pow3"].reshape(1, QK_K)                  # (uint8)(x * 3**n)
+        # ((uint16)q * 3) >> 8 is (q >= 86) + (q >= 171); minus 1 (wraps to the int8 -1)
+        t = (q >= 86).astype(mx.uint8) + (q >= 171).astype(mx.uint8) - 1
+        return self.ar.mul(t.view(mx.int8).astype(F32), self.f16(b, 52))   # (float)(xi - 1) * d
 
     def TQ2_0(self, b):
         nb = b.shape[0]
