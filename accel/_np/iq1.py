@@ -512,7 +512,7 @@ def _search(ctx, bs, tame, active, none):
 # --------------------------------------------------------------------------------------------------
 # grid snapping: iq1_find_best_neighbour2 for the off-grid groups of 8
 
-NB_SLICE = 2048            # off-grid groups per padded batch at most (sorted by neighbour count)
+NB_SLICE = 4096            # off-grid groups per padded batch at most (sorted by neighbour count)
 NB_WIDTHS = (6, 10, 14, 18, 22, 26, 32, 40, 60, 80, 100, 130, 160)     # batch boundaries (list length)
 NB_TOL = F32(2.0 ** -17)   # neighbours with approx d2 <= min + NB_TOL * sum_i max_l |t_i(l)| are exact-checked
 
@@ -655,8 +655,9 @@ def _rescale(q, ws, xs, scale, redo):
 # --------------------------------------------------------------------------------------------------
 # shared first steps
 
-def _prepare(xb, QW, bs, eps, m_no_imatrix=False):
-    """weights, skip mask, sort order, tame mask for a chunk of super-blocks (G, 256)."""
+def _prepare(xb, QW, bs, eps):
+    """Weights, sort order and per-sub-block facts for a chunk of super-blocks (G, 256):
+    (G, xs, ws, active, fidx, xmax, nonneg); fidx: flat positions of each sub-block in sorted order."""
     G = xb.shape[0]
     sumx2 = seq_sum(np.ascontiguousarray((xb * xb).T), axis=0)
     sigma2 = (F32(2) * sumx2) / F32(QK_K)
@@ -666,29 +667,36 @@ def _prepare(xb, QW, bs, eps, m_no_imatrix=False):
         w = QW * np.sqrt(sigma2[:, None] + xb * xb)
     xs = xb.reshape(-1, bs)
     ws = w.reshape(-1, bs)
-    # max = fabsf(xb[0]); max = MAX(max, fabsf(xb[i])): the plain maximum unless there is a NaN
-    xmax = np.abs(xs).max(axis=1)
+    # ggml: qsort (glibc: a stable merge sort here) with a value-only comparator. Without equal
+    # values (-0.0 == 0.0) every sort gives that order; rows with ties take a stable sort.
+    n = xs.shape[0]
+    idx = np.argsort(xs, axis=1)
+    fidx = idx + (np.arange(n) * bs)[:, None]                           # flat positions, sorted order
+    xsorted = np.take(xs.reshape(-1), fidx).reshape(-1)
+    at = np.flatnonzero(xsorted[1:] == xsorted[:-1])
+    tie = np.unique(at[(at + 1) % bs != 0] // bs)
+    if tie.size:
+        fidx[tie] = np.argsort(xs[tie], axis=1, kind="stable") + (tie * bs)[:, None]
+    # max = fabsf(xb[0]); max = MAX(max, fabsf(xb[i])): max|x| (first or last in the order; NaN
+    # sorts last) unless there is a NaN, which ggml's MAX drops again
+    xsorted = xsorted.reshape(n, bs)
+    xmax = np.maximum(-xsorted[:, 0], xsorted[:, -1])
     vmax = xmax
     nan = np.isnan(xmax)
     if nan.any():
         vmax = xmax.copy()
         vmax[nan] = max_fold_abs(np.ascontiguousarray(xs[nan].T))
     active = ~(vmax < eps)
-    # ggml: qsort (glibc: a stable merge sort here) with a value-only comparator. Without equal
-    # values (-0.0 == 0.0) every sort gives that order; rows with ties take a stable sort.
-    n = xs.shape[0]
-    idx = np.argsort(xs, axis=1)
-    fidx = idx + (np.arange(n) * bs)[:, None]                           # flat positions, sorted order
-    xsorted = np.take(xs.reshape(-1), fidx)
-    tie = (xsorted[:, 1:] == xsorted[:, :-1]).any(axis=1)
-    if tie.any():
-        fidx[tie] = np.argsort(xs[tie], axis=1, kind="stable") + (np.flatnonzero(tie) * bs)[:, None]
-    # tame: finite non-negative weights, total weight and max|x|*total weight in range
-    tw = ws.sum(axis=1, dtype=np.float64)                               # NaN/inf if a weight is
-    nonneg = ws.min(axis=1) >= 0
+    nonneg = np.ones(n, bool) if ws.min() >= 0 else ws.min(axis=1) >= 0
+    return G, xs, ws, active, fidx, xmax, nonneg
+
+
+def _tame(tw, xmax, nonneg):
+    """(tame, none) per sub-block from its float32 total weight: tame = non-negative finite weights,
+    total weight, max|x| and their product in range (see the module docstring); none = all weights
+    are +-0 (no split has sumq2 > 0)."""
     tame = nonneg & (tw >= TAME_LO) & (tw <= TAME_HI) & (xmax <= TAME_HI) & (tw * xmax <= TAME_HI)
-    none = nonneg & (tw == 0)                                           # all weights +-0
-    return G, xs, ws, active, fidx, tame, none
+    return tame, nonneg & (tw == 0)
 
 
 def _levels(fidx, i1, i2):
@@ -706,7 +714,7 @@ def _levels(fidx, i1, i2):
 
 def _iq1_s_chunk(xb, QW):
     bs = 32
-    G, xs, ws, active, fidx, tame, none = _prepare(xb, QW, bs, EPS_S)
+    G, xs, ws, active, fidx, xmax, nonneg = _prepare(xb, QW, bs, EPS_S)
     n = xs.shape[0]
     fidxT = np.ascontiguousarray(fidx.T)
     wx = np.take((ws * xs).reshape(-1), fidxT)                 # (32, n): weight*x in sorted order
@@ -717,6 +725,7 @@ def _iq1_s_chunk(xb, QW):
         np.add(S[j], wx[j], out=S[j + 1])
         np.add(W[j], wsort[j], out=W[j + 1])
     ctx = _CtxS(S, W)
+    tame, none = _tame(W[32], xmax, nonneg)
     tame &= _CtxS.scaling_exact(S, W)
     cand, cqx, cq2 = _search(ctx, bs, tame, active, none)
 
@@ -771,7 +780,7 @@ def _iq1_s_chunk(xb, QW):
 
 def _iq1_m_chunk(xb, QW):
     bs = 16
-    G, xs, ws, active, fidx, tame, none = _prepare(xb, QW, bs, EPS_M)
+    G, xs, ws, active, fidx, xmax, nonneg = _prepare(xb, QW, bs, EPS_M)
     n = xs.shape[0]
     fidxT = np.ascontiguousarray(fidx.T)
     wx = np.take((ws * xs).reshape(-1), fidxT)                 # (16, n): weight*x in sorted order
@@ -795,6 +804,7 @@ def _iq1_m_chunk(xb, QW):
             np.add(PX[h, j], tx[j], out=PX[h, j + 1])
             np.add(PW[h, j], tw[j], out=PW[h, j + 1])
     ctx = _CtxM(PX, PW)
+    tame, none = _tame(PW[0, 16] + PW[1, 16], xmax, nonneg)
     cand, cqx, cq2 = _search(ctx, bs, tame, active, none)
 
     chosen = cand >= 0
