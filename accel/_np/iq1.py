@@ -546,17 +546,13 @@ def _best_neighbours(codes, xg, wg, scale, xx):
     tflat3 = tT.reshape(-1)                                             # t[l, i, g] at l*8m + i*m + g
     tu = np.take(tflat3, ul * (8 * m) + pos)
     dT = tT - tu                                                        # (3, 8, m); 0 at u's level
-    # smallest cost of a level change (the two levels other than u's)
-    dflat3 = dT.reshape(-1)
-    other = np.minimum(np.take(dflat3, ((ul + 1) % 3) * (8 * m) + pos),
-                       np.take(dflat3, ((ul + 2) % 3) * (8 * m) + pos))
-    prunable = (other.min(axis=0) > tol) & ~wild
+    # every level change costs more than tol: the 16 slots other than u's (0 there) exceed it
+    prunable = ((dT.reshape(24, m) > tol).sum(axis=0) == 16) & ~wild
     dl = np.empty((m, 26), F32)                                         # slots 8l+i, 24: 0, 25: +inf
     dl[:, :24] = dT.reshape(24, m).T
     dl[:, 24] = 0
     dl[:, 25] = INF
     dflat = dl.reshape(-1)
-    tflat = np.ascontiguousarray(tT.reshape(24, m).T).reshape(-1)       # (m, 24)
 
     out = np.empty(m, np.int64)
     todo = []                                                           # (lists, group, neighbour position)
@@ -595,6 +591,7 @@ def _best_neighbours(codes, xg, wg, scale, xx):
         cand = np.concatenate([c for c, _ in todo]).astype(np.int64)
         gg = np.concatenate([a for _, a in todo])
         lv = g.levels[cand].astype(np.int64)                            # (K, 8)
+        tflat = np.ascontiguousarray(tT.reshape(24, m).T).reshape(-1)   # (m, 24)
         base = gg * 24
         d2 = np.zeros(cand.size, F32)
         for i in range(8):
