@@ -296,29 +296,29 @@ class _CtxM:
         """max over each slab of s = (sumqx/sumq2)*sumqx: (17, n) (the slab() values, buffers reused)."""
         PX, PW = self.PX, self.PW
         n = PX.shape[-1]
-        buf = np.empty((10, 17, n), F32)
+        buf = np.empty((5, 2, 17, n), F32)
         qx = np.empty((4, 17, n), F32)
         q2 = np.empty((4, 17, n), F32)
         out = np.empty((17, n), F32)
+        txp, txm = self.txp[:, None, :], self.txm[:, None, :]
         for i1 in range(17):
             L = 17 - i1
-            sx, qxp0, qxm0, q2p0, q2m0, qxp1, qxm1, q2p1, q2m1, _ = (buf[k, :L] for k in range(10))
-            for h, (qxp, qxm, q2p, q2m) in enumerate(((qxp0, qxm0, q2p0, q2m0), (qxp1, qxm1, q2p1, q2m1))):
-                np.add(PX[h, i1], PX[h, i1:], out=sx)
-                np.subtract(self.txp[h], sx, out=qxp)
-                np.subtract(self.txm[h], sx, out=qxm)
-                pw1 = PW[h, i1]
-                np.add(self.twp[h] + pw1 * CP1, self.Pc2p[h, i1:], out=q2p)
-                np.add(self.twm[h] + pw1 * CM1, self.Pc2m[h, i1:], out=q2m)
+            sx, qxp, qxm, q2p, q2m = (buf[k, :, :L] for k in range(5))      # (2, L, n): both halves
+            np.add(PX[:, i1:i1 + 1], PX[:, i1:], out=sx)                     # px[h][i1] + px[h][i2]
+            np.subtract(txp, sx, out=qxp)
+            np.subtract(txm, sx, out=qxm)
+            pw1 = PW[:, i1]
+            np.add((self.twp + pw1 * CP1)[:, None, :], self.Pc2p[:, i1:], out=q2p)
+            np.add((self.twm + pw1 * CM1)[:, None, :], self.Pc2m[:, i1:], out=q2m)
             a, b = qx[:, :L], q2[:, :L]
-            np.add(qxp0, qxp1, out=a[0])
-            np.add(qxp0, qxm1, out=a[1])
-            np.add(qxm0, qxp1, out=a[2])
-            np.add(qxm0, qxm1, out=a[3])
-            np.add(q2p0, q2p1, out=b[0])
-            np.add(q2p0, q2m1, out=b[1])
-            np.add(q2m0, q2p1, out=b[2])
-            np.add(q2m0, q2m1, out=b[3])
+            np.add(qxp[0], qxp[1], out=a[0])
+            np.add(qxp[0], qxm[1], out=a[1])
+            np.add(qxm[0], qxp[1], out=a[2])
+            np.add(qxm[0], qxm[1], out=a[3])
+            np.add(q2p[0], q2p[1], out=b[0])
+            np.add(q2p[0], q2m[1], out=b[1])
+            np.add(q2m[0], q2p[1], out=b[2])
+            np.add(q2m[0], q2m[1], out=b[3])
             np.divide(a, b, out=b)
             b *= a
             np.maximum(b[0], b[1], out=b[0])
@@ -627,12 +627,12 @@ def _snap(L, xs, ws, scale, use_m):
     codes = _codes(L)
     index = g.kmap[codes]
     off = index < 0
-    if off.any():
-        sb, k = np.nonzero(off)
-        xg = xs.reshape(n, ng, 8)[sb, k]
-        wg = ws.reshape(n, ng, 8)[sb, k]
-        xx = np.take(XPM, use_m[sb, k].astype(np.intp), axis=0)
-        index[sb, k] = _best_neighbours(codes[sb, k], xg, wg, scale[sb], xx)
+    f = np.flatnonzero(off)                                             # off-grid groups, flat (n*ng)
+    if f.size:
+        xg = np.take(xs.reshape(-1, 8), f, axis=0)
+        wg = np.take(ws.reshape(-1, 8), f, axis=0)
+        xx = np.take(XPM, use_m.reshape(-1)[f].astype(np.intp), axis=0)
+        index.reshape(-1)[f] = _best_neighbours(codes.reshape(-1)[f], xg, wg, scale[f // ng], xx)
     return index, ~off.any(axis=1)
 
 
@@ -640,6 +640,17 @@ def _rescale(q, ws, xs, scale, redo):
     """``if (!all_on_grid)``: sumqx = sum w*q*x, sumq2 = sum w*q*q (sequential); scale = sumqx/sumq2 if both > 0."""
     if not redo.any():
         return scale
+    if redo.mean() < 0.5:
+        q, ws, xs = q[redo], ws[redo], xs[redo]
+    wq = ws * q
+    sqx = seq_sum(np.ascontiguousarray((wq * xs).T), axis=0)          # in element order, as ggml
+    sq2 = seq_sum(np.ascontiguousarray((wq * q).T), axis=0)
+    if sqx.size != redo.size:
+        full = np.zeros((2, redo.size), F32)
+        full[0, redo], full[1, redo] = sqx, sq2
+        sqx, sq2 = full
+    upd = redo & (sqx > 0) & (sq2 > 0)
+    return np.where(upd, sqx / np.where(upd, sq2, F32(1)), scale).astype(F32)
     wq = ws[redo] * q[redo]
     sqx = seq_sum(np.ascontiguousarray((wq * xs[redo]).T), axis=0)
     sq2 = seq_sum(np.ascontiguousarray((wq * q[redo]).T), axis=0)
