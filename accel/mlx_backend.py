@@ -924,9 +924,14 @@ class Backend:
             y = self._metal.dequantize(t.name, blocks, n)
             if y is not None:
                 return y
-        out = np.empty(n, np.float32)
         step = max(1, CHUNK_ELEMENTS // t.block_size)
         bs = t.block_size
+        if nb <= step:                           # one chunk: return MLX's result buffer itself (no copy)
+            with mx.stream(self.device):
+                y = fn(mx.array(blocks))
+                mx.eval(y)
+            return np.ascontiguousarray(np.asarray(memoryview(y))).reshape(-1)
+        out = np.empty(n, np.float32)
         # The raw blocks go to MLX a segment of many chunks at a time, and each chunk is a row slice
         # (a view) of it: one large copy is several times faster than per-chunk copies of 0.25-1 MB.
         seg = max(step, SEGMENT_BYTES // t.type_size // step * step)
