@@ -19,8 +19,9 @@ How exactness is kept (see ``accel/_np``):
 * the quantizers' iterative searches run for all sub-blocks at once, each keeping its own state,
   with ggml's comparisons (strict ``<``/``>``, NaN never winning) written as masks.
 
-``quantize`` is vectorized for every type except the grid i-quants (IQ2_*, IQ3_*, IQ1_*), which go
-through the reference (exact, slow). ``Backend(threads=1)`` runs on the calling thread only.
+``quantize`` is vectorized for every type ggml quantizes (the grid i-quants in ``_np/iq1.py``,
+``iq2.py``, ``iq3.py``; see docs/accel.md for how their searches stay exact). ``Backend(threads=1)``
+runs on the calling thread only.
 """
 
 from __future__ import annotations
