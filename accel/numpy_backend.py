@@ -14,8 +14,9 @@ How exactness is kept (see ``accel/_np``):
 * block fields are decoded with integer ops; fp16 goes through a 65536-entry table built from
   ``reference.fp.f16_to_f32`` (ggml's software conversion, NaN quieting included);
 * each float operation is one float32 numpy ufunc, in ggml's order of operations;
-* float reductions (the quantizers' sums over a sub-block) are accumulated left to right with one
-  vector add per position across all sub-blocks -- never ``np.sum``, which adds pairwise;
+* float reductions (the quantizers' sums over a sub-block) are accumulated left to right, position
+  by position across all sub-blocks (``_np.common.seq_sum``: numpy's reduction over the outer axis,
+  checked sequential at import) -- never a reduction along the contiguous axis, which is pairwise;
 * the quantizers' iterative searches run for all sub-blocks at once, each keeping its own state,
   with ggml's comparisons (strict ``<``/``>``, NaN never winning) written as masks.
 
