@@ -59,6 +59,14 @@ F32, U16, U32, I32, U64, I64 = mx.float32, mx.uint16, mx.uint32, mx.int32, mx.ui
 CHUNK_ELEMENTS = 1 << 20
 # raw bytes copied into MLX at a time (a whole tensor up to this size)
 SEGMENT_BYTES = 1 << 26
+# a tensor of up to SINGLE_CHUNKS * CHUNK_ELEMENTS values is dequantized as one chunk on the
+# calling thread and MLX's result buffer is returned as the numpy array: no copy into a fresh output
+# (the copy and its page faults cost about a third of the MLX work). Larger tensors go in
+# CHUNK_ELEMENTS chunks over ``threads`` threads, each chunk's result copied into the output.
+# Measured on the 2-core machine shared with other jobs (4M values): the single chunk was as fast
+# or faster for every type, as two threads rarely had two free cores; on an idle machine the
+# threaded path can be faster between 1M and 4M values.
+SINGLE_CHUNKS = 4
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,6 +323,16 @@ def _lookup(table, idx):
 
 def _shifts(values, shape, dtype=U32):
     return mx.array(np.asarray(values, np.uint32).reshape(shape)).astype(dtype)
+
+
+# types whose fast path needs a chunk without NaN fp16 d (at these byte offsets); see _Dequantizers
+NAN_SWITCH = {"Q1_0": 0, "IQ2_XXS": 0, "IQ2_XS": 0, "IQ2_S": 0, "IQ3_XXS": 0, "IQ3_S": 0}
+
+
+def _f16_nan_any(b, off) -> bool:
+    """True when any block of b has a NaN fp16 bit pattern at byte ``off`` (evaluates)."""
+    h = b.view(U16)[:, off // 2]
+    return bool(mx.any(((h & 0x7C00) == 0x7C00) & ((h & 0x03FF) != 0)).item())
 
 
 def _any_nan(x) -> bool:
@@ -586,9 +604,9 @@ class _Dequantizers:
         return self.ar.mul(q, d).reshape(nb, 64)
 
     # ---- low-bit -----------------------------------------------------------------------------------
-    def Q1_0(self, b):
+    def Q1_0(self, b, nan=None):
         d = self.f16(b, 0)
-        if _any_nan(d):                          # -d flips a NaN's sign, d * -1 does not
+        if _any_nan(d) if nan is None else nan:  # -d flips a NaN's sign, d * -1 does not
             return self._p_Q1_0(b)
         q = _lookup(self.t["q10"], b[:, 2:18]).view(mx.int8).astype(F32)   # bit ? 1 : -1
         return self.ar.mul(q, d)                 # == bit ? d : -d for every non-NaN d
@@ -626,6 +644,8 @@ class _Dequantizers:
     # The fast paths gather each 8 grid values as int8 with the signs already applied, then multiply
     # by the scale: db * (-g) is the same float as ggml's -(db * g) (a sign-bit flip) for every db
     # but a NaN, whose sign the flip changes. Chunks with a NaN scale go to the plain paths _p_*.
+    # ``nan``: whether the chunk has a NaN d (None: look; Backend.dequantize passes False when a
+    # whole segment has none, which saves a synchronisation per chunk).
     def grids(self):
         """The grid tables as float32 (entries, weights) arrays, from ggspec.reference.grids."""
         if self._grids is None:
@@ -663,11 +683,11 @@ class _Dequantizers:
         s4 = mx.stack([sc & 0xF, sc >> 4], axis=2)                  # (nb, 8, 2): db[0], db[1]
         return self._iq2_scale(d.reshape(nb, 1, 1), s4, 0.25).reshape(nb * 16, 1)
 
-    def IQ2_XXS(self, b):
+    def IQ2_XXS(self, b, nan=None):
         nb = b.shape[0]
         w = b.view(U16)                                              # (nb, 33): d, 8 x (4 grid bytes, aux32)
         d = self.f16w(w[:, 0:1])
-        if _any_nan(d):
+        if _any_nan(d) if nan is None else nan:
             return self._p_IQ2_XXS(b)
         a16 = w[:, 1:33].reshape(nb, 8, 4)
         aux = a16[:, :, 2].astype(U32) | (a16[:, :, 3].astype(U32) << 16)    # aux32[1] (nb, 8)
@@ -689,11 +709,11 @@ class _Dequantizers:
         y = self._apply_signs(ar.mul(db.reshape(nb, 8, 1, 1), g), sign)       # db * grid[j], sign flipped
         return y.reshape(nb, QK_K)
 
-    def IQ2_XS(self, b):
+    def IQ2_XS(self, b, nan=None):
         nb = b.shape[0]
         w = b.view(U16)                                              # (nb, 37): d, qs (32), scales (4)
         d = self.f16w(w[:, 0:1])
-        if _any_nan(d):
+        if _any_nan(d) if nan is None else nan:
             return self._p_IQ2_XS(b)
         db = self._db_iq2(d, b[:, 66:74])
         g = _lookup(self.t["iq2xs"], w[:, 1:33]).view(mx.int8).reshape(nb * 16, 16).astype(F32)
@@ -712,10 +732,10 @@ class _Dequantizers:
         y = self._apply_signs(ar.mul(dl.reshape(nb, 8, 4, 1), g), sign)
         return y.reshape(nb, QK_K)
 
-    def IQ2_S(self, b):
+    def IQ2_S(self, b, nan=None):
         nb = b.shape[0]
         d = self.f16(b, 0)
-        if _any_nan(d):
+        if _any_nan(d) if nan is None else nan:
             return self._p_IQ2_S(b)
         db = self._db_iq2(d, b[:, 74:82])
         qh = b[:, 66:74].astype(U32).reshape(nb, 8, 1)
@@ -738,11 +758,11 @@ class _Dequantizers:
         y = self._apply_signs(ar.mul(dl.reshape(nb, 8, 4, 1), g), self._signs(signs))
         return y.reshape(nb, QK_K)
 
-    def IQ3_XXS(self, b):
+    def IQ3_XXS(self, b, nan=None):
         nb = b.shape[0]
         w = b.view(U16)                                              # (nb, 49): d, qs (32), aux (16)
         d = self.f16w(w[:, 0:1])
-        if _any_nan(d):
+        if _any_nan(d) if nan is None else nan:
             return self._p_IQ3_XXS(b)
         aux = w[:, 33:49:2].astype(U32) | (w[:, 34:49:2].astype(U32) << 16)  # (nb, 8)
         db = self._iq2_scale(d, aux >> 28, 0.5).reshape(nb * 8, 1)
@@ -764,10 +784,10 @@ class _Dequantizers:
         y = self._apply_signs(ar.mul(db.reshape(nb, 8, 1, 1), g), sign)
         return y.reshape(nb, QK_K)
 
-    def IQ3_S(self, b):
+    def IQ3_S(self, b, nan=None):
         nb, ar = b.shape[0], self.ar
         d = self.f16(b, 0)
-        if _any_nan(d):
+        if _any_nan(d) if nan is None else nan:
             return self._p_IQ3_S(b)
         sc = b[:, 106:110]
         s = mx.stack([sc & 0xF, sc >> 4], axis=2).reshape(nb, 8)    # scale of sub-block ib
@@ -926,7 +946,7 @@ class Backend:
                 return y
         step = max(1, CHUNK_ELEMENTS // t.block_size)
         bs = t.block_size
-        if nb <= step:                           # one chunk: return MLX's result buffer itself (no copy)
+        if n <= SINGLE_CHUNKS * CHUNK_ELEMENTS:   # one chunk: return MLX's result buffer (no copy)
             with mx.stream(self.device):
                 y = fn(mx.array(blocks))
                 mx.eval(y)
@@ -937,7 +957,7 @@ class Backend:
         seg = max(step, SEGMENT_BYTES // t.type_size // step * step)
         threads = min(self.threads, -(-min(nb, seg) // step))
 
-        def work(k, threads, src, s0):
+        def work(k, threads, src, s0, kw):
             stream = self.device
             if threads > 1:
                 stream = getattr(self._local, "stream", None)
@@ -945,18 +965,23 @@ class Backend:
                     stream = self._local.stream = mx.new_stream(mx.cpu)
             with mx.stream(stream):
                 for i in range(k * step, src.shape[0], step * threads):
-                    y = fn(src[i:i + step])
+                    y = fn(src[i:i + step], **kw)
                     mx.eval(y)
                     j = (s0 + i) * bs
                     out[j:j + y.size] = np.asarray(memoryview(y)).reshape(-1)
 
         for s0 in range(0, nb, seg):
             src = mx.array(blocks[s0:s0 + seg])
+            kw = {}
+            if t.name in NAN_SWITCH:             # one NaN check per segment instead of one per chunk
+                with mx.stream(self.device):
+                    if not _f16_nan_any(src, NAN_SWITCH[t.name]):
+                        kw = {"nan": False}
             if threads > 1:
-                for f in [_pool(threads).submit(work, k, threads, src, s0) for k in range(threads)]:
+                for f in [_pool(threads).submit(work, k, threads, src, s0, kw) for k in range(threads)]:
                     f.result()
             else:
-                work(0, 1, src, s0)
+                work(0, 1, src, s0, kw)
         return out
 
 

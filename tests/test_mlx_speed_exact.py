@@ -121,6 +121,24 @@ def test_nan_switch_takes_the_right_path(oracle, name, monkeypatch):
     assert calls == [1]
 
 
+@pytest.mark.parametrize("name", ["Q1_0", "IQ2_S"])
+def test_nan_switch_over_many_chunks(oracle, name, monkeypatch):
+    # several chunks: a segment without NaN scales never checks or takes the plain path; one NaN
+    # scale sends exactly its own chunk there
+    t = live_type(name)
+    monkeypatch.setattr(mlx_backend, "CHUNK_ELEMENTS", 8 * t.block_size)
+    b = mlx_backend.Backend(threads=2)
+    calls = []
+    plain = getattr(mlx_backend._Dequantizers, "_p_" + name)
+    monkeypatch.setattr(b._deq, "_p_" + name, lambda blk: calls.append(blk.shape[0]) or plain(b._deq, blk))
+    blocks = _with_scales(t, _random_blocks(t, 8 * 5 + 3, 39), NUMBERS_F16, 40)
+    _check(oracle, t, blocks, (b,))
+    assert calls == []
+    blocks[8 * 2 + 5, 0:2] = np.frombuffer(np.uint16(0xFC07).astype("<u2").tobytes(), np.uint8)
+    _check(oracle, t, blocks, (b,))
+    assert calls == [8]
+
+
 def test_q8_k_special_f32_scales(oracle):
     t = live_type("Q8_K")
     d = np.array([0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x3F800000, 0x7F7FFFFF,
