@@ -279,6 +279,13 @@ def _byte_tables():
         "iq1": _packed(np.concatenate([g1 + 1, g1 - 1]).astype(np.int8), np.uint64),
         "byte_neg": byte_neg,
         "ksigns_neg": ks_neg,
+        # a scale byte -> (0.5f + low nibble, 0.5f + high nibble) / (1 + 2*low, 1 + 2*high) as two
+        # float32 in one item (exact small numbers)
+        "half_nib": (np.float32(0.5) + np.stack([e & 15, e >> 4], 1).astype(np.float32)).view(np.uint64)[:, 0].copy(),
+        "odd_nib": (1 + 2 * np.stack([e & 15, e >> 4], 1)).astype(np.float32).view(np.uint64)[:, 0].copy(),
+        # IQ2_S: a qh byte -> the 4 uint16 (qh << (8 - 2l)) & 0x300; IQ3_S: a byte -> its 8 bits as bytes
+        "iq2s_qh": _packed(np.stack([(e << (8 - 2 * k)) & 0x300 for k in range(4)], 1).astype("<u2").view(np.uint8), np.uint64),
+        "bits8": _packed(_BITS, np.uint64),
         # TQ1_0: per output uint16 (two weights) the uint16 of the block it comes from, and per
         # output byte the power of 3 of its trit (see _Dequantizers.TQ1_0)
         "tq1_words": np.concatenate([np.tile(np.arange(16), 5), 16 + np.tile(np.arange(8), 5),
@@ -678,10 +685,11 @@ class _Dequantizers:
         return ar.mul(ar.mul(d, mx.array(0.5, F32) + s4.astype(F32)), mx.array(quarter, F32))
 
     def _db_iq2(self, d, sc):
-        """IQ2_XS / IQ2_S: d * (0.5f + nibble) * 0.25f per 16 values -> (nb*16, 1); low nibble first."""
+        """IQ2_XS / IQ2_S: d * (0.5f + nibble) * 0.25f per 16 values -> (nb*16, 1); low nibble first.
+        (0.5f + nibble) of both nibbles of a scale byte come from one table item (two floats)."""
         nb = sc.shape[0]
-        s4 = mx.stack([sc & 0xF, sc >> 4], axis=2)                  # (nb, 8, 2): db[0], db[1]
-        return self._iq2_scale(d.reshape(nb, 1, 1), s4, 0.25).reshape(nb * 16, 1)
+        half = _lookup(self.t["half_nib"], sc).view(F32)             # (nb, 16): 0.5f + lo, 0.5f + hi
+        return self.ar.mul(self.ar.mul(d, half), mx.array(0.25, F32)).reshape(nb * 16, 1)
 
     def IQ2_XXS(self, b, nan=None):
         nb = b.shape[0]
@@ -738,9 +746,10 @@ class _Dequantizers:
         if _any_nan(d) if nan is None else nan:
             return self._p_IQ2_S(b)
         db = self._db_iq2(d, b[:, 74:82])
-        qh = b[:, 66:74].astype(U32).reshape(nb, 8, 1)
-        idx = b[:, 2:34].reshape(nb, 8, 4).astype(U32) | ((qh << _shifts([8, 6, 4, 2], (1, 1, 4))) & 0x300)
-        g = _neg8(_lookup(self.t["iq2s"], idx), _lookup(self.t["byte_neg"], b[:, 34:66]).reshape(nb, 8, 4))
+        # index qs[l] | (qh[ib] << (8 - 2l)) & 0x300: the high parts of a qh byte's 4 slots from a table
+        hi = _lookup(self.t["iq2s_qh"], b[:, 66:74]).view(U16)        # (nb, 32)
+        idx = b.astype(U16)[:, 2:34] | hi
+        g = _neg8(_lookup(self.t["iq2s"], idx), _lookup(self.t["byte_neg"], b[:, 34:66]))
         g = g.view(mx.int8).reshape(nb * 16, 16).astype(F32)
         return self.ar.mul(db, g).reshape(nb, QK_K)
 
@@ -789,11 +798,11 @@ class _Dequantizers:
         d = self.f16(b, 0)
         if _any_nan(d) if nan is None else nan:
             return self._p_IQ3_S(b)
-        sc = b[:, 106:110]
-        s = mx.stack([sc & 0xF, sc >> 4], axis=2).reshape(nb, 8)    # scale of sub-block ib
-        db = ar.mul(d, (1 + 2 * s.astype(I32)).astype(F32)).reshape(nb * 8, 1)   # d * (1 + 2*scale)
-        qh = b[:, 66:74].astype(U32).reshape(nb, 8, 1)
-        idx = b[:, 2:66].reshape(nb, 8, 8).astype(U32) | (((qh >> mx.arange(8, dtype=U32)) & 1) << 8)
+        odd = _lookup(self.t["odd_nib"], b[:, 106:110]).view(F32)     # (nb, 8): 1 + 2*scale, as float
+        db = ar.mul(d, odd).reshape(nb * 8, 1)                       # d * (1 + 2*scale)
+        # index qs[k] | (bit k of qh[ib]) << 8: a qh byte's 8 bits as bytes from a table
+        hb = _lookup(self.t["bits8"], b[:, 66:74]).view(mx.uint8).astype(U16)   # (nb, 64)
+        idx = b.astype(U16)[:, 2:66] | (hb << 8)
         g = _lookup(self.t["iq3s"], idx).reshape(nb, 32, 2).view(U64).reshape(nb, 32)   # 2 slots = 8 values
         g = _neg8(g, _lookup(self.t["byte_neg"], b[:, 74:106]))
         g = g.view(mx.int8).reshape(nb * 8, 32).astype(F32)

@@ -188,6 +188,8 @@ def test_every_byte_pair(oracle, name, off, width):
     ("Q1_0", 2, 16), ("Q2_0", 2, 16), ("TQ1_0", 0, 52),       # byte -> 8 signs / 4 crumbs / 5 trits
     ("IQ2_S", 34, 32), ("IQ3_S", 74, 32),                     # sign bytes -> negation masks
     ("Q3_K", 0, 32), ("Q5_K", 16, 32), ("Q6_K", 128, 64),     # high-bit planes
+    ("IQ2_S", 66, 8), ("IQ3_S", 66, 8),                       # qh byte -> high index bits
+    ("IQ2_XS", 66, 8), ("IQ2_S", 74, 8), ("IQ3_S", 106, 4),   # scale byte -> two scale factors
 ])
 def test_every_byte(oracle, name, off, width):
     t = live_type(name)
