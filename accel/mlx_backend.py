@@ -14,13 +14,15 @@ How exactness is kept
   read through a float view except where ggml itself copies bits (F32, the Q8_K ``d``).
 * fp16 -> fp32 is ggml's software conversion (``ggml_compute_fp16_to_fp32``) written in MLX ops:
   the re-biased bits times 2**-112 (which quiets a signalling NaN, as in ggml), and the
-  ``0.5 + m*2**-24 - 0.5`` subnormal path. MLX's own float16 cast is not used.
+  ``0.5 + m*2**-24 - 0.5`` subnormal path, evaluated once for all 65536 patterns into the table
+  that every fp16 field goes through. MLX's own float16 cast is not used. BF16 uses MLX's bfloat16
+  cast only where a probe at start-up finds it equal to the bit shift for all 65536 patterns.
 * Every float operation is a separate MLX elementwise op in float32, in ggml's order
   (``d * sc`` before ``* q``; ``dl*q - ml``; the int -> float conversion of each integer operand
   first). No ``mx.compile`` (fusion could contract a*b+c into an FMA; ggml's to_float has none).
 * Speed (see ``_Dequantizers``): quants are decoded on packed words or gathered several int8 values
-  per table item, into one int8 array that one cast turns into float32. Two rewrites are exact by
-  construction: the grid i-quants multiply the scale by the *signed* grid value (``db * -g`` equals
+  per table item, into one int8 array that one cast turns into float32 (tables: ``_byte_tables``,
+  built with numpy from ggml's grids). Two rewrites are exact by construction: the grid i-quants multiply the scale by the *signed* grid value (``db * -g`` equals
   ggml's sign flip of ``db * g`` except for a NaN ``db``: chunks with a NaN scale take the plain
   paths ``_p_*``; Q1_0 likewise), and IQ1_S/IQ1_M compute ``dl * (g + delta)`` as
   ``(dl * 0.125f) * (8*g +- 1)`` (both exact products rounded once).
@@ -31,6 +33,12 @@ How exactness is kept
   on x86 and 0x7FC00000 on arm64. The oracle and the golden vectors are x86-64; on a machine whose
   default NaN differs, ``_Arith.mul/add/sub`` below rewrite made NaNs to x86's (probed once at
   import; ``Backend(x86_nan=True)`` forces the rewrite, for testing).
+
+Chunks and threads (``Backend.dequantize``): a tensor of up to SINGLE_CHUNKS * CHUNK_ELEMENTS
+values is one MLX graph on the calling thread and MLX's result buffer is returned as the numpy
+array (no copy); a larger one is cut into CHUNK_ELEMENTS chunks spread over Python threads, each
+with its own CPU stream (MLX runs a stream's ops on one thread), each chunk's result copied into
+the output. The raw bytes enter MLX once per SEGMENT_BYTES; chunks are views of them.
 
 Optional Metal kernels (``mx.fast.metal_kernel``) for Q4_0, Q8_0, Q4_K, Q6_K and IQ2_XXS live in
 ``ggspec.accel._mlx.metal``; they are used only when ``mx.metal.is_available()``.
@@ -251,7 +259,6 @@ def _byte_tables():
     g1 = _grid_bytes(G.iq1s_grid, 8).view(np.int8).astype(np.int16) * 8            # 8 * grid, -8..8
     assert float(G.IQ1S_DELTA) == IQ1S_DELTA
     crumbs = (np.arange(256)[:, None] >> (2 * np.arange(4))) & 3
-    kv4 = np.asarray(KVALUES_FP4)
     e = np.arange(256, dtype=np.uint32)
     return {
         # Q5_0: a qh byte -> 8 bytes, 0x00 where the bit is set else 0xF0 (nibble | that = q - 16 as int8)
@@ -298,22 +305,9 @@ def _byte_tables():
 # --------------------------------------------------------------------------------------------------
 # field extraction from (nb, type_size) uint8 blocks
 
-def _u16(b, off):
-    return b[:, off].astype(U32) | (b[:, off + 1].astype(U32) << 8)
-
-
 def _u32le(b, off):
     return (b[:, off].astype(U32) | (b[:, off + 1].astype(U32) << 8)
             | (b[:, off + 2].astype(U32) << 16) | (b[:, off + 3].astype(U32) << 24))
-
-
-def _i8(x):
-    """uint8 bytes -> their int8 values (as int32)."""
-    return (x.astype(I32) ^ 0x80) - 0x80
-
-
-def _col(a):
-    return a.reshape(a.shape[0], 1)
 
 
 def _lookup(table, idx):
@@ -385,8 +379,6 @@ class _Dequantizers:
         self.ar = ar
         self.float64_cast = float64_cast        # False: decode F64 with integer ops (no float64 on the GPU)
         self._ue4m3 = ue4m3_table()
-        self._kv_fp4 = mx.array(np.asarray(KVALUES_FP4, np.float32))           # int8 -> float, exact
-        self._kv_iq4nl = mx.array(np.asarray(KVALUES_IQ4NL, np.float32))
         self._grids = None
         self.t = {k: mx.array(v) for k, v in _byte_tables().items()}
         # Every table is built and evaluated here, on the constructing thread's stream: the
@@ -398,7 +390,7 @@ class _Dequantizers:
         h = mx.arange(65536, dtype=U32).astype(U16)
         self._bf16_cast = bool(mx.array_equal(h.view(mx.bfloat16).astype(F32).view(U32), bf16_to_f32(h).view(U32)).item())
         grids = self.grids()
-        mx.eval(self._f16_lut, self._ue4m3, self._kv_fp4, self._kv_iq4nl, *self.t.values(),
+        mx.eval(self._f16_lut, self._ue4m3, *self.t.values(),
                 *[v for v in grids.values() if isinstance(v, mx.array)])
 
     def f16(self, b, off):
