@@ -438,27 +438,39 @@ class _Dequantizers:
     # nibbles: (2, nb, type_size) bytes, one op per plane pair on long rows); the float stage reads
     # the planes transposed to (nb, 2, 16), which is ggml's order (element j: low nibble of qs[j],
     # j + 16: its high nibble) - no reordering copy of the integers.
-    # ((x + 0x78) ^ 0x80) per byte is the int8 x - 8 for x <= 15 (no carry leaves a byte).
 
-    def _nibble_planes(self, b, minus8=False):
+    def _nibble_planes(self, b):
         nb, ts = b.shape
         x, k = _flat_words(b)
         t = (x.reshape(1, -1) >> _shifts([0, 4], (2, 1), x.dtype)) & (k * 0x0F)
-        if minus8:
-            t = (t + k * 0x78) ^ (k * 0x80)
         return t.view(mx.uint8).reshape(2, nb, ts)
+
+    def _nibble_planes16(self, b, signed):
+        """Like _nibble_planes, but each nibble in the high half of its byte (16 * nibble, without a
+        shift for the high plane); ``signed``: the int8 16 * (nibble - 8) (flipping the top bit).
+        A scale d / 16 (exact for every fp16 d, Inf and NaN included) times 16 * q is the same
+        exact product as d * q, rounded once: bit-identical to ggml's d * q."""
+        nb, ts = b.shape
+        x, k = _flat_words(b)
+        t = (x.reshape(1, -1) << _shifts([4, 0], (2, 1), x.dtype)) & (k * 0xF0)
+        if signed:
+            t = t ^ (k * 0x80)
+        return t.view(mx.int8 if signed else mx.uint8).reshape(2, nb, ts)
+
+    def _d16(self, d):
+        return d * mx.array(0.0625, F32)
 
     def Q4_0(self, b):
         nb = b.shape[0]
-        q = self._nibble_planes(b, minus8=True).view(mx.int8).astype(F32)     # x - 8
-        d = self.f16(b, 0).reshape(nb, 1, 1)
+        q = self._nibble_planes16(b, signed=True).astype(F32)       # 16 * (x - 8)
+        d = self._d16(self.f16(b, 0)).reshape(nb, 1, 1)
         return self.ar.mul(q.transpose(1, 0, 2)[:, :, 2:18], d).reshape(nb, 32)   # x0*d
 
     def Q4_1(self, b):
         nb, ar = b.shape[0], self.ar
-        q = self._nibble_planes(b).astype(F32).transpose(1, 0, 2)[:, :, 4:20]
+        q = self._nibble_planes16(b, signed=False).astype(F32).transpose(1, 0, 2)[:, :, 4:20]   # 16 * x
         dm = self.f16w(b.view(U16)[:, 0:2]).reshape(nb, 2, 1)
-        return ar.add(ar.mul(q, dm[:, 0:1]), dm[:, 1:2]).reshape(nb, 32)       # x0*d + m
+        return ar.add(ar.mul(q, self._d16(dm[:, 0:1])), dm[:, 1:2]).reshape(nb, 32)   # x0*d + m
 
     def Q5_0(self, b):
         nb = b.shape[0]
