@@ -36,9 +36,10 @@ How exactness is kept
 
 Chunks and threads (``Backend.dequantize``): a tensor of up to SINGLE_CHUNKS * CHUNK_ELEMENTS
 values is one MLX graph on the calling thread and MLX's result buffer is returned as the numpy
-array (no copy); a larger one is cut into CHUNK_ELEMENTS chunks spread over Python threads, each
-with its own CPU stream (MLX runs a stream's ops on one thread), each chunk's result copied into
-the output. The raw bytes enter MLX once per SEGMENT_BYTES; chunks are views of them.
+array (no copy); a larger one is cut into CHUNK_ELEMENTS chunks, a contiguous run of them per
+Python thread, each thread with its own CPU stream (MLX runs a stream's ops on one thread), each
+chunk's result copied into the output. The raw bytes enter MLX about SEGMENT_BYTES at a time;
+chunks are views of them.
 
 Optional Metal kernels (``mx.fast.metal_kernel``) for Q4_0, Q8_0, Q4_K, Q6_K and IQ2_XXS live in
 ``ggspec.accel._mlx.metal``; they are used only when ``mx.metal.is_available()``.
@@ -65,8 +66,8 @@ F32, U16, U32, I32, U64, I64 = mx.float32, mx.uint16, mx.uint32, mx.int32, mx.ui
 
 # elements per chunk: the temporaries of one chunk (4 MB each) stay in cache and MLX's buffer pool
 CHUNK_ELEMENTS = 1 << 20
-# raw bytes copied into MLX at a time (a whole tensor up to this size)
-SEGMENT_BYTES = 1 << 26
+# raw bytes copied into MLX at a time by each thread of a multi-chunk dequantize (whole chunks)
+SEGMENT_BYTES = 1 << 22
 # a tensor of up to SINGLE_CHUNKS * CHUNK_ELEMENTS values is dequantized as one chunk on the
 # calling thread and MLX's result buffer is returned as the numpy array: no copy into a fresh output
 # (the copy and its page faults cost about a third of the MLX work). Larger tensors go in
@@ -965,36 +966,39 @@ class Backend:
                 mx.eval(y)
             return np.ascontiguousarray(np.asarray(memoryview(y))).reshape(-1)
         out = np.empty(n, np.float32)
-        # The raw blocks go to MLX a segment of many chunks at a time, and each chunk is a row slice
-        # (a view) of it: one large copy is several times faster than per-chunk copies of 0.25-1 MB.
-        seg = max(step, SEGMENT_BYTES // t.type_size // step * step)
-        threads = min(self.threads, -(-min(nb, seg) // step))
+        # Each thread takes a contiguous run of chunks and copies its raw blocks into MLX a group of
+        # chunks (about SEGMENT_BYTES) at a time; each chunk is a row slice (a view) of its group.
+        # One copy of a few MB is several times faster than per-chunk copies of 0.25-1 MB, and
+        # much faster than one of tens of MB (MLX's CPU allocator caches buffers only up to 32 MB
+        # in all; a larger fresh buffer costs page faults).
+        nchunks = -(-nb // step)
+        threads = min(self.threads, nchunks)
+        per = -(-nchunks // threads) * step                  # blocks per thread (whole chunks)
+        group = max(step, SEGMENT_BYTES // t.type_size // step * step)
 
-        def work(k, threads, src, s0, kw):
+        def work(lo, hi):
             stream = self.device
             if threads > 1:
                 stream = getattr(self._local, "stream", None)
                 if stream is None:
                     stream = self._local.stream = mx.new_stream(mx.cpu)
             with mx.stream(stream):
-                for i in range(k * step, src.shape[0], step * threads):
-                    y = fn(src[i:i + step], **kw)
-                    mx.eval(y)
-                    j = (s0 + i) * bs
-                    out[j:j + y.size] = np.asarray(memoryview(y)).reshape(-1)
+                for g0 in range(lo, hi, group):
+                    src = mx.array(blocks[g0:min(g0 + group, hi)])
+                    kw = {}
+                    if t.name in NAN_SWITCH and not _f16_nan_any(src, NAN_SWITCH[t.name]):
+                        kw = {"nan": False}              # one NaN check per group, not per chunk
+                    for i in range(0, src.shape[0], step):
+                        y = fn(src[i:i + step], **kw)
+                        mx.eval(y)
+                        j = (g0 + i) * bs
+                        out[j:j + y.size] = np.asarray(memoryview(y)).reshape(-1)
 
-        for s0 in range(0, nb, seg):
-            src = mx.array(blocks[s0:s0 + seg])
-            kw = {}
-            if t.name in NAN_SWITCH:             # one NaN check per segment instead of one per chunk
-                with mx.stream(self.device):
-                    if not _f16_nan_any(src, NAN_SWITCH[t.name]):
-                        kw = {"nan": False}
-            if threads > 1:
-                for f in [_pool(threads).submit(work, k, threads, src, s0, kw) for k in range(threads)]:
-                    f.result()
-            else:
-                work(0, 1, src, s0, kw)
+        if threads > 1:
+            for f in [_pool(threads).submit(work, k * per, min(nb, (k + 1) * per)) for k in range(threads)]:
+                f.result()
+        else:
+            work(0, nb)
         return out
 
 
