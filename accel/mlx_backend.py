@@ -69,13 +69,15 @@ CHUNK_ELEMENTS = 1 << 20
 # raw bytes copied into MLX at a time by each thread of a multi-chunk dequantize (whole chunks)
 SEGMENT_BYTES = 1 << 22
 # a tensor of up to SINGLE_CHUNKS * CHUNK_ELEMENTS values is dequantized as one chunk on the
-# calling thread and MLX's result buffer is returned as the numpy array: no copy into a fresh output
-# (the copy and its page faults cost about a third of the MLX work). Larger tensors go in
-# CHUNK_ELEMENTS chunks over ``threads`` threads, each chunk's result copied into the output.
-# Measured on the 2-core machine shared with other jobs (4M values): the single chunk was as fast
-# or faster for every type, as two threads rarely had two free cores; on an idle machine the
-# threaded path can be faster between 1M and 4M values.
-SINGLE_CHUNKS = 4
+# calling thread and MLX's result buffer is returned as the numpy array (no copy). Larger tensors go
+# in CHUNK_ELEMENTS chunks over ``threads`` threads, each chunk's result copied into a numpy output.
+# Measured on the 2-core dev machine (a VM where a page fault costs ~2 us): one 4M-value chunk
+# returned without a copy was faster in a loop that drops its results (its 16 MB buffers come back
+# from the allocator), but 2-3x slower than the chunked path when the results are kept, as real
+# callers do: MLX's CPU allocator caches at most 32 MB of buffers and its fresh buffers use 4 KB
+# pages (numpy's large arrays get huge pages), so every fresh 16 MB buffer costs ~4000 faults.
+# Chunks of 1M values keep every MLX buffer at 4 MB, inside that cache.
+SINGLE_CHUNKS = 1
 
 
 # --------------------------------------------------------------------------------------------------
