@@ -169,3 +169,17 @@ def test_float_conversions_every_pattern_class(oracle, name):
     bits[4096:8192] = (bits[4096:8192] & 0x80001FFF) | (rng.integers(100, 115, 4096).astype(np.uint32) << 23)
     x = bits.view(np.float32).reshape(-1, 1024)
     assert B.quantize(t, x) == oracle.quantize(t, x), name
+
+
+def test_iq4_level_lookup_equals_ggml_binary_search():
+    """The floor(x) table of accel/_np/iq4.py against best_index_int8 as the reference writes it
+    (ggml's binary search), on every integer and its neighbours, random values, NaN, inf and -0.0."""
+    from ggspec.accel._np import iq4
+    from ggspec.reference.iquants import KVALUES_IQ4NL, best_index_int8
+    ints = np.arange(-140, 141).astype(np.float32)
+    x = np.concatenate([ints, np.nextafter(ints, np.float32(-1e9)), np.nextafter(ints, np.float32(1e9)),
+                        ints + np.float32(0.5), np.random.default_rng(0).standard_normal(100_000).astype(np.float32) * 80,
+                        np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, 3e38, -3e38], np.float32)]).astype(np.float32)
+    want = best_index_int8(KVALUES_IQ4NL, x)
+    assert np.array_equal(iq4.best_index(x).astype(np.int64), want)
+    assert np.array_equal(iq4.nearest_level(x).view(np.uint32), KVALUES_IQ4NL.astype(np.float32)[want].view(np.uint32))

@@ -33,30 +33,32 @@ def _level_tables():
 MU, LO, HI = _level_tables()
 
 
+def _bracket(x):
+    """(k, lo, hi, take_lo): the table row of floor(x), the levels either side of x, and ggml's
+    choice ``x - lo < hi - x`` (NaN: fmin(NaN, 128) = 128 selects mu = 15, the comparison fails)."""
+    f = np.fmin(x, F32(128))
+    np.maximum(f, F32(-129), out=f)
+    np.floor(f, out=f)
+    k = f.astype(np.int16)
+    k += 129
+    lo, hi = LO[k], HI[k]
+    return k, lo, hi, (x - lo) < (hi - x)
+
+
 def best_index(x) -> np.ndarray:
     """``best_index_int8(16, kvalues_iq4nl, x)`` element-wise -> int8 indices (same shape as x).
 
     With ``mu`` the first level above x: ``x - v[mu-1] < v[mu] - x ? mu-1 : mu``; x <= v[0] gives 0
     and x >= v[15] gives 15 by the same comparison (mu clipped to 1..15); NaN fails the comparison
-    and ends at 15, as ggml's binary search does (fmin(NaN, 128) = 128 selects mu = 15)."""
-    f = np.fmin(x, F32(128))
-    np.maximum(f, F32(-129), out=f)
-    np.floor(f, out=f)
-    k = f.astype(np.int16)
-    k += 129
-    lo, hi = LO[k], HI[k]
-    return MU[k] - ((x - lo) < (hi - x)).view(np.int8)
+    and ends at 15, as ggml's binary search does."""
+    k, _, _, take_lo = _bracket(x)
+    return MU[k] - take_lo.view(np.int8)
 
 
 def nearest_level(x) -> np.ndarray:
     """``kvalues_iq4nl[best_index_int8(16, kvalues_iq4nl, x)]`` as float32 (the level itself)."""
-    f = np.fmin(x, F32(128))
-    np.maximum(f, F32(-129), out=f)
-    np.floor(f, out=f)
-    k = f.astype(np.int16)
-    k += 129
-    lo, hi = LO[k], HI[k]
-    return np.where((x - lo) < (hi - x), lo, hi)
+    _, lo, hi, take_lo = _bracket(x)
+    return np.where(take_lo, lo, hi)
 
 
 def _sums(W, XT, q):
