@@ -5,6 +5,18 @@ from __future__ import annotations
 import os
 import platform
 
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lib():
+    """The C oracle (libggml-base of llama-cpp-python==0.3.36); benchmarks skip without it."""
+    from ggspec.conformance import libggml
+    try:
+        return libggml.load()
+    except Exception as e:
+        pytest.skip(f"oracle unavailable: {e}")
+
 
 def _version(mod):
     try:

@@ -61,15 +61,6 @@ _CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def lib():
-    from ggspec.conformance import libggml
-    try:
-        return libggml.load()
-    except Exception as e:
-        pytest.skip(f"oracle unavailable: {e}")
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory, lib):
     made = {}
 

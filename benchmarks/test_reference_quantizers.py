@@ -19,15 +19,6 @@ TYPES = [t for t in LIVE_TYPES if t.quantize_chunk and t.family not in ("float",
 
 
 @pytest.fixture(scope="module")
-def lib():
-    from ggspec.conformance import libggml
-    try:
-        return libggml.load()
-    except Exception as e:
-        pytest.skip(f"oracle unavailable: {e}")
-
-
-@pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((ROWS, N_PER_ROW)).astype(np.float32)
