@@ -12,7 +12,6 @@ chunk boundaries on two threads. Expected values always come from the oracle.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -269,28 +268,6 @@ def test_chunk_boundaries_two_threads(oracle, name, monkeypatch):
             blocks[:, off:off + 2] = np.frombuffer(np.float16(0.5).tobytes(), np.uint8)
             blocks[::11, off:off + 2] = np.frombuffer(np.uint16(0x7E00).astype("<u2").tobytes(), np.uint8)
         _check(oracle, t, blocks, (b,))
-
-
-# ------------------------------------------------------------------------------------------------
-# speed: a coarse guard against falling back to slow paths (the machine is shared and noisy, so the
-# bound is far below the measured ratios, about 0.8-2x numpy; see the module docstring of mlx_backend)
-
-SPEED_TYPES = ["Q4_0", "Q8_0", "Q4_K", "Q6_K", "IQ2_XXS", "IQ3_S", "IQ1_M", "IQ4_XS", "MXFP4", "TQ1_0"]
-
-
-@pytest.mark.parametrize("name", SPEED_TYPES)
-def test_not_much_slower_than_numpy(oracle, name):
-    t = live_type(name)
-    x = np.random.default_rng(50).standard_normal((64, 16384)).astype(np.float32)   # 1M weights
-    raw = oracle.quantize(t, x, np.ones(16384, np.float32) if t.requires_imatrix else None)
-    npb = accel.backend("numpy")
-    best = {"mlx": 1e9, "numpy": 1e9}
-    for _ in range(7):
-        for key, b in (("mlx", MX), ("numpy", npb)):
-            t0 = time.perf_counter()
-            b.dequantize(t, raw, x.size)
-            best[key] = min(best[key], time.perf_counter() - t0)
-    assert best["numpy"] / best["mlx"] > 0.3, f"{name}: mlx {best['mlx'] * 1e3:.2f} ms, numpy {best['numpy'] * 1e3:.2f} ms"
 
 
 @pytest.mark.parametrize("name", ["F16", "BF16"])
