@@ -18,7 +18,6 @@ import pytest
 
 pytest.importorskip("mlx.core", reason="mlx is not installed (pip install 'mlx[cpu]')")
 
-from ggspec import accel  # noqa: E402
 from ggspec.accel import mlx_backend  # noqa: E402
 from ggspec.conformance.compare import assert_bits_equal  # noqa: E402
 from ggspec.reference.types import live_type  # noqa: E402
