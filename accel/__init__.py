@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import platform
+import threading
 
 from ..errors import GGSpecError
 
@@ -25,6 +26,12 @@ BACKENDS = {
     "numpy": "ggspec.accel.numpy_backend",
     "mlx": "ggspec.accel.mlx_backend",
 }
+
+
+# One instance per name: a backend is configuration plus warm state (lookup tables, MLX streams and
+# buffer cache) that every caller can share. Make your own with e.g. numpy_backend.Backend(threads=1).
+_INSTANCES: dict = {}
+_LOCK = threading.Lock()
 
 
 class BackendUnavailable(GGSpecError, ImportError):
@@ -42,15 +49,19 @@ def default_backend_name() -> str:
 
 
 def backend(name: "str | None" = None):
-    """The backend object for ``name`` ("reference", "numpy", "mlx", or None / "auto")."""
+    """The backend object for ``name`` ("reference", "numpy", "mlx", or None / "auto"), shared."""
     if name in (None, "auto"):
         name = default_backend_name()
     if name not in BACKENDS:
         raise GGSpecError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)} or 'auto'")
-    try:
-        mod = importlib.import_module(BACKENDS[name])
-    except ImportError as e:
-        if e.name and e.name.startswith("ggspec."):
-            raise
-        raise BackendUnavailable(f"backend {name!r} needs a package that is not installed: {e}") from e
-    return mod.Backend()
+    with _LOCK:
+        b = _INSTANCES.get(name)
+        if b is None:
+            try:
+                mod = importlib.import_module(BACKENDS[name])
+            except ImportError as e:
+                if e.name and e.name.startswith("ggspec."):
+                    raise
+                raise BackendUnavailable(f"backend {name!r} needs a package that is not installed: {e}") from e
+            b = _INSTANCES[name] = mod.Backend()
+    return b

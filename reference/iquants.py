@@ -207,6 +207,14 @@ def _f16_value(bits: int) -> np.float32:
     return f32(f16_to_f32(np.array([bits], dtype=np.uint16))[0])
 
 
+def _asserted_scale(scale) -> np.float32:
+    """``GGML_ASSERT(scale >= 0)``, which every i-quant search ends with: a NaN scale (e.g. from an
+    infinite importance weight) makes ggml abort; here it is an error instead of bytes."""
+    if not scale >= 0:
+        raise GGSpecError(f"sub-block scale {float(scale)!r} (ggml aborts: GGML_ASSERT(scale >= 0))")
+    return scale
+
+
 def _u16(v: int) -> bytes:
     return int(v & 0xFFFF).to_bytes(2, "little")
 
@@ -660,8 +668,13 @@ def _snap_to_grid(tab: QuantGrid, L: np.ndarray, xval, waux, scale, groups=None)
     return L, on_grid
 
 
-def _grid_indices(tab: QuantGrid, L: np.ndarray) -> np.ndarray:
+def _grid_indices(tab: QuantGrid, L: "np.ndarray | None") -> np.ndarray:
     """Grid index of each group's levels (ggml aborts with "Oops: found point not on grid")."""
+    if L is None:
+        # no trial scale was accepted and the scale is not positive (NaN sums): ggml goes on with
+        # its level array uninitialised for this sub-block -- undefined; in our runs it aborted
+        raise GGSpecError(f"{tab.name}: no level set was chosen for a sub-block (NaN sums; ggml reads "
+                          "uninitialised levels here and aborts)")
     idx = tab.kmap[tab.code(L.reshape(-1, tab.levels.shape[1]))]
     if (idx < 0).any():
         raise GGSpecError(f"{tab.name}: quantized point not on the grid (ggml aborts here)")
@@ -785,7 +798,7 @@ def quantize_block_iq2_xxs(xbl: np.ndarray, qw: np.ndarray) -> bytes:
         for k in range(4):
             q2[2 * ib] |= int(idx[k]) << (8 * k)
             q2[2 * ib + 1] |= block_signs[k] << (7 * k)
-        scales[ib] = scale
+        scales[ib] = _asserted_scale(scale)
         max_scale = _c_max([scale], start=max_scale)
     if not max_scale:
         return _u16(_fp16_bits(0.0)) + bytes(64)
@@ -849,7 +862,7 @@ def quantize_block_iq2_xs(xbl: np.ndarray, qw: np.ndarray) -> bytes:
         idx = _grid_indices(tab, L)
         for k in range(2):
             q2[2 * ib + k] = int(idx[k]) | (block_signs[k] << 9)
-        scales[ib] = scale
+        scales[ib] = _asserted_scale(scale)
         max_scale = _c_max([scale], start=max_scale)
     if not max_scale:
         return _u16(_fp16_bits(0.0)) + bytes(64 + 8)
@@ -888,7 +901,7 @@ def quantize_block_iq2_s(xbl: np.ndarray, qw) -> bytes:
             qs[i8] = int(idx[k]) & 255
             qh[i8 // 4] |= (int(idx[k]) >> 8) << (2 * (i8 % 4))
             qs[32 + i8] = block_signs[k]
-        scales[ib] = scale
+        scales[ib] = _asserted_scale(scale)
         max_scale = _c_max([scale], start=max_scale)
     if not max_scale:  # d = 0 and zero scales, but (unlike IQ2_XXS/IQ2_XS) the indices stay
         return _u16(_fp16_bits(0.0)) + bytes(qs) + bytes(qh) + bytes(8)
@@ -963,7 +976,7 @@ def quantize_block_iq3_xxs(xbl: np.ndarray, qw) -> bytes:
         idx = _grid_indices(tab, L)
         q3[8 * ib:8 * ib + 8] = bytes(int(i) for i in idx)
         scales_and_signs[ib] = block_signs[0] | (block_signs[1] << 7) | (block_signs[2] << 14) | (block_signs[3] << 21)
-        scales[ib] = scale
+        scales[ib] = _asserted_scale(scale)
         max_scale = _c_max([scale], start=max_scale)
     if not max_scale:
         return _u16(_fp16_bits(0.0)) + bytes(96)
@@ -1010,7 +1023,7 @@ def quantize_block_iq3_s(xbl: np.ndarray, qw) -> bytes:
         qs_at += 8
         signs[signs_at:signs_at + 4] = bytes(block_signs)
         signs_at += 4
-        scales[ib] = scale
+        scales[ib] = _asserted_scale(scale)
         max_scale = _c_max([scale], start=max_scale)
     if not max_scale:  # d = 0 and zero scales, but (unlike IQ3_XXS) indices and signs stay
         return _u16(_fp16_bits(0.0)) + bytes(qs) + bytes(qh) + bytes(signs) + bytes(4)
@@ -1145,7 +1158,7 @@ def quantize_block_iq1_s(xbl: np.ndarray, qw: np.ndarray) -> bytes:
             qs[4 * ib + k] = int(index[k]) & 255
             h |= (int(index[k]) >> 8) << (3 * k)
         qh[ib] = h
-        scales[ib] = scale
+        scales[ib] = _asserted_scale(scale)
         shifts[ib] = best_shift
         max_scale = _c_max([scale], start=max_scale)
     if not max_scale:  # d = 0; indices stay
@@ -1247,7 +1260,7 @@ def quantize_block_iq1_m(xbl: np.ndarray, qw) -> bytes:
         qs[2 * ib] = int(index[0]) & 255
         qs[2 * ib + 1] = int(index[1]) & 255
         qh[ib] = (int(index[0]) >> 8) | ((int(index[1]) >> 8) << 4)
-        scales[ib] = scale
+        scales[ib] = _asserted_scale(scale)
         shifts[ib] = best_k
         max_scale = _c_max([scale], start=max_scale)
 

@@ -73,6 +73,7 @@ def test_missing_mlx_is_backend_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlx", None)
     monkeypatch.setitem(sys.modules, "mlx.core", None)
     monkeypatch.delitem(sys.modules, "ggspec.accel.mlx_backend")
+    monkeypatch.setattr(accel, "_INSTANCES", {})             # no shared instance made earlier
     with pytest.raises(accel.BackendUnavailable, match="mlx"):
         accel.backend("mlx")
     with pytest.raises(ImportError) as e:
