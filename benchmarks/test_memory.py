@@ -7,7 +7,7 @@ Each case runs in a fresh Python process so that its peak resident set is its ow
 1. the quantized tensor is written to a file: libggml quantizes 1 M random weights once and the
    bytes are written 256 times (the values do not matter for memory; the float32 input never exists);
 2. a new process memory-maps that file, records its resident set, dequantizes the whole tensor with
-   the backend and records the peak resident set (``ru_maxrss``) and the peak of Python-level
+   the backend and records the peak resident set (``VmHWM``) and the peak of Python-level
    allocations (``tracemalloc``, which numpy reports its buffers to).
 
 Two ratios are reported in ``extra_info``, both against the 1 GiB float32 output:
@@ -35,7 +35,7 @@ TYPES = ["Q4_0", "Q8_0", "Q4_K", "Q6_K", "IQ2_XXS", "F16"]
 BACKENDS = ["numpy", "mlx"]
 
 _CHILD = textwrap.dedent("""
-    import json, mmap, resource, sys, tracemalloc
+    import json, mmap, sys, tracemalloc
     import numpy as np
     from ggspec import accel
     from ggspec.reference.types import live_type
@@ -54,7 +54,8 @@ _CHILD = textwrap.dedent("""
     y = b.dequantize(t, mm, n)
     _, peak_alloc = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so it would start at the parent's peak
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) * 1024
     print(json.dumps(dict(before=before, peak=peak, peak_alloc=peak_alloc, out=int(y.nbytes),
                           checksum=float(np.float64(y[:: 4099].astype(np.float64).sum())))))
 """)
