@@ -29,3 +29,32 @@ def oracle():
             pytest.fail(f"GGSPEC_REQUIRE_ORACLE is set but the oracle is unavailable: {e}")
         pytest.skip(f"C oracle unavailable: {e}")
 
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_vendor():
+    """``vendor/llama.cpp`` of the pinned llama-cpp-python 0.3.36 source (vocabulary GGUFs,
+    ggml-common.h): ``$GGSPEC_LLAMA_CPP_SRC`` or the cache that ``ggspec oracle setup`` fills."""
+    from ggspec.conformance import oracle_setup
+    from ggspec.errors import OracleUnavailable
+
+    try:
+        return oracle_setup.vendor_dir()
+    except OracleUnavailable as e:
+        if os.environ.get("GGSPEC_REQUIRE_ORACLE"):
+            pytest.fail(f"GGSPEC_REQUIRE_ORACLE is set but the pinned source is absent: {e}")
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def portable_lib():
+    """``llama_cpp/lib`` of the portable oracle build (the ground truth for model math)."""
+    from ggspec.conformance import oracle_setup
+    from ggspec.errors import OracleUnavailable
+
+    try:
+        return oracle_setup.portable_lib_dir()
+    except OracleUnavailable as e:
+        if os.environ.get("GGSPEC_REQUIRE_ORACLE"):
+            pytest.fail(f"GGSPEC_REQUIRE_ORACLE is set but the portable oracle is absent: {e}")
+        pytest.skip(f"portable oracle unavailable: {e}")

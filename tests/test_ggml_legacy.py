@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ggspec.conformance import oracle_setup
 from ggspec import reference
 from ggspec.errors import FormatError, UnsupportedTypeError
 from ggspec.reference import ggml_legacy as L
 from ggspec.reference import gguf as G
 
-VENDOR = Path("/work/src/llama_cpp_python-0.3.36/vendor/llama.cpp")
+VENDOR = oracle_setup.source_root() / "vendor" / "llama.cpp"   # `ggspec oracle setup --source`
 f32 = np.float32
 
 

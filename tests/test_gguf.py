@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from ggspec.conformance import oracle_setup
 from ggspec.errors import FormatError, UnsupportedTypeError
 from ggspec.reference import gguf as G
 from ggspec.reference.types import get_type
@@ -662,7 +663,7 @@ def test_validation_agrees_with_ggml_on_corruptions(ggml_gguf):
 # real files: llama.cpp's vocabulary GGUFs (vendored in llama-cpp-python 0.3.36's source tree)
 # --------------------------------------------------------------------------------------------------
 
-VOCAB_DIR = "/work/src/llama_cpp_python-0.3.36/vendor/llama.cpp/models"
+VOCAB_DIR = str(oracle_setup.source_root() / "vendor" / "llama.cpp" / "models")   # `ggspec oracle setup --source`
 
 
 def _vocab_files():

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ggspec.conformance import oracle_setup
 from ggspec.conformance import sizes as S
 from ggspec.errors import GGSpecError
 from ggspec.reference.types import LIVE_TYPES, get_type
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TABLES = REPO.parent / "shared" / "tables"
-VENDOR = Path("/work/src/llama_cpp_python-0.3.36/vendor/llama.cpp")
+VENDOR = oracle_setup.source_root() / "vendor" / "llama.cpp"   # `ggspec oracle setup --source`
 GGML_COMMON_H = VENDOR / "ggml/src/ggml-common.h"
 VOCAB_GGUF = VENDOR / "models/ggml-vocab-llama-spm.gguf"
 
