@@ -256,6 +256,40 @@ class GGMLGraph:
             self.base.ggml_free(ctx)
 
 
+    def mul_mat_typed(self, w_type: str, w_raw: bytes, n_out: int, n_in: int, x,
+                      n_threads: int = 1) -> np.ndarray:
+        """ggml_mul_mat(w, x) with ``w`` a ggml tensor of type ``w_type`` (ne = [n_in, n_out]) given as
+        its raw bytes, and float32 ``x`` (n, n_in) -> float32 (n, n_out). The CPU backend converts x to
+        the weight type's vec_dot_type and runs ggml_vec_dot_<type> per output."""
+        from ..reference.types import get_type
+
+        t = get_type(w_type)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise ShapeError(f"x must be (n, {n_in})")
+        if n_in % t.block_size:
+            raise ShapeError(f"n_in {n_in} is not a multiple of {w_type}'s block size {t.block_size}")
+        nbytes = n_out * (n_in // t.block_size) * t.type_size
+        if len(w_raw) != nbytes:
+            raise ShapeError(f"{w_type} weight of {n_out}x{n_in} needs {nbytes} bytes, got {len(w_raw)}")
+        ctx = self._ctx(nbytes + 8 * x.nbytes + 4 * x.shape[0] * n_out)
+        try:
+            a = self.base.ggml_new_tensor_2d(ctx, t.id, n_in, n_out)
+            ctypes.memmove(self.base.ggml_get_data(a), bytes(w_raw), nbytes)
+            b = self._tensor(ctx, x, GGML_TYPE_F32)
+            node = self.base.ggml_mul_mat(ctx, a, b)
+            self._compute(ctx, node, n_threads)
+            return self._read(node, (x.shape[0], n_out), np.float32)
+        finally:
+            self.base.ggml_free(ctx)
+
+
+def op(name: str, *args, **kwargs):
+    """``load().<name>(*args, **kwargs)``: a module-level entry point for the portable oracle's child
+    process (``portable.Oracle().call("ggspec.conformance.ggml_graph", "op", "mul_mat_typed", ...)``)."""
+    return getattr(load(), name)(*args, **kwargs)
+
+
 @functools.lru_cache(maxsize=1)
 def load(path: "str | None" = None) -> GGMLGraph:
     """The graph oracle, loaded once; OracleUnavailable with the reason if it cannot be."""

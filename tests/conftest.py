@@ -47,14 +47,18 @@ def llama_cpp_vendor():
 
 
 @pytest.fixture(scope="session")
-def portable_lib():
-    """``llama_cpp/lib`` of the portable oracle build (the ground truth for model math)."""
-    from ggspec.conformance import oracle_setup
+def portable():
+    """The portable oracle (llama-cpp-python 0.3.36 with every SIMD path, llamafile, repacking and FMA
+    contraction off), running in a child process: ``portable.call(module, function, *args)``.
+    The ground truth for model math (RoPE, mat-mul, attention, the forward pass)."""
+    from ggspec.conformance import portable as P
     from ggspec.errors import OracleUnavailable
 
     try:
-        return oracle_setup.portable_lib_dir()
+        oracle = P.shared()
     except OracleUnavailable as e:
         if os.environ.get("GGSPEC_REQUIRE_ORACLE"):
             pytest.fail(f"GGSPEC_REQUIRE_ORACLE is set but the portable oracle is absent: {e}")
         pytest.skip(f"portable oracle unavailable: {e}")
+    yield oracle
+    oracle.close()
