@@ -16,7 +16,9 @@ Third parties register a factory in the entry-point group ``ggspec.implementatio
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import struct
 from importlib.metadata import entry_points
 from typing import Callable, Protocol, runtime_checkable
 
@@ -59,6 +61,56 @@ class ReferenceImpl:
     def quantize(self, type, x, imatrix):
         return self._ref.quantize(type, x, imatrix)
 
+    def read_gguf(self, path):
+        from ..reference import gguf as G
+        g = G.read(path)
+        try:
+            return reference_parse(g)
+        finally:
+            g.close()
+
+    def supports_suite(self, suite, op, subject):
+        if suite == "rope":
+            from ..reference import rope as R
+            return R.libm_available()      # bit-exact RoPE needs the C library's sinf/cosf
+        return hasattr(self, {"gguf": "read_gguf", "mix": "tensor_types"}.get(suite, suite))
+
+    def rope(self, x, pos, params):
+        from ..reference import rope as R
+        ff = params.get("freq_factors")
+        p = R.RopeParams(n_dims=params["n_dims"], mode=params["mode"], freq_base=params["freq_base"],
+                         freq_scale=params["freq_scale"], ext_factor=params["ext_factor"],
+                         attn_factor=params["attn_factor"], beta_fast=params["beta_fast"],
+                         beta_slow=params["beta_slow"], n_ctx_orig=params["n_ctx_orig"],
+                         freq_factors=None if ff is None else tuple(np.asarray(ff, np.float32).tolist()))
+        return R.apply_rope(x, pos, p, math="libm", contract="ggml-x86")
+
+    def tensor_types(self, arch, ftype, imatrix=False, overrides=None):
+        from . import sizes
+        return [(t.name("gguf"), ty) for t, ty in sizes.tensor_types(arch, ftype, "gguf", imatrix=imatrix)]
+
+
+def reference_parse(g) -> dict:
+    """ggspec's GGUFFile as the gguf suite's parse JSON."""
+    from .suites.gguf import scalar_json
+
+    def item(vt, sub, v):
+        if vt.name == "ARRAY":
+            if sub.name == "ARRAY":
+                return [{"item_type": x.sub_type.name, "value": item(x.type, x.sub_type, x.value)} for x in v]
+            return [scalar_json(sub.name, x) for x in v]
+        return scalar_json(vt.name, v)
+    kv = []
+    for key, val in g.values.items():
+        d = {"key": key, "type": val.type.name, "value": item(val.type, val.sub_type, val.value)}
+        if val.type.name == "ARRAY":
+            d = {"key": key, "type": "ARRAY", "item_type": val.sub_type.name, "value": d["value"]}
+        kv.append(d)
+    tensors = [{"name": t.name, "type": t.type.id, "ne": list(t.shape), "offset": t.relative_offset}
+               for t in g.tensors.values()]
+    return {"version": g.version, "alignment": g.alignment, "data_offset": g.data_offset, "kv": kv,
+            "tensors": tensors}
+
 
 class AccelImpl:
     """A ggspec.accel backend (``numpy`` or ``mlx``)."""
@@ -94,6 +146,7 @@ class LibGGMLImpl:
             self._lib = libggml.LibGGML(path) if path else libggml.load()
         except GGSpecError as e:
             raise ImplementationUnavailable(str(e)) from e
+        self._graph = None
 
     def supports(self, op, type):
         if op == "dequantize":
@@ -109,6 +162,120 @@ class LibGGMLImpl:
         if not type.quantize_chunk and imatrix is not None:
             raise UnsupportedTypeError(f"{type.name}: ggml's reference row quantizer takes no imatrix")
         return self._lib.quantize(type, x, imatrix)
+
+    def rope(self, x, pos, params):
+        """ggml_rope_ext of libggml-cpu (next to this libggml-base), one thread."""
+        from . import ggml_graph
+        if self._graph is None:
+            self._graph = ggml_graph.GGMLGraph(self._lib.path)
+        p = params
+        return self._graph.rope_ext(x, pos, n_dims=p["n_dims"], mode=p["mode_id"], freq_factors=p.get("freq_factors"),
+                                    n_ctx_orig=p["n_ctx_orig"], freq_base=p["freq_base"], freq_scale=p["freq_scale"],
+                                    ext_factor=p["ext_factor"], attn_factor=p["attn_factor"],
+                                    beta_fast=p["beta_fast"], beta_slow=p["beta_slow"])
+
+    def read_gguf(self, path):
+        """ggml's gguf_init_from_file, reading the tensor data too (no_alloc = false, as
+        gguf_init_from_file does for a caller that asks for a ggml context)."""
+        return libggml_gguf_parse(self._lib.path, path)
+
+
+class _GGUFInitParams(ctypes.Structure):
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
+
+
+_GGUF_FNS = {}
+
+
+def _gguf_lib(lib_path):
+    key = str(lib_path)
+    if key in _GGUF_FNS:
+        return _GGUF_FNS[key]
+    lib = ctypes.CDLL(key)
+    V, I64, SZ, S = ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t, ctypes.c_char_p
+    sig = {
+        "gguf_init_from_file": (V, [S, _GGUFInitParams]), "gguf_free": (None, [V]), "ggml_free": (None, [V]),
+        "gguf_get_version": (ctypes.c_uint32, [V]), "gguf_get_alignment": (SZ, [V]),
+        "gguf_get_data_offset": (SZ, [V]), "gguf_get_n_kv": (I64, [V]), "gguf_get_key": (S, [V, I64]),
+        "gguf_get_kv_type": (ctypes.c_int, [V, I64]), "gguf_get_arr_type": (ctypes.c_int, [V, I64]),
+        "gguf_get_arr_n": (SZ, [V, I64]), "gguf_get_arr_data": (V, [V, I64]),
+        "gguf_get_arr_str": (V, [V, I64, SZ]), "gguf_get_val_data": (V, [V, I64]),
+        "gguf_get_val_str": (V, [V, I64]), "gguf_get_n_tensors": (I64, [V]),
+        "gguf_get_tensor_name": (S, [V, I64]), "gguf_get_tensor_offset": (SZ, [V, I64]),
+        "gguf_get_tensor_type": (ctypes.c_int, [V, I64]), "ggml_get_tensor": (V, [V, S]),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(lib, name)
+        f.restype, f.argtypes = res, args
+    _GGUF_FNS[key] = lib
+    return lib
+
+
+class _GGMLTensorHead(ctypes.Structure):
+    # struct ggml_tensor: type, buffer, ne[4], ... (ggml.h)
+    _fields_ = [("type", ctypes.c_int), ("buffer", ctypes.c_void_p), ("ne", ctypes.c_int64 * 4)]
+
+
+_SCALAR_SIZE = {"UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "UINT32": 4, "INT32": 4, "FLOAT32": 4, "BOOL": 1,
+                "UINT64": 8, "INT64": 8, "FLOAT64": 8}
+_SCALAR_FMT = {"UINT8": "<B", "INT8": "<b", "UINT16": "<H", "INT16": "<h", "UINT32": "<I", "INT32": "<i",
+               "BOOL": "<B", "UINT64": "<Q", "INT64": "<q"}
+
+
+def _c_str(ptr) -> str:
+    """A NUL-terminated C string; bytes that are not UTF-8 raise (the parse JSON holds text)."""
+    return ctypes.string_at(ptr).decode("utf-8")
+
+
+def _scalar_from(raw: bytes, vt: str):
+    from .suites.gguf import scalar_json
+    if vt in ("FLOAT32", "FLOAT64"):
+        return raw.hex()
+    return scalar_json(vt, struct.unpack(_SCALAR_FMT[vt], raw)[0])
+
+
+def libggml_gguf_parse(lib_path, path) -> dict:
+    """The parse JSON of ``path`` as libggml's gguf_init_from_file sees it; raises GGSpecError when
+    ggml rejects the file."""
+    from .suites.gguf import VALUE_TYPES
+    lib = _gguf_lib(lib_path)
+    gctx = ctypes.c_void_p()
+    ctx = lib.gguf_init_from_file(str(path).encode(), _GGUFInitParams(False, ctypes.pointer(gctx)))
+    if not ctx:
+        raise GGSpecError("ggml's gguf_init_from_file rejected the file")
+    try:
+        kv = []
+        for i in range(lib.gguf_get_n_kv(ctx)):
+            key = lib.gguf_get_key(ctx, i).decode("utf-8")
+            vt = VALUE_TYPES[lib.gguf_get_kv_type(ctx, i)]
+            if vt == "STRING":
+                kv.append({"key": key, "type": vt, "value": _c_str(lib.gguf_get_val_str(ctx, i))})
+            elif vt == "ARRAY":
+                st = VALUE_TYPES[lib.gguf_get_arr_type(ctx, i)]
+                n = lib.gguf_get_arr_n(ctx, i)
+                if st == "STRING":
+                    items = [_c_str(lib.gguf_get_arr_str(ctx, i, j)) for j in range(n)]
+                else:
+                    size = _SCALAR_SIZE[st]
+                    buf = ctypes.string_at(lib.gguf_get_arr_data(ctx, i), n * size) if n else b""
+                    items = [_scalar_from(buf[j * size:(j + 1) * size], st) for j in range(n)]
+                kv.append({"key": key, "type": "ARRAY", "item_type": st, "value": items})
+            else:
+                raw = ctypes.string_at(lib.gguf_get_val_data(ctx, i), _SCALAR_SIZE[vt])
+                kv.append({"key": key, "type": vt, "value": _scalar_from(raw, vt)})
+        tensors = []
+        for i in range(lib.gguf_get_n_tensors(ctx)):
+            name = lib.gguf_get_tensor_name(ctx, i)
+            t = lib.ggml_get_tensor(gctx, name)
+            ne = list(ctypes.cast(t, ctypes.POINTER(_GGMLTensorHead)).contents.ne)
+            tensors.append({"name": name.decode("utf-8"), "type": lib.gguf_get_tensor_type(ctx, i), "ne": ne,
+                            "offset": lib.gguf_get_tensor_offset(ctx, i)})
+        return {"version": lib.gguf_get_version(ctx), "alignment": lib.gguf_get_alignment(ctx),
+                "data_offset": lib.gguf_get_data_offset(ctx), "kv": kv, "tensors": tensors}
+    finally:
+        lib.gguf_free(ctx)
+        if gctx:
+            lib.ggml_free(gctx)
 
 
 class GGUFPyImpl:
@@ -171,6 +338,57 @@ class GGUFPyImpl:
             raise UnsupportedTypeError("gguf-py quantizers take no importance matrix")
         out = self._q.quantize(np.asarray(x, np.float32), self._qtype(type))
         return np.ascontiguousarray(out).tobytes()
+
+    def read_gguf(self, path):
+        """gguf-py's GGUFReader, its fields and tensors as the parse JSON."""
+        r = self._gguf.GGUFReader(path)
+        return ggufpy_parse(r)
+
+
+def _np_le(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a.astype(a.dtype.newbyteorder("<"))
+
+
+def ggufpy_parse(r) -> dict:
+    from .suites.gguf import scalar_json
+
+    def scalar(vt: str, part):
+        a = _np_le(part).reshape(-1)
+        if vt in ("FLOAT32", "FLOAT64"):
+            return a[:1].tobytes().hex()
+        if vt == "STRING":
+            return bytes(part).decode("utf-8")
+        return scalar_json(vt, a[0].item())
+    kv, version = [], None
+    for name, f in r.fields.items():
+        if name == "GGUF.version":
+            version = int(f.parts[-1][0])
+            continue
+        if name.startswith("GGUF."):
+            continue
+        vt = f.types[0].name
+        if vt == "ARRAY":
+            st = f.types[-1].name if len(f.types) > 1 else "UINT8"
+            if len(f.types) > 1 and f.types[1].name == "ARRAY":
+                st = "ARRAY"       # gguf-py flattens nested arrays: no structure to return
+                items = [scalar(f.types[-1].name, f.parts[i]) for i in f.data]
+            elif len(f.types) == 1:  # an empty array: gguf-py keeps no item type
+                st = VALUE_TYPES_BY_ID[int(f.parts[3][0])]
+                items = []
+            else:
+                items = [scalar(st, f.parts[i]) for i in f.data]
+            kv.append({"key": name, "type": "ARRAY", "item_type": st, "value": items})
+        else:
+            kv.append({"key": name, "type": vt, "value": scalar(vt, f.parts[f.data[0]])})
+    tensors = [{"name": t.name, "type": int(t.tensor_type), "ne": [int(x) for x in t.shape],
+                "offset": int(t.data_offset) - int(r.data_offset)} for t in r.tensors]
+    return {"version": version, "alignment": int(r.alignment), "data_offset": int(r.data_offset), "kv": kv,
+            "tensors": tensors}
+
+
+VALUE_TYPES_BY_ID = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY",
+                     "UINT64", "INT64", "FLOAT64")
 
 
 class MLXGGUFImpl:

@@ -1,67 +1,185 @@
-"""``ggspec conform``: run the golden vectors against implementations and print a table."""
+"""``ggspec conform``: run the golden vectors of every suite against implementations.
+
+Default report (fits 100 columns): one summary line per implementation with a cell per suite, then the
+first failure of each failing cell. ``--detail`` (implied by ``--impl`` / ``--exec``) adds one table
+per implementation and suite. Exit status: with ``--impl`` / ``--exec``, 1 on any FAIL (or broken
+adapter; nan-bits too with ``--strict``); without them, peers' failures are findings and the status
+reflects ggspec's own implementations (reference, numpy, mlx).
+"""
 
 from __future__ import annotations
 
 import sys
+import textwrap
 
 from tabulate import tabulate
 
 from ..errors import GGSpecError
 from ..reference.types import get_type
-from . import adapters, runner, vectors
+from . import adapters, runner, suites
+
+OWN = ("reference", "numpy", "mlx")
+WIDTH = 100
 
 
 def register(sub) -> None:
     p = sub.add_parser("conform", help="check implementations against the golden vectors",
-                       description="Run the golden vectors (default: the embedded set) against one or more "
-                                   "implementations and print type x operation -> pass / FAIL / unsupported. "
-                                   "Exit status 1 on any FAIL.")
+                       description="Run the golden vectors of each suite (codec, gguf, rope, attention, forward, "
+                                   "mix; default: all) against implementations and print a summary per "
+                                   "implementation and suite. Exit status 1 on a FAIL of the implementations "
+                                   "named with --impl/--exec, or (without them) of ggspec's own.")
     p.add_argument("--impl", action="append", default=[],
-                   help="implementation: reference, numpy, mlx, libggml, gguf-py, an entry-point name of the "
-                        "'ggspec.implementations' group, or module:factory (repeatable; default: every available one)")
+                   help="implementation: reference, numpy, mlx, libggml, gguf-py, mlx-gguf, an entry-point name of "
+                        "the 'ggspec.implementations' group, or module:factory (repeatable; default: every "
+                        "available one)")
+    p.add_argument("--exec", dest="exec_cmds", action="append", default=[], metavar="CMD",
+                   help="a program speaking the exec protocol on stdin/stdout (docs/conformance.md); repeatable")
+    p.add_argument("--suite", action="append", default=[],
+                   help="suite(s) to run, comma-separated or repeated: " + ", ".join(suites.SUITE_NAMES) +
+                        " (default: all)")
     p.add_argument("--libggml", default=None, help="path of a libggml-base shared library for --impl libggml")
     p.add_argument("--vectors", default=None, help="vector directory (default: the embedded vectors)")
-    p.add_argument("--types", default="", help="comma-separated type names (default: all)")
-    p.add_argument("--ops", default=",".join(runner.OPS), help="comma-separated operations: " + ",".join(runner.OPS))
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--types", default="", help="codec suite: comma-separated type names (default: all)")
+    p.add_argument("--ops", default=",".join(runner.OPS),
+                   help="codec suite: comma-separated operations: " + ",".join(runner.OPS))
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--detail", action="store_true", help="one table per implementation and suite")
+    p.add_argument("--all-failures", action="store_true", help="list every failing tcId, not the first per cell")
+    p.add_argument("--strict", action="store_true", help="nan-bits cells fail the run too")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress, and the implementations' warnings are counted per cell, not printed")
+    p.add_argument("--junit-xml", default=None, metavar="PATH",
+                   help="also write a JUnit XML report: one testcase per (implementation, suite, subject, op)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per isolated call or exec request (default 10)")
+    p.add_argument("--memory-limit", type=int, default=1024,
+                   help="MiB of address space per isolated parser call (default 1024)")
     p.set_defaults(func=run)
 
 
+def _suites(args) -> "list[suites.Suite]":
+    names = [s.strip() for arg in args.suite for s in arg.split(",") if s.strip()]
+    return [suites.get(n) for n in (names or suites.SUITE_NAMES)]
+
+
+def _implementations(args):
+    impls, missing = [], {}
+    if args.impl or args.exec_cmds:
+        impls = [adapters.get_implementation(s, args.libggml) for s in args.impl]
+        if args.exec_cmds:
+            from .exec_protocol import ExecImpl
+            for cmd in args.exec_cmds:
+                impls.append(ExecImpl(cmd, timeout=args.timeout))
+    else:
+        impls, missing = adapters.available_implementations()
+    return impls, missing
+
+
 def run(args) -> int:
-    vfs = vectors.load_all(args.vectors)
-    if not vfs:
-        raise GGSpecError(f"no vector files found in {args.vectors or vectors.vectors_root()}")
+    sel_suites = _suites(args)
     types = [get_type(s).name for s in args.types.split(",") if s.strip()] or None
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     bad = [o for o in ops if o not in runner.OPS]
     if bad:
         raise GGSpecError(f"unknown operation(s) {bad}; choose from {runner.OPS}")
-    if args.impl:
-        impls = [adapters.get_implementation(s, args.libggml) for s in args.impl]
-        missing = {}
-    else:
-        impls, missing = adapters.available_implementations()
-    reports = []
-    for impl in impls:
-        def progress(t, name=impl.name):
-            if not args.quiet and sys.stderr.isatty():
-                print(f"\r{name}: {t:<8}", end="", file=sys.stderr, flush=True)
-        reports.append(runner.run(impl, vfs, types, ops, progress))
-        if not args.quiet and sys.stderr.isatty():
-            print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    named = bool(args.impl or args.exec_cmds)
+    impls, missing = _implementations(args)
+    ctx = runner.Context(timeout=args.timeout, memory=args.memory_limit << 20, strict=args.strict, quiet=args.quiet)
+    tty = not args.quiet and sys.stderr.isatty()
+    reports: "list[runner.Report]" = []
+    files_run: dict = {}
+    try:
+        for suite in sel_suites:
+            vsets = suite.load(args.vectors)
+            select = None
+            if suite.name == "codec":
+                select = (lambda c: (types is None or c.subject in types) and c.op in ops)
+            for impl in impls:
+                def progress(what, name=impl.name, s=suite.name):
+                    if tty:
+                        print(f"\r{name} {s}: {str(what)[-50:]:<50}", end="", file=sys.stderr, flush=True)
+                r = runner.run_suite(impl, suite, vsets, ctx, select, progress, own=impl.name in OWN)
+                reports.append(r)
+                files_run.setdefault(suite.name, set())
+                if r.files_run:
+                    files_run[suite.name].add(r.files_run)
+            if tty:
+                print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    finally:
+        ctx.close()
+        for impl in impls:
+            close = getattr(impl, "close", None)
+            if close and getattr(impl, "out_of_process", False):
+                close()
+    status = exit_status(reports, named, args.strict)
+    if args.junit_xml:
+        from .junit import write_junit
+        write_junit(args.junit_xml, reports, args.strict)
     if args.json:
-        print(runner.dumps(reports, missing))
-    else:
-        header, rows = runner.table(reports, ops)
-        print(tabulate(rows, headers=header, tablefmt="simple"))
-        for name, why in missing.items():
-            print(f"not run: {name}: {why}")
-        fails = runner.failures(reports)
-        if fails:
-            print("\nfirst failure of each FAIL cell:")
-            for f in fails:
-                print("  " + f)
-        n_fail = sum(1 for r in reports for o in r.results.values() if o.status == "FAIL")
-        print(f"\n{len(reports)} implementation(s), {len(vfs)} vector files: {n_fail} FAIL cell(s)")
-    return 1 if any(r.failed for r in reports) else 0
+        print(runner.dumps(reports, missing, args.strict, status))
+        return status
+    print_report(reports, sel_suites, missing, named, args, ops)
+    return status
+
+
+def exit_status(reports, named: bool, strict: bool) -> int:
+    pool = reports if named else [r for r in reports if r.own]
+    return 1 if any(r.failed_strict(strict) for r in pool) else 0
+
+
+def _fit(line: str, width: int = WIDTH, indent: str = "    ") -> str:
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=indent, break_long_words=True,
+                                   break_on_hyphens=False)) or line
+
+
+def print_report(reports, sel_suites, missing, named, args, ops=runner.OPS) -> None:
+    impl_names = []
+    for r in reports:
+        if r.impl not in impl_names:
+            impl_names.append(r.impl)
+    by = {(r.impl, r.suite): r for r in reports}
+    names = [s.name for s in sel_suites]
+    rows = [[name] + [by[(name, s)].summary() if (name, s) in by else "-" for s in names] for name in impl_names]
+    print(tabulate(rows, headers=["implementation"] + names, tablefmt="simple"))
+    n_files = {s: max((r.files_run for r in reports if r.suite == s), default=0) for s in names}
+    print(_fit("cells: pass N = cases passed; FAIL k/N = failing cells (type x op, or case class) of N run; "
+               "nan-bits = only NaN payload/sign or zero-sign bits differ (fails only with --strict)"))
+    for s in sel_suites:
+        if s.placeholder or not any(r.files_total for r in reports if r.suite == s.name):
+            rs = [r for r in reports if r.suite == s.name]
+            why = rs[0].note if rs and rs[0].note else f"no vectors: {s.missing}"
+            print(_fit(f"{s.name}: {why}"))
+    for name, why in missing.items():
+        print(_fit(f"not run: {name}: {why}"))
+
+    if args.detail or named:
+        for name in impl_names:
+            for s in sel_suites:
+                r = by.get((name, s.name))
+                if r is None or not r.results:
+                    continue
+                sops = tuple(o for o in s.ops if o in ops) if s.name == "codec" else s.ops
+                header, body = runner.table([r], sops)
+                header[0] = s.subject_title
+                print(f"\n{name} / {s.name} ({r.files_run} of {r.files_total} vector files run)")
+                print(tabulate(body, headers=header, tablefmt="simple"))
+
+    own_fail = [r for r in reports if r.own or named]
+    peers = [r for r in reports if not (r.own or named)]
+    lines_own = runner.failures(own_fail, args.all_failures)
+    lines_peer = runner.failures(peers, args.all_failures)
+    what = "every failing case" if args.all_failures else "first failure of each cell"
+    if lines_own:
+        print(f"\n{'failures' if named else 'failures in ggspec' + chr(39) + 's own implementations'} ({what}):")
+        for line in lines_own:
+            print(_fit("  " + line))
+    if lines_peer:
+        print(f"\nfindings in peers ({what}; they do not change the exit status):")
+        for line in lines_peer:
+            print(_fit("  " + line))
+    warn = sum(o.warnings for r in reports for o in r.results.values())
+    n_fail = sum(1 for r in reports for o in r.results.values() if o.status in ("FAIL", "broken"))
+    n_nan = sum(1 for r in reports for o in r.results.values() if o.status == "nan-bits")
+    files = ", ".join(f"{s} {n}" for s, n in n_files.items() if n)
+    print()
+    print(_fit(f"{len(impl_names)} implementation(s); vector files run: {files or 'none'}; "
+               f"{n_fail} FAIL cell(s), {n_nan} nan-bits cell(s)" + (f"; {warn} warning(s) counted" if warn else "")))

@@ -1,0 +1,226 @@
+"""The ``gguf`` suite: GGUF parsing, Wycheproof-style (``vectors/gguf/gguf.json``).
+
+Every case is a small GGUF file (``file_hex``) with a ``result``:
+
+* ``valid``: the implementation must accept it and return ``expected``, the parse libggml's
+  ``gguf_init_from_file`` gives;
+* ``invalid``: it must reject it (``reason`` names the class: truncation, magic, version, overflow,
+  alignment, overlap, duplicate, type, shape, name, ...). Accepting it is a FAIL naming the case;
+* ``acceptable``: ggml and other readers legitimately differ (``flags`` say how: version 1,
+  big-endian, nested arrays, offset gaps, ...). Rejecting is fine; accepting must give ``expected``
+  when the case has one.
+
+Rows are the case classes (``valid/values``, ``invalid/truncation``, ...), the columns ``valid``,
+``invalid``, ``acceptable``. Every parser call runs in a child process with a time and a memory limit
+(``runner.Context.isolate``): a hang, a crash or a blow-up is a verdict of its own (``timeout``,
+``crash``, ``memory``) and the run goes on.
+
+The parse, as JSON (what ``read_gguf(path)`` returns; an implementation rejects a file by raising)::
+
+    {"version": 3, "alignment": 32, "data_offset": 160,
+     "kv": [{"key": "general.architecture", "type": "STRING", "value": "llama"},
+            {"key": "x", "type": "FLOAT32", "value": "0000803f"},          # float bits, little-endian hex
+            {"key": "n", "type": "UINT64", "value": "18446744073709551615"},   # 64-bit ints as decimal text
+            {"key": "a", "type": "ARRAY", "item_type": "INT32", "value": [1, 2, 3]},
+            {"key": "aa", "type": "ARRAY", "item_type": "ARRAY",
+             "value": [{"item_type": "UINT8", "value": [1]}]}],
+     "tensors": [{"name": "w", "type": 2, "ne": [32, 4, 1, 1], "offset": 0}]}
+
+``ne`` is padded with 1 to four dimensions (ggml's ``ne``); ``offset`` is relative to the data
+section; ``type`` is the ggml type id. BOOL values are JSON booleans, integers up to 32 bits JSON
+numbers, strings JSON strings.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+from . import Case, Suite, VectorSet, Verdict, register
+
+SCHEMA = "ggspec-gguf-vectors/1"
+OPS = ("valid", "invalid", "acceptable")
+VALUE_TYPES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY",
+               "UINT64", "INT64", "FLOAT64")
+_FLOAT_FMT = {"FLOAT32": "<f", "FLOAT64": "<d"}
+
+
+# ------------------------------------------------------------------------------------------------
+# the canonical parse
+
+def scalar_json(vtype: str, value):
+    """A scalar as the parse JSON holds it (``value`` a Python value; floats as their bits in hex)."""
+    if vtype in _FLOAT_FMT:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value).hex()
+        return struct.pack(_FLOAT_FMT[vtype], value).hex()
+    if vtype in ("UINT64", "INT64"):
+        return str(int(value))
+    if vtype == "BOOL":
+        return bool(value)
+    if vtype == "STRING":
+        return value
+    return int(value)
+
+
+def canonical(parse: dict) -> dict:
+    """Normalise an implementation's parse (ne padded to 4, ints as ints) for comparison."""
+    out = {"version": int(parse["version"]), "alignment": int(parse["alignment"]),
+           "data_offset": int(parse["data_offset"]), "kv": list(parse.get("kv", [])), "tensors": []}
+    for t in parse.get("tensors", []):
+        ne = [int(x) for x in t["ne"]]
+        out["tensors"].append({"name": t["name"], "type": int(t["type"]), "ne": ne + [1] * (4 - len(ne)),
+                               "offset": int(t["offset"])})
+    return out
+
+
+def diff(got: dict, expected: dict) -> "str | None":
+    """The first difference between two parses, as a path and both values, or None."""
+    try:
+        g = canonical(got)
+    except Exception as e:
+        return f"the parse is malformed ({type(e).__name__}: {e})"
+    e = canonical(expected)
+    return _diff(g, e, "")
+
+
+def _short(v) -> str:
+    s = json.dumps(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _diff(g, e, path) -> "str | None":
+    if isinstance(e, dict) and isinstance(g, dict):
+        for k in e:
+            if k not in g:
+                return f"{path}.{k} missing"
+            d = _diff(g[k], e[k], f"{path}.{k}")
+            if d:
+                return d
+        extra = [k for k in g if k not in e]
+        return f"{path}: unexpected keys {extra}" if extra else None
+    if isinstance(e, list) and isinstance(g, list):
+        for i, (a, b) in enumerate(zip(g, e)):
+            d = _diff(a, b, f"{path}[{i}]")
+            if d:
+                return d
+        if len(g) != len(e):
+            return f"{path}: {len(g)} items, expected {len(e)}"
+        return None
+    if g != e or type(g) is not type(e):
+        return f"{path.lstrip('.')}: got {_short(g)}, expected {_short(e)}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# vectors
+
+_TMP: "list[str]" = []
+
+
+def _tmpdir() -> str:
+    if not _TMP:
+        d = tempfile.mkdtemp(prefix="ggspec-gguf-")
+        _TMP.append(d)
+        atexit.register(shutil.rmtree, d, True)
+    return _TMP[0]
+
+
+def vector_path(root=None) -> Path:
+    if root is None:
+        from ..vectors import vectors_root
+        root = vectors_root()
+    return Path(root) / "gguf" / "gguf.json"
+
+
+def load(root):
+    p = vector_path(root)
+    if not p.is_file():
+        return []
+    doc = json.loads(p.read_text())
+    if doc.get("schema") != SCHEMA:
+        from ...errors import FormatError
+        raise FormatError(f"{p}: schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
+    n = sum(len(g["tests"]) for g in doc["testGroups"])
+
+    def cases():
+        for g in doc["testGroups"]:
+            for t in g["tests"]:
+                result = g["result"]
+                subject = f"{result}/{t.get('reason') or t.get('category') or 'other'}"
+                yield Case(int(t["tcId"]), t.get("comment", ""), list(t.get("flags", [])), subject, result,
+                           {"test": t, "result": result}, str(p))
+    return [VectorSet(str(p), doc.get("provenance", {}), cases, n)]
+
+
+def case_file(case: Case) -> str:
+    """The case's bytes written to a temporary file (once per process)."""
+    d = case.data
+    if "path" not in d:
+        path = os.path.join(_tmpdir(), f"tc{case.tcId}.gguf")
+        with open(path, "wb") as f:
+            f.write(bytes.fromhex(d["test"]["file_hex"]))
+        d["path"] = path
+    return d["path"]
+
+
+def judge(case: Case, accepted: bool, parse, why: str = "") -> Verdict:
+    t, result = case.data["test"], case.data["result"]
+    expected = t.get("expected")
+    if not accepted:
+        if result == "valid":
+            return Verdict.fail(f"rejected a valid file: {why[:200]}")
+        return Verdict.ok()
+    if result == "invalid":
+        return Verdict.fail(f"accepted an invalid file (must be rejected: {t.get('reason')})")
+    if expected is None:
+        return Verdict.ok()
+    if not isinstance(parse, dict):
+        return Verdict.fail(f"read_gguf returned {type(parse).__name__}, not a parse")
+    d = diff(parse, expected)
+    return Verdict.ok() if d is None else Verdict.fail(f"wrong parse: {d}")
+
+
+def check(impl, case: Case, ctx) -> Verdict:
+    path = case_file(case)
+    r = ctx.isolate(impl, "read_gguf", path)
+    v = _from_call(case, r)
+    v.warnings = r.warnings
+    return v
+
+
+def _from_call(case, r) -> Verdict:
+    if r.kind == "ok":
+        return judge(case, True, r.value)
+    if r.kind == "raised":
+        # an exception is how a reader rejects a file; on a valid file it is a FAIL with its type
+        return judge(case, False, None, f"raised {r.error}")
+    return Verdict(r.kind, f"{r.kind}: {r.error}")
+
+
+def exec_request(case: Case) -> dict:
+    return {"suite": "gguf", "op": "parse", "path": case_file(case)}
+
+
+def exec_reply(case: Case, reply: dict) -> Verdict:
+    if "result" in reply:
+        return judge(case, True, reply["result"])
+    if "reject" in reply or "error" in reply:
+        return judge(case, False, None, str(reply.get("reject") or reply.get("error")))
+    return Verdict.fail(f"reply has neither result nor reject: {str(reply)[:120]}")
+
+
+def _order(subject: str):
+    result, _, what = subject.partition("/")
+    return (OPS.index(result) if result in OPS else 9, what)
+
+
+SUITE = register(Suite(
+    name="gguf", ops=OPS, method="read_gguf", load=load, check=check, subject_title="case class",
+    missing="vectors/gguf/gguf.json is absent (python -m ggspec.vectors.generate_gguf makes it)",
+    order=_order, exec_request=exec_request, exec_reply=exec_reply))

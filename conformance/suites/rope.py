@@ -1,0 +1,109 @@
+"""The ``rope`` suite: ggml_rope_ext (``vectors/model/rope.json``, made by vectors/generate_model.py).
+
+Rows are the parameter groups (mode x head_dim/n_dims x scaling), columns the input dtype
+(``float32``, ``float16``). An implementation answers through
+
+    rope(x, pos, params) -> array of x's shape and dtype
+
+``x`` is float32 or float16 ``(n_tokens, n_head, head_dim)``, ``pos`` int32 ``(n_tokens,)`` and
+``params`` the group's ``params`` dict exactly as in the vector file (``mode`` "normal"/"neox",
+``mode_id``, ``n_dims``, ``freq_base``, ``freq_scale``, ``ext_factor``, ``attn_factor``,
+``beta_fast``, ``beta_slow``, ``n_ctx_orig``) plus ``freq_factors``: a float32 array or None.
+Results are compared bit for bit (uint32 / uint16 views); a difference only in NaN/zero-sign bits
+is ``nan-bits``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import Case, Suite, VectorSet, Verdict, register
+from ..compare import describe_bits, float_diff
+
+OPS = ("float32", "float16")
+
+
+def vector_path(root=None) -> Path:
+    if root is None:
+        from ..vectors import vectors_root
+        root = vectors_root()
+    return Path(root) / "model" / "rope.json"
+
+
+def _decode(h: str, dtype: str, shape) -> np.ndarray:
+    dt = "<f2" if dtype == "float16" else "<f4"
+    return np.frombuffer(bytes.fromhex(h), dtype=dt).reshape(shape).astype(
+        np.float16 if dtype == "float16" else np.float32)
+
+
+def load(root):
+    p = vector_path(root)
+    if not p.is_file():
+        return []
+    doc = json.loads(p.read_text())
+    n = sum(len(g["tests"]) for g in doc["testGroups"])
+
+    def cases():
+        for g in doc["testGroups"]:
+            for t in g["tests"]:
+                yield Case(int(t["tcId"]), t.get("comment", ""), list(t.get("flags", [])), g["name"], t["dtype"],
+                           {"group": g, "test": t}, str(p))
+    return [VectorSet(str(p), doc.get("provenance", {}), cases, n)]
+
+
+def params_of(group: dict) -> dict:
+    p = dict(group["params"])
+    ff = p.pop("freq_factors_f32_hex", None)
+    p["freq_factors"] = np.frombuffer(bytes.fromhex(ff), "<f4").astype(np.float32) if ff else None
+    return p
+
+
+def judge(case: Case, got) -> Verdict:
+    t = case.data["test"]
+    want = _decode(t["expected_hex"], t["dtype"], t["shape"])
+    width = 2 if t["dtype"] == "float16" else 4
+    got = np.asarray(got)
+    if got.dtype != want.dtype:
+        try:
+            got = got.astype(want.dtype)
+        except Exception:
+            return Verdict.fail(f"returned dtype {got.dtype}, expected {want.dtype}")
+    d = float_diff(got, want, width)
+    if d is None:
+        return Verdict.ok()
+    if d["got"] is None:
+        return Verdict.fail(f"{d.get('got_size')} values returned, expected {d['size']}")
+    idx = np.unravel_index(d["index"], want.shape)
+    text = (f"index {tuple(int(i) for i in idx)} (token, head, dim): got {describe_bits(d['got'], width)}, "
+            f"expected {describe_bits(d['expected'], width)} ({d['n']} of {d['size']} values differ)")
+    return Verdict(d["kind"], text)
+
+
+def check(impl, case: Case, ctx) -> Verdict:
+    g, t = case.data["group"], case.data["test"]
+    x = _decode(t["input_hex"], t["dtype"], t["shape"])
+    got = impl.rope(x, np.array(t["pos"], np.int32), params_of(g))
+    return judge(case, got)
+
+
+def exec_request(case: Case) -> dict:
+    g, t = case.data["group"], case.data["test"]
+    return {"suite": "rope", "op": "rope_ext", "dtype": t["dtype"], "shape": t["shape"], "pos": t["pos"],
+            "params": g["params"], "input_hex": t["input_hex"]}
+
+
+def exec_reply(case: Case, reply: dict) -> Verdict:
+    if "hex" not in reply:
+        return Verdict.fail(f"reply has no hex: {str(reply)[:120]}")
+    t = case.data["test"]
+    dt = "<f2" if t["dtype"] == "float16" else "<f4"
+    return judge(case, np.frombuffer(bytes.fromhex(reply["hex"]), dt))
+
+
+SUITE = register(Suite(
+    name="rope", ops=OPS, method="rope", load=load, check=check, subject_title="group",
+    missing="vectors/model/rope.json is absent (python -m ggspec.vectors.generate_model makes it)",
+    exec_request=exec_request, exec_reply=exec_reply))

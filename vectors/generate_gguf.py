@@ -1,0 +1,469 @@
+"""Generate ``vectors/gguf/gguf.json``: the gguf suite's valid / invalid / acceptable GGUF files.
+
+    python -m ggspec.vectors.generate_gguf [--out DIR]      # needs the oracle (llama-cpp-python 0.3.36)
+
+Every file is built here byte by byte (a small writer of its own, not ggspec's reader or writer).
+Each case is designed as valid, invalid or acceptable, then given to libggml's
+``gguf_init_from_file`` (the oracle, reading the tensor data too) in a child process:
+
+* valid: ggml must accept it; ``expected`` is ggml's parse, and the generator checks that it equals
+  what was written (the construction);
+* invalid: ggml must reject it;
+* acceptable: where ggml and other readers legitimately differ. ``oracle`` records what ggml did;
+  ``expected`` is ggml's parse when ggml accepts, else the construction, checked against gguf-py's
+  GGUFReader where gguf-py reads the file (``expected_source`` says which).
+
+A case whose designed verdict the oracle contradicts stops the generator. The output is
+deterministic (no randomness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+from pathlib import Path
+
+VT = {n: i for i, n in enumerate(("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL",
+                                    "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"))}
+FMT = {"UINT8": "B", "INT8": "b", "UINT16": "H", "INT16": "h", "UINT32": "I", "INT32": "i", "FLOAT32": "f",
+       "BOOL": "B", "UINT64": "Q", "INT64": "q", "FLOAT64": "d"}
+# (block size, type size) of the ggml types used here (ggml-common.h)
+TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32, 34), 12: ("Q4_K", 256, 144),
+         14: ("Q6_K", 256, 210), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 26: ("I32", 1, 4), 28: ("F64", 1, 8),
+         30: ("BF16", 1, 2), 39: ("MXFP4", 32, 17)}
+
+
+def _j(vt, v):
+    """A written value as the parse JSON holds it."""
+    if vt in ("FLOAT32", "FLOAT64"):
+        return struct.pack("<" + FMT[vt], v).hex() if not isinstance(v, bytes) else v.hex()
+    if vt in ("UINT64", "INT64"):
+        return str(v)
+    if vt == "BOOL":
+        return bool(v)
+    return v
+
+
+class Builder:
+    """A GGUF file, field by field, in either byte order; ``construction()`` is what was written."""
+
+    def __init__(self, version=3, order="<", alignment=32):
+        self.version, self.o, self.alignment = version, order, alignment
+        self.kvs = []          # (key bytes, vt, value, item_type)
+        self.tensors = []      # (name bytes, n_dims, ne list, type id, data bytes, offset or None)
+
+    # -- pieces
+    def p(self, fmt, v) -> bytes:
+        return struct.pack(self.o + fmt, v)
+
+    def cnt(self, n) -> bytes:
+        return self.p("I" if self.version == 1 else "Q", n)
+
+    def s(self, b) -> bytes:
+        b = b.encode() if isinstance(b, str) else b
+        return self.cnt(len(b)) + b
+
+    def scalar(self, vt, v) -> bytes:
+        if vt == "STRING":
+            return self.s(v)
+        if isinstance(v, bytes):                # raw bits (NaN payloads), given little-endian
+            return v if self.o == "<" else v[::-1]
+        return self.p(FMT[vt], v)
+
+    def value(self, vt, v, it=None) -> bytes:
+        if vt != "ARRAY":
+            return self.scalar(vt, v)
+        out = self.p("I", VT[it]) + self.cnt(len(v))
+        for x in v:
+            out += self.value(x[0], x[1], x[2]) if it == "ARRAY" else self.scalar(it, x)
+        return out
+
+    # -- content
+    def kv(self, key, vt, v, it=None):
+        self.kvs.append((key.encode() if isinstance(key, str) else key, vt, v, it))
+        return self
+
+    def tensor(self, name, type_id, ne, data=None, offset=None, n_dims=None):
+        bs, ts = TYPES[type_id][1:]
+        n = 1
+        for x in ne:
+            n *= x
+        if data is None:
+            data = bytes((i * 7 + 3) & 0xFF for i in range(n // bs * ts))
+        self.tensors.append((name.encode() if isinstance(name, str) else name,
+                             len(ne) if n_dims is None else n_dims, list(ne), type_id, data, offset))
+        return self
+
+    def header(self, n_tensors=None, n_kv=None) -> bytes:
+        b = b"GGUF" + self.p("I", self.version)
+        b += self.cnt(len(self.tensors) if n_tensors is None else n_tensors)
+        b += self.cnt(len(self.kvs) if n_kv is None else n_kv)
+        return b
+
+    def kv_bytes(self) -> bytes:
+        return b"".join(self.s(k) + self.p("I", VT[vt]) + self.value(vt, v, it) for k, vt, v, it in self.kvs)
+
+    def layout(self):
+        offs, pos = [], 0
+        for name, nd, ne, tid, data, off in self.tensors:
+            if off is None:
+                off = pos
+            offs.append(off)
+            pos = max(pos, off + len(data))
+            pos = -(-pos // self.alignment) * self.alignment
+        return offs
+
+    def info_bytes(self) -> bytes:
+        out = b""
+        for (name, nd, ne, tid, data, off), o in zip(self.tensors, self.layout()):
+            out += self.s(name) + self.p("I", nd) + b"".join(self.cnt(x) for x in ne) + self.p("i", tid)
+            out += self.p("Q", o)
+        return out
+
+    def build(self, pad_last=True) -> bytes:
+        head = self.header() + self.kv_bytes() + self.info_bytes()
+        if not self.tensors:
+            return head
+        data_off = -(-len(head) // self.alignment) * self.alignment
+        body = bytearray(data_off - len(head))
+        data = bytearray()
+        for (name, nd, ne, tid, raw, off), o in zip(self.tensors, self.layout()):
+            if len(data) < o + len(raw):
+                data.extend(bytes(o + len(raw) - len(data)))
+            data[o:o + len(raw)] = raw
+        if pad_last:
+            data.extend(bytes(-len(data) % self.alignment))
+        return head + bytes(body) + bytes(data)
+
+    def construction(self) -> dict:
+        head = self.header() + self.kv_bytes() + self.info_bytes()
+        data_off = -(-len(head) // self.alignment) * self.alignment if self.tensors else len(head)
+        kv = []
+        for k, vt, v, it in self.kvs:
+            if vt == "ARRAY":
+                if it == "ARRAY":
+                    val = [{"item_type": x[2], "value": [_j(x[2], y) for y in x[1]]} for x in v]
+                else:
+                    val = [_j(it, x) for x in v]
+                kv.append({"key": k.decode(), "type": "ARRAY", "item_type": it, "value": val})
+            else:
+                kv.append({"key": k.decode(), "type": vt, "value": _j(vt, v)})
+        ts = [{"name": n.decode(), "type": tid, "ne": ne + [1] * (4 - len(ne)), "offset": o}
+              for (n, nd, ne, tid, d, off), o in zip(self.tensors, self.layout())]
+        return {"version": self.version, "alignment": self.alignment, "data_offset": data_off, "kv": kv,
+                "tensors": ts}
+
+
+def base(**kw) -> Builder:
+    return Builder(**kw).kv("general.architecture", "STRING", "llama")
+
+
+def two_tensors(**kw) -> Builder:
+    b = base(**kw)
+    b.tensor("w", 0, [4, 2]).tensor("q", 2, [32])
+    return b
+
+
+NAN_PAYLOAD = bytes.fromhex("0100c07f")       # float32 quiet NaN with payload 1 (little-endian)
+NEG_NAN = bytes.fromhex("0000c0ff")
+NEG_ZERO = bytes.fromhex("00000080")
+
+
+# ------------------------------------------------------------------------------------------------
+# the cases: (result, category or reason, comment, flags, bytes, construction or None)
+
+def cases():
+    out = []
+
+    def add(result, cat, comment, flags, b: "Builder | bytes", construction=None, **kw):
+        if isinstance(b, Builder):
+            data = b.build(**kw)
+            construction = b.construction() if construction is None else construction
+        else:
+            data = b
+        out.append((result, cat, comment, flags, data, construction))
+
+    # ---------------- valid
+    add("valid", "minimal", "no key-value pairs, no tensors", ["Empty"], Builder())
+    add("valid", "minimal", "one string key, no tensors (no padding after the header)", ["NoTensors"], base())
+    b = base()
+    scalars = [("UINT8", 255), ("INT8", -128), ("UINT16", 65535), ("INT16", -32768), ("UINT32", 4294967295),
+               ("INT32", -2147483648), ("FLOAT32", 1.5), ("BOOL", 1), ("BOOL", 0), ("STRING", "hello"),
+               ("UINT64", 2**64 - 1), ("INT64", -2**63), ("FLOAT64", -2.25)]
+    for i, (vt, v) in enumerate(scalars):
+        b.kv(f"v.{vt.lower()}.{i}", vt, v)
+    add("valid", "values", "one key of every scalar value type, extreme values", ["ValueTypes"], b)
+    b = base()
+    for vt, v in [("FLOAT32", NAN_PAYLOAD), ("FLOAT32", NEG_NAN), ("FLOAT32", NEG_ZERO),
+                  ("FLOAT32", bytes.fromhex("0000807f")), ("FLOAT32", bytes.fromhex("01000000")),
+                  ("FLOAT64", bytes.fromhex("010000000000f87f")), ("FLOAT64", bytes.fromhex("0000000000000080"))]:
+        b.kv(f"f.{len(b.kvs)}", vt, v)
+    add("valid", "values", "special floats kept bit for bit: NaN payload, -NaN, -0, Inf, subnormal",
+        ["SpecialFloat"], b)
+    b = base()
+    for vt, v in [("UINT8", [0, 1, 255]), ("INT8", [-1, 2]), ("UINT16", [1, 65535]), ("INT16", [-2, 3]),
+                  ("UINT32", [7]), ("INT32", [-7, 0, 7]), ("FLOAT32", [0.5, -1.0]), ("BOOL", [1, 0, 1]),
+                  ("STRING", ["a", "", "ü€𝄞"]), ("UINT64", [2**63]), ("INT64", [-1]), ("FLOAT64", [1e300])]:
+        b.kv(f"a.{vt.lower()}", "ARRAY", v, vt)
+    b.kv("a.empty", "ARRAY", [], "INT32")
+    add("valid", "arrays", "an array of every item type, and an empty array", ["Arrays"], b)
+    b = base()
+    b.kv("ключ.ü", "STRING", "値 ✓ 𝄞").kv("s.empty", "STRING", "").kv("s.long", "STRING", "x" * 3000)
+    add("valid", "values", "UTF-8 keys and values, an empty string, a 3000-byte string", ["Utf8", "LongString"], b)
+    b = two_tensors(version=2)
+    b.kv("k", "ARRAY", [1, 2], "INT32")
+    add("valid", "versions", "version 2 (64-bit counts, like version 3)", ["Version2"], b)
+    add("valid", "versions", "version 3, two tensors", ["Version3"], two_tensors())
+    for al in (1, 8, 64, 256):
+        b = Builder(alignment=al).kv("general.alignment", "UINT32", al).kv("general.architecture", "STRING", "x")
+        b.tensor("a", 0, [3]).tensor("b", 1, [5]).tensor("c", 8, [32, 2])
+        add("valid", "alignment", f"general.alignment = {al}", ["Alignment"], b)
+    b = base()
+    b.tensor("scalar", 0, [])
+    b.tensor("after", 0, [2])
+    add("valid", "tensors", "a 0-d tensor (n_dims = 0, one element)", ["ZeroDims"], b)
+    b = base()
+    b.tensor("empty", 0, [4, 0]).tensor("next", 0, [1])
+    add("valid", "tensors", "a tensor with a zero dimension (no bytes) before another", ["ZeroElements"], b)
+    b = base()
+    for tid, ne in [(0, [3, 1, 2, 2]), (1, [7]), (2, [64, 2]), (8, [32, 3]), (12, [256]), (14, [256, 2]),
+                    (23, [256]), (24, [5]), (26, [3, 3]), (28, [2]), (30, [4]), (39, [32, 2])]:
+        b.tensor(f"t.{TYPES[tid][0].lower()}", tid, ne)
+    add("valid", "tensors", "tensors of 12 types, 1 to 4 dimensions", ["TensorTypes"], b)
+    b = base()
+    b.tensor("n" * 63, 0, [1]).tensor("ü.weight", 0, [1])
+    add("valid", "tensors", "a 63-byte tensor name (the longest ggml allows), a UTF-8 name", ["LongName"], b)
+
+    # ---------------- acceptable
+    b = two_tensors(version=1)
+    add("acceptable", "version1", "version 1 (32-bit counts): ggml no longer reads it, gguf-py neither",
+        ["Version1"], b)
+    b = two_tensors(order=">")
+    b.kv("k", "ARRAY", [1, 2], "INT32").kv("f", "FLOAT32", 0.25)
+    add("acceptable", "big-endian", "a big-endian version 3 file: ggml on a little-endian host refuses it, "
+        "gguf-py reads it", ["BigEndian"], b)
+    b = base()
+    b.kv("nested", "ARRAY", [("ARRAY", [1, 2], "UINT8"), ("ARRAY", [3], "UINT8")], "ARRAY")
+    add("acceptable", "nested-array", "an array of arrays: ggml rejects it, the format allows it",
+        ["NestedArray"], b)
+    b = base()
+    b.tensor("a", 0, [8], offset=0).tensor("b", 0, [8], offset=64)
+    add("acceptable", "offset-gap", "a gap between two tensors' data: ggml wants them packed in order",
+        ["OffsetGap"], b)
+    b = base()
+    b.tensor("a", 0, [8], offset=32).tensor("b", 0, [8], offset=0)
+    add("acceptable", "offset-order", "tensor data stored in another order than the tensor infos",
+        ["OffsetOrder"], b)
+    b = base()
+    b.tensor("a", 0, [8]).tensor("b", 0, [3])
+    add("acceptable", "no-final-padding", "no padding after the last tensor's data: ggml reading the data "
+        "wants it, llama.cpp (mmap) does not", ["NoFinalPadding"], b, pad_last=False)
+    b = base()
+    b.kv("bad", "STRING", b"a\xffb")
+    add("acceptable", "utf8", "a string value that is not UTF-8: ggml does not check, ggspec and gguf-py "
+        "reject", ["InvalidUtf8"], b, construction=False)
+    b = base()
+    b.kv(b"k\xc3", "UINT8", 1)
+    add("acceptable", "utf8", "a key that is not UTF-8", ["InvalidUtf8"], b, construction=False)
+    b = base()
+    b.kv("flag", "BOOL", 2)
+    add("acceptable", "bool", "a BOOL byte of 2: ggml reads true (any non-zero byte)", ["BoolByte"], b,
+        construction=False)
+
+    # ---------------- invalid
+    good = two_tensors()
+    good.kv("k", "ARRAY", [1, 2, 3], "INT32")
+    g = good.build()
+    head = good.header() + good.kv_bytes()
+    info_start = len(head)
+    data_start = len(g) - 64   # w: 32 bytes, q: 18 bytes padded to 32
+    info_end = len(head + good.info_bytes())
+    for cut, what in [(0, "an empty file"), (2, "inside the magic"), (6, "inside the version"),
+                      (12, "inside the tensor count"), (20, "inside the key-value count"),
+                      (30, "inside the first key"), (info_start - 3, "inside the last value"),
+                      (info_start + 5, "inside the first tensor info"), (info_end - 3, "inside the last tensor "
+                      "info"), (data_start - 1 if data_start > info_end else info_end, "before the data section"),
+                      (data_start + 10, "inside the first tensor's data"),
+                      (len(g) - 20, "inside the last tensor's data")]:
+        add("invalid", "truncation", f"truncated {what} ({cut} of {len(g)} bytes)", ["Truncated"], g[:cut])
+    for magic, what in [(b"GGUX", "GGUX"), (b"gguf", "lower-case gguf"), (b"tjgg", "a legacy GGJT magic"),
+                        (b"\0\0\0\0", "zeros")]:
+        add("invalid", "magic", f"bad magic: {what}", ["BadMagic"], magic + g[4:])
+    for v in (0, 4, 0xFFFF):
+        add("invalid", "version", f"version {v}", ["BadVersion"], g[:4] + struct.pack("<I", v) + g[8:])
+    add("invalid", "overflow", "tensor count 2^63 (negative as int64)", ["HugeCount"],
+        g[:8] + struct.pack("<Q", 2**63) + g[16:])
+    add("invalid", "overflow", "tensor count 2^40 with a few bytes following", ["HugeCount"],
+        g[:8] + struct.pack("<Q", 2**40) + g[16:])
+    add("invalid", "overflow", "key-value count 2^62", ["HugeCount"], g[:16] + struct.pack("<Q", 2**62) + g[24:])
+    k = g.index(b"general.architecture") - 8
+    add("invalid", "overflow", "a key length of 2^63", ["HugeCount"], g[:k] + struct.pack("<Q", 2**63) + g[k + 8:])
+    s = g.index(b"llama") - 8
+    add("invalid", "overflow", "a string value length of 2^40", ["HugeCount"],
+        g[:s] + struct.pack("<Q", 2**40) + g[s + 8:])
+    a = g.index(b"\x05\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00") + 4
+    for n in (2**62, 2**30 + 1):
+        add("invalid", "overflow", f"an INT32 array count of {n} with 3 items present", ["HugeCount", "HugeArray"],
+            g[:a] + struct.pack("<Q", n) + g[a + 8:])
+    b = base()
+    b.kv("strs", "ARRAY", ["a", "b"], "STRING")
+    sb = b.build()
+    i = sb.index(b"\x08\x00\x00\x00\x02\x00\x00\x00") + 4
+    add("invalid", "overflow", "a STRING array count of 2^59", ["HugeCount", "HugeArray"],
+        sb[:i] + struct.pack("<Q", 2**59) + sb[i + 8:])
+
+    def patch_info(name, field, fmt, value, src=None):
+        b0 = src or g
+        i = b0.index(struct.pack("<Q", len(name)) + name, info_start - 1) + 8 + len(name)
+        nd = struct.unpack_from("<I", b0, i)[0]
+        pos = {"n_dims": i, "ne0": i + 4, "ne1": i + 12, "type": i + 4 + 8 * nd, "offset": i + 8 + 8 * nd}[field]
+        return b0[:pos] + struct.pack(fmt, value) + b0[pos + struct.calcsize(fmt):]
+
+    add("invalid", "overflow", "a dimension of 2^63 (negative as int64)", ["NegativeDim"],
+        patch_info(b"w", "ne0", "<Q", 2**63))
+    add("invalid", "overflow", "dimensions whose product overflows int64 (2^32 x 2^32)", ["DimOverflow"],
+        patch_info(b"w", "ne1", "<Q", 2**32, patch_info(b"w", "ne0", "<Q", 2**32)))
+    add("invalid", "n_dims", "n_dims = 5", ["TooManyDims"], patch_info(b"q", "n_dims", "<I", 5))
+    for tid, what in [(4, "removed type Q4_2 (id 4)"), (99, "unknown type id 99"), (-1, "type id -1"),
+                      (40, "type id 40 (GGML_TYPE_COUNT)")]:
+        add("invalid", "type", f"tensor of {what}", ["UnknownTensorType"], patch_info(b"q", "type", "<i", tid))
+    t = g.index(b"general.architecture") + len(b"general.architecture")
+    add("invalid", "type", "key-value of unknown value type 13", ["UnknownValueType"],
+        g[:t] + struct.pack("<I", 13) + g[t + 4:])
+    add("invalid", "type", "array of unknown item type 99", ["UnknownValueType"],
+        g[:a - 4] + struct.pack("<I", 99) + g[a:])
+    add("invalid", "shape", "Q4_0 row of 31 values (not a multiple of the block size 32)", ["BadRowLength"],
+        patch_info(b"q", "ne0", "<Q", 31))
+    add("invalid", "alignment", "a tensor offset that is not a multiple of the alignment", ["Misaligned"],
+        patch_info(b"q", "offset", "<Q", 8))
+    add("invalid", "overlap", "two tensors at the same offset", ["Overlap"], patch_info(b"q", "offset", "<Q", 0))
+    add("invalid", "alignment", "a tensor offset past the end of the file", ["OffsetPastEnd"],
+        patch_info(b"q", "offset", "<Q", 2**40))
+    for al, vt in [(0, "UINT32"), (24, "UINT32"), (32, "INT32"), (32, "UINT64")]:
+        b = Builder().kv("general.alignment", vt, al).kv("general.architecture", "STRING", "x")
+        b.tensor("a", 0, [8])
+        add("invalid", "alignment", f"general.alignment = {al} of type {vt}", ["BadAlignmentKey"], b.build())
+    b = base().kv("dup", "UINT8", 1).kv("dup", "UINT8", 2)
+    add("invalid", "duplicate", "a duplicate key", ["DuplicateKey"], b.build())
+    b = base().tensor("same", 0, [1]).tensor("same", 0, [1])
+    add("invalid", "duplicate", "a duplicate tensor name", ["DuplicateTensor"], b.build())
+    b = base().tensor("n" * 64, 0, [1])
+    add("invalid", "name", "a 64-byte tensor name (ggml allows 63)", ["LongName"], b.build())
+    b = base().kv("", "UINT8", 1)
+    add("invalid", "name", "an empty key", ["EmptyKey"], b.build())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+
+def _oracle_parse(paths):
+    """ggml's parse of each file (None when rejected), each call in a child process."""
+    from ggspec.conformance import adapters, libggml
+    from ggspec.conformance.sandbox import Sandbox
+    lib = libggml.LibGGML()
+
+    class Oracle:
+        def read(self, path):
+            return adapters.libggml_gguf_parse(lib.path, path)
+    box = Sandbox(Oracle(), timeout=30)
+    out = []
+    for p in paths:
+        r = box.call("read", p)
+        if r.kind == "ok":
+            out.append(r.value)
+        elif r.kind == "raised" and "rejected" in r.error:
+            out.append(None)
+        else:
+            raise SystemExit(f"the oracle's parser failed on {p}: {r.kind} {r.error}")
+    box.close()
+    return out, lib
+
+
+def _ggufpy_parse(path):
+    try:
+        import gguf
+        from ggspec.conformance.adapters import ggufpy_parse
+        return ggufpy_parse(gguf.GGUFReader(path)), f"gguf-py GGUFReader {_version('gguf')}"
+    except ImportError:
+        raise SystemExit("gguf-py is needed to cross-check the acceptable cases (pip install gguf==0.19.0)")
+    except Exception:
+        return None, None
+
+
+def _version(pkg):
+    from importlib.metadata import version
+    return version(pkg)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(__file__).parent), help="vectors directory (default: in place)")
+    args = ap.parse_args(argv)
+    import tempfile
+    from ggspec.conformance import libggml
+    from ggspec.conformance.suites.gguf import SCHEMA, diff
+    if libggml.installed_version() != libggml.ORACLE_VERSION:
+        raise SystemExit(f"needs {libggml.ORACLE_PACKAGE}=={libggml.ORACLE_VERSION} (found {libggml.installed_version()})")
+    cs = cases()
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for i, c in enumerate(cs):
+            p = f"{d}/c{i}.gguf"
+            Path(p).write_bytes(c[4])
+            paths.append(p)
+        parses, lib = _oracle_parse(paths)
+        groups = {"valid": [], "invalid": [], "acceptable": []}
+        tc = 0
+        for (result, cat, comment, flags, data, construction), parse, path in zip(cs, parses, paths):
+            tc += 1
+            t = {"tcId": tc, "comment": comment, "flags": flags}
+            if result == "valid":
+                if parse is None:
+                    raise SystemExit(f"tc {tc} designed valid, but ggml rejects it: {comment}")
+                d_ = diff(parse, construction)
+                if d_:
+                    raise SystemExit(f"tc {tc}: ggml's parse differs from what was written: {d_}")
+                t.update(category=cat, file_hex=data.hex(), expected=parse)
+            elif result == "invalid":
+                if parse is not None:
+                    raise SystemExit(f"tc {tc} designed invalid, but ggml accepts it: {comment}")
+                t.update(reason=cat, file_hex=data.hex())
+            else:
+                t.update(category=cat, oracle="accept" if parse is not None else "reject", file_hex=data.hex())
+                theirs, src = _ggufpy_parse(path)
+                if parse is not None:
+                    t["expected"], t["expected_source"] = parse, "libggml gguf_init_from_file"
+                    if construction and diff(parse, construction):
+                        raise SystemExit(f"tc {tc}: ggml's parse differs from the construction: "
+                                         f"{diff(parse, construction)}")
+                elif construction:
+                    if theirs is not None and "NestedArray" not in flags:
+                        d_ = diff(theirs, construction)
+                        if d_:
+                            raise SystemExit(f"tc {tc}: gguf-py's parse differs from the construction: {d_}")
+                        t["expected_source"] = f"construction, equal to {src}"
+                    else:
+                        t["expected_source"] = "construction (no oracle reads this file)"
+                    t["expected"] = construction
+                else:
+                    t["expected"] = None
+                t["gguf_py"] = "accept" if theirs is not None else "reject"
+            groups[result].append(t)
+    doc = {"schema": SCHEMA,
+           "provenance": {"oracle": f"{libggml.ORACLE_PACKAGE} {libggml.ORACLE_VERSION}",
+                          "function": "gguf_init_from_file (no_alloc = false: the tensor data is read too)",
+                          "generator": "vectors/generate_gguf.py"},
+           "format": "see docs/conformance.md (the gguf suite) and conformance/suites/gguf.py",
+           "testGroups": [{"result": r, "tests": ts} for r, ts in groups.items()]}
+    out = Path(args.out) / "gguf"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gguf.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    n = {r: len(ts) for r, ts in groups.items()}
+    print(f"wrote {out / 'gguf.json'}: {n}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
