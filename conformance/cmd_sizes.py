@@ -5,7 +5,13 @@
     ggspec sizes --arch llama-2-70b --gptq --bits 4 --group-size 128
     ggspec sizes --hf-config path/to/config.json --mix Q4_K_M --ram --n-ctx 4096
     ggspec sizes --bpw                                              # bits per weight of every type
-Exit status 1 when a table row does not reproduce.
+    ggspec sizes --gguf model.gguf                  # per tensor: llama-quantize's type beside the file's
+    ggspec sizes --gguf model.gguf --check-mix      # exit 1 if any tensor deviates from llama.cpp's mix
+    ggspec sizes --gguf model.gguf --ram            # RAM from the file's actual tensor bytes
+    ggspec sizes --hf-config config.json --mix IQ2_XS --ram --tokenizer tokenizer.json
+    ggspec sizes --arch llama-2-70b --mix Q4_K_M --token-embedding-type Q8_0 --output-tensor-type Q8_0
+Exit status 1 when a table row does not reproduce or (--check-mix) a tensor deviates; 2 when the
+model is not modelled (the message names what is missing) or the input is bad.
 """
 
 from __future__ import annotations
@@ -36,7 +42,22 @@ def register(sub) -> None:
                      help="ggmlv3, gguf (today's llama.cpp rules) or gguf@YYYY-MM-DD (rules of that day); "
                           "with --table: overrides what the header says")
     src.add_argument("--imatrix", choices=("yes", "no"), default=None,
-                     help="GGUF: whether an importance matrix was used (default: only where required)")
+                     help="GGUF: whether an importance matrix was used (default: only where required; with "
+                          "--gguf: what the file's quantize.imatrix.* keys say)")
+    src.add_argument("--check-mix", action="store_true",
+                     help="with --gguf: list the tensors whose type is not what llama-quantize gives them; exit 1 "
+                          "if there is any")
+    src.add_argument("--tokenizer", default=None, metavar="PATH",
+                     help="with --hf-config: tokenizer.json, tokenizer.model or a GGUF to take the vocabulary "
+                          "metadata from (exact metadata bytes)")
+    src.add_argument("--all", action="store_true", help="with --gguf: list every tensor, not only the deviating ones")
+    o = p.add_argument_group("llama-quantize overrides (same names and semantics)")
+    o.add_argument("--token-embedding-type", default=None, metavar="TYPE")
+    o.add_argument("--output-tensor-type", default=None, metavar="TYPE")
+    o.add_argument("--tensor-type", action="append", default=[], metavar="PATTERN=TYPE",
+                   help="regex (searched in the tensor name) = type; repeatable, the first match wins")
+    o.add_argument("--pure", action="store_true", help="the mix's default type for every tensor")
+    o.add_argument("--leave-output-tensor", action="store_true", help="output.weight keeps its source type")
     g = p.add_argument_group("GPTQ")
     g.add_argument("--gptq", action="store_true", help="size an AutoGPTQ safetensors file instead")
     g.add_argument("--bits", type=int, default=4)
@@ -53,6 +74,11 @@ def register(sub) -> None:
                    help="which weight types the CPU backend repacks (an extra anonymous copy): this machine's "
                         "(auto), none, or those of an AVX2 / AVX-512 x86 CPU")
     r.add_argument("--no-mmap", action="store_true", help="RAM estimate without mmap")
+    r.add_argument("--n-prompt", type=int, default=512, help="prompt tokens evaluated (--gguf / --hf-config; "
+                   "default 512)")
+    r.add_argument("--swa-full", choices=("yes", "no"), default="yes",
+                   help="full-size SWA KV cache (llama_context_default_params / llama-cpp-python: yes; "
+                        "llama.cpp's CLI tools: no)")
     p.add_argument("--bpw", action="store_true", help="print the bits per weight of every ggml type")
     p.add_argument("--breakdown", choices=("yes", "no"), default="yes", help="per-type breakdown under each row")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -140,7 +166,34 @@ def _jsonable(results: list[dict]) -> list[dict]:
     return out
 
 
+def _overrides(args) -> "S.QuantOverrides":
+    return S.QuantOverrides(imatrix=_imatrix(args), token_embedding_type=args.token_embedding_type,
+                            output_tensor_type=args.output_tensor_type, tensor_types=tuple(args.tensor_type),
+                            pure=args.pure, leave_output_tensor=args.leave_output_tensor)
+
+
+def _repack(args):
+    return {"auto": None, "none": (), "avx2": S.REPACK_AVX2, "avx512": S.REPACK_AVX512}[args.repack]
+
+
 def run(args) -> int:
+    try:
+        return _run(args)
+    except S.NotModelled as e:
+        if args.json:
+            print(json.dumps({"not_modelled": e.missing}))
+        else:
+            print(str(e))
+        return 2
+
+
+def _run(args) -> int:
+    if args.gguf and not args.gptq:
+        return _run_gguf(args)
+    if args.check_mix:
+        raise GGSpecError("--check-mix needs --gguf FILE")
+    if args.hf_config and not args.gptq and not args.table and args.era in (None, "gguf"):
+        return _run_shape(args, S.shape_from_hf_config(args.hf_config))
     if args.bpw:
         rows = [[t.name, t.block_size, t.type_size, str(t.bpw), f"{float(t.bpw):g}"] for t in LIVE_TYPES]
         if args.json:
@@ -243,3 +296,107 @@ def run(args) -> int:
                            headers=["RAM component", "bytes", "GB"], tablefmt="simple",
                    disable_numparse=True))
     return 0
+
+
+def _ram_text(ram: dict, n_ctx: int) -> str:
+    return (f"RAM estimate (CPU, {'mmap' if ram.get('reclaimable') else 'no mmap'}, n_ctx {n_ctx}): {ram['total']:,} bytes "
+            f"({ram['total'] / 1e6:.1f} MB) = " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in ram.items()
+                                                         if k not in ("total", "reclaimable")))
+
+
+def _run_gguf(args) -> int:
+    inv = S.read_inventory(args.gguf)
+    ov = _overrides(args)
+    r = S.predict_inventory(inv, args.mix, ov, _imatrix(args))
+    if args.ram:
+        r["ram_n_ctx"] = args.n_ctx
+        r["ram_estimate"] = S.ram_from_inventory(inv, args.n_ctx, args.cache_type, mmap=not args.no_mmap,
+                                                 n_prompt=args.n_prompt, repack=_repack(args),
+                                                 swa_full=args.swa_full == "yes")
+    deviating = r["deviations"]
+    if args.json:
+        out = dict(r)
+        if not args.all:
+            out["rows"] = [x for x in out["rows"] if x["deviates"]] if args.check_mix else out["rows"]
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"{args.gguf}: {r['arch']}, {r['mix']}" + (" (imatrix)" if r["imatrix"] else "")
+              + (f", overrides {r['overrides']}" if {k for k in r['overrides'] if k != 'imatrix'} else ""))
+        rows = r["rows"] if args.all else deviating
+        if rows:
+            print(tabulate([[x["name"], " x ".join(map(str, x["shape"])), x["actual"], x["predicted"],
+                             f"{x['actual_bytes']:,}", f"{x['predicted_bytes']:,}", "DEVIATES" if x["deviates"] else ""]
+                            for x in rows], headers=["tensor", "shape", "file", "llama-quantize", "file bytes",
+                                                      "predicted bytes", ""], tablefmt="simple", disable_numparse=True))
+        print(f"\n{len(r['rows'])} tensors, {len(deviating)} deviate from today's llama-quantize mix"
+              + (" (a third-party quantizer, overrides, or another llama.cpp era)" if deviating else ""))
+        print(f"predicted file size {r['predicted_file_size']:,} bytes, actual {r['actual_file_size']:,} "
+              f"({r['difference']:+,})")
+        if "ram_estimate" in r:
+            print(_ram_text(r["ram_estimate"], args.n_ctx))
+    return 1 if (args.check_mix and deviating) else 0
+
+
+def _run_shape(args, shape: "S.ModelShape") -> int:
+    ov = _overrides(args)
+    era = args.era or "gguf"
+    if era != "gguf":
+        raise S.NotModelled(f"--era {era} for --hf-config of a {shape.arch} model: dated rules are transcribed for "
+                            f"the Llama-2 shapes only (use --arch / a Llama-2 config, or today's rules)")
+    meta = S.estimate_metadata(shape, args.tokenizer)
+    mixes = [S.normalize_mix(args.mix)] if args.mix else [m for m in S.GGUF_MIXES if m not in ("MXFP4_MOE",)]
+    tensors = shape.tensors()
+    results = []
+    for mix in mixes:
+        try:
+            types = S.predict_tensor_types(shape.arch, tensors, mix, _imatrix(args), ov,
+                                           hparams={"n_layer": shape.n_layer, "n_head": shape.n_head,
+                                                    "n_head_kv": shape.n_head_kv, "n_expert": shape.n_expert})
+        except S.NotModelled:
+            raise
+        except GGSpecError as e:
+            if args.mix:
+                raise
+            results.append({"mix": mix, "error": str(e)})
+            continue
+        header = S.gguf_header_bytes(tensors, meta["kv_bytes"])
+        data = sum(S._pad(S.tensor_nbytes(types[n], ne), 32) for n, ne, _ in tensors)
+        n = header + data
+        r = {"mix": mix, "bytes": n, "gb": S.round_gb(n), "metadata_bytes": meta["kv_bytes"],
+             "metadata_exact": meta["exact"], "metadata_uncertainty": meta["uncertainty"],
+             "bpw": round(8 * sum(S.tensor_nbytes(types[n], ne) for n, ne, _ in tensors) / shape.n_params, 4),
+             "types": _count_types(types)}
+        if args.ram:
+            r["ram"] = S.ram_from_shape(shape, types, args.n_ctx, args.cache_type, header_bytes=header,
+                                        mmap=not args.no_mmap, n_prompt=args.n_prompt, repack=_repack(args),
+                                        swa_full=args.swa_full == "yes")
+        results.append(r)
+    if args.json:
+        print(json.dumps({"architecture": shape.describe(), "n_params": shape.n_params, "metadata": meta,
+                          "results": results}, indent=1))
+        return 0
+    print(f"{shape.describe()} ({shape.n_params:,} parameters), today's llama-quantize rules")
+    if not meta["exact"]:
+        print(f"metadata bytes estimated: {meta['kv_bytes']:,} (can be off by up to {meta['uncertainty']:,} bytes; "
+              f"pass --tokenizer for the exact figure)")
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["mix"], "", "", "", r["error"]])
+            continue
+        row = [r["mix"], f"{r['bytes']:,}", r["gb"], r["bpw"], ", ".join(f"{k} x{v}" for k, v in r["types"].items())]
+        if args.ram:
+            row.append(f"{S.round_gb(r['ram']['total'])} (n_ctx {args.n_ctx})")
+        rows.append(row)
+    print(tabulate(rows, headers=["mix", "bytes", "GB", "bpw (weights)", "tensor types"]
+                   + (["RAM estimate GB"] if args.ram else []), tablefmt="simple", disable_numparse=True))
+    if args.mix and args.ram and "ram" in results[0]:
+        print(_ram_text(results[0]["ram"], args.n_ctx))
+    return 0
+
+
+def _count_types(types: dict) -> dict:
+    out: dict = {}
+    for t in types.values():
+        out[t] = out.get(t, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))

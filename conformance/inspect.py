@@ -161,32 +161,26 @@ def report_gptq(path, max_array) -> dict:
 
 
 def predict_gguf(path, file_size: int, n_ctx: "int | None" = None) -> dict:
-    """The size model's view of a Llama-family GGUF: the file size its architecture and quant mix
-    predict (``conformance.sizes``), against the actual size, and a CPU RAM estimate. Files the size
-    model does not cover give ``{"error": reason}``."""
+    """The size model's view of a GGUF, from the file's own inventory (``conformance.sizes.inventory``):
+    the type today's llama-quantize gives each tensor, the predicted file size against the actual one,
+    the tensors that deviate, and a CPU RAM estimate built on the file's *actual* tensor bytes.
+    A file the size model does not cover gives ``{"not_modelled": what is missing}``; other failures
+    ``{"error": reason}``."""
     from ..errors import GGSpecError
     from . import sizes
     try:
-        arch = sizes.from_gguf(path)
-        from ..reference import gguf as G
-        g = G.read(path)
-        ftype = g.metadata.get("general.file_type")
-        mix = next((m for m, v in sizes.FTYPES.items() if v == ftype), None)
-        if mix is None and ftype is None and g.tensors:
-            # no general.file_type: take the type holding the most bytes as the mix (F16, Q8_0, ...)
-            by: dict = {}
-            for t in g.tensors.values():
-                by[t.type.name] = by.get(t.type.name, 0) + t.nbytes
-            mix = max(by, key=by.get) if max(by, key=by.get) in sizes.FTYPES else None
-        if mix is None:
-            return {"error": f"general.file_type {ftype!r} is not a llama.cpp mix the size model knows"}
-        predicted = sizes.ggml_file_size(arch, mix, "gguf")
-        ctx = int(n_ctx or min(arch.context_length or 4096, 4096))
-        ram = sizes.ram_estimate(arch, mix, "gguf", n_ctx=ctx)
+        inv = sizes.read_inventory(path)
+        pr = sizes.predict_inventory(inv)
+        ctx = int(n_ctx or 4096)
+        ram = sizes.ram_from_inventory(inv, ctx, n_prompt=512)
+    except sizes.NotModelled as e:
+        return {"not_modelled": e.missing}
     except (GGSpecError, KeyError, ValueError, TypeError) as e:
         return {"error": f"{type(e).__name__}: {e}"}
-    return {"mix": mix, "predicted_file_size": predicted, "actual_file_size": file_size,
-            "difference": file_size - predicted, "ram_n_ctx": ctx, "ram_estimate": ram}
+    return {"mix": pr["mix"], "imatrix": pr["imatrix"], "predicted_file_size": pr["predicted_file_size"],
+            "actual_file_size": file_size, "difference": file_size - pr["predicted_file_size"],
+            "deviations": [{k: d[k] for k in ("name", "actual", "predicted")} for d in pr["deviations"]],
+            "ram_n_ctx": ctx, "ram_n_prompt": 512, "ram_estimate": ram}
 
 
 def report(path, max_array: "int | None" = MAX_ARRAY) -> dict:
@@ -246,13 +240,21 @@ def render_text(r: dict, max_tensors: "int | None" = None) -> str:
                 f"{tot['file_bpw'] if tot['file_bpw'] is not None else '-'} bits per weight"]
     pr = r.get("prediction")
     if pr:
-        if "error" in pr:
+        if "not_modelled" in pr:
+            out += ["", f"size model: not modelled: {pr['not_modelled']}"]
+        elif "error" in pr:
             out += ["", f"size model: not applicable ({pr['error']})"]
         else:
             ram = pr["ram_estimate"]
-            out += ["", f"size model ({pr['mix']}, today's llama.cpp rules): predicted {pr['predicted_file_size']} bytes, "
-                        f"actual {pr['actual_file_size']} ({pr['difference']:+d})",
-                    f"RAM estimate (CPU, mmap, n_ctx {pr['ram_n_ctx']}): "
+            dev = pr["deviations"]
+            out += ["", f"size model ({pr['mix']}, today's llama-quantize rules): predicted {pr['predicted_file_size']} bytes, "
+                        f"actual {pr['actual_file_size']} ({pr['difference']:+d}); "
+                        + (f"{len(dev)} tensor(s) deviate from the mix: " + ", ".join(
+                            f"{d['name']} {d['actual']} (mix: {d['predicted']})" for d in dev[:5])
+                           + (" ..." if len(dev) > 5 else "") + " (ggspec sizes --gguf FILE --check-mix)"
+                           if dev else "every tensor has the mix's type"),
+                    f"RAM estimate (CPU, mmap, n_ctx {pr['ram_n_ctx']}, {pr['ram_n_prompt']}-token prompt, from the "
+                    f"file's tensor bytes): "
                     f"{ram['total'] / 1e9:.2f} GB = " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in ram.items()
                                                         if k not in ("total", "reclaimable"))
                     + (f" (of which {ram['reclaimable'] / 1e6:.0f} MB clean file pages)" if "reclaimable" in ram else "")]

@@ -112,15 +112,33 @@ def test_big_endian_and_v1(capsys, tmp_path):
 
 
 def test_inspect_gguf_prediction_and_ram(tmp_path):
-    """inspect puts the size model's prediction and a RAM estimate beside the actual size."""
-    pytest.importorskip("gguf", reason="tinymodels writes with gguf-py")
-    from ggspec.conformance import inspect as I
+    """inspect puts the size model's prediction (from the file's own inventory) and a RAM estimate built on
+    the file's actual tensor bytes beside the actual size."""
+    pytest.importorskip("gguf", reason="the synthetic models are written with gguf-py")
     from ggspec.conformance import sizes, tinymodels as tm
-    path = tm.write_tiny_llama(tm.TinySpec(n_embd=64, n_head=4, n_layer=1, n_ff=128, wtype="Q8_0"), tmp_path / "m.gguf")
+    from ggspec.conformance.sizes.synth import SYNTH_SHAPES, write_f16
+    path = write_f16(SYNTH_SHAPES["gemma3-270m-like"], tmp_path / "m.gguf")
     r = I.report(path)
     pr = r["prediction"]
-    assert pr["mix"] == "Q8_0" and pr["actual_file_size"] == path.stat().st_size
-    arch = sizes.from_gguf(path)
-    assert pr["predicted_file_size"] == sizes.ggml_file_size(arch, "Q8_0", "gguf")
-    assert pr["difference"] == pr["actual_file_size"] - pr["predicted_file_size"]
-    assert pr["ram_estimate"]["total"] > pr["ram_estimate"]["kv_cache"] > 0
+    assert pr["mix"] == "F16" and pr["actual_file_size"] == path.stat().st_size == pr["predicted_file_size"]
+    assert pr["deviations"] == []
+    ram = pr["ram_estimate"]
+    data = sum(t["nbytes"] for t in r["tensors"])
+    # weights: the span of the actual tensor data (no repacked F16/F32 weights here)
+    assert data <= ram["weights"] <= r["file_size"] - r["header"]["data_offset"]
+    assert ram["total"] == sum(v for k, v in ram.items() if k not in ("total", "reclaimable"))
+    assert "every tensor has the mix's type" in I.render_text(r)
+    # a file without general.file_type: no guess, "not modelled" naming what is missing
+    p2 = tm.write_tiny_llama(tm.TinySpec(n_embd=64, n_head=4, n_layer=1, n_ff=128, wtype="Q8_0"), tmp_path / "t.gguf")
+    r2 = I.report(p2)
+    assert "general.file_type" in r2["prediction"]["not_modelled"]
+    assert "size model: not modelled:" in I.render_text(r2)
+
+
+def test_inspect_v1_without_tensors_says_not_modelled(tmp_path, capsys):
+    # used to print "size model: not applicable (TypeError: 'GGUFFile' object is not subscriptable)"
+    p = G.write(tmp_path / "v1.gguf", {}, {}, "<", 1)
+    assert main(["inspect", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "size model: not modelled: the architecture: the file has no general.architecture" in out
+    assert "TypeError" not in out
