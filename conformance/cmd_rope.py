@@ -83,6 +83,16 @@ def parse_llama_cpp_flags(argv) -> "tuple[L.ContextParams, list]":
             cp.yarn_beta_slow = float(f32(float(nxt())))
         elif tok == "--yarn-beta-fast":
             cp.yarn_beta_fast = float(f32(float(nxt())))
+        elif tok in ("--compress-pos-emb", "--compress_pos_emb"):
+            # text-generation-webui's name for linear scaling: its llama.cpp loader passes
+            # rope_freq_scale = 1 / compress_pos_emb (and no --rope-scaling), i.e. --rope-scale N
+            n = float(nxt())
+            if n <= 0:
+                raise GGSpecError(f"--compress-pos-emb {n}: must be positive")
+            cp.rope_freq_scale = float(f32(f32(1.0) / f32(n)))
+            notes.append(f"--compress-pos-emb {n:g} (text-generation-webui) sets rope_freq_scale = 1/{n:g}, the same "
+                         f"as llama.cpp's --rope-scale {n:g}; the scaling *type* stays what the GGUF says (none or "
+                         f"linear: linear interpolation; a YaRN GGUF keeps YaRN, now with factor {n:g})")
         elif tok == "--":
             continue
         else:
