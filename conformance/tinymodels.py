@@ -318,3 +318,258 @@ def compare(spec: TinySpec, tokens, *, workdir, n_ctx: int = 512, act: str = "gg
     return {"max_abs": float(d.max()), "max_rel": float(d.max() / scale), "scale": scale,
             "argmax_agree": float(np.mean(ours.argmax(1) == theirs.argmax(1))),
             "rope": model.rope_params(cp), "n": int(ours.shape[0])}
+
+
+# ------------------------------------------------------------------------------------------------
+# More architectures: qwen2 (Q/K/V biases, GPT-2 byte-level BPE vocabulary), llama with tied
+# embeddings (no output.weight: llama.cpp reuses token_embd), and Mixtral-style MoE (arch "llama"
+# with llama.expert_count: ffn_gate_inp and 3-D ffn_{gate,up,down}_exps).
+#
+#     write_tiny_qwen2(TinySpec(n_head_kv=2, wtype="Q8_0"), "/tmp/q.gguf")
+#     write_tiny_tied_llama(TinySpec(wtype="Q6_K"), "/tmp/t.gguf")
+#     write_tiny_moe(TinySpec(n_head_kv=2, wtype="Q4_K"), "/tmp/m.gguf", n_expert=4, n_expert_used=2)
+#     quantize_with_llama_cpp("/tmp/m-f32.gguf", "/tmp/m-q4km.gguf", "Q4_K_M")   # llama.cpp's own mix
+#
+# Each writer takes ``imatrix=True`` to quantize with an importance matrix (needed for IQ2_XXS,
+# IQ2_XS, IQ1_S, IQ1_M): per column, the mean square of random activations (seeded).
+# The RoPE keys follow TinySpec.rope as for write_tiny_llama (qwen2.* keys for qwen2).
+# ------------------------------------------------------------------------------------------------
+
+def gpt2_byte_unicode() -> "dict[int, str]":
+    """GPT-2's byte -> printable character map (byte-level BPE vocabularies are written in it)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+BPE_WORDS = ("the", "and", "ing", "hello", "world", "token", "model", "quick", "brown", "fox", "jumps",
+             "over", "lazy", "dog", "is", "of", "to", "in", "on", "at", "it", "be", "we", "you")
+BPE_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def bpe_vocabulary(words=BPE_WORDS):
+    """(tokens, types, merges) of a small GPT-2 byte-level BPE vocabulary: the 256 byte tokens, the
+    tokens made by merging each word (with and without its leading space "Ġ") left to right, then
+    the special tokens (type 3, control). Every merge's result is a token."""
+    byte = gpt2_byte_unicode()
+    tokens = [byte[b] for b in range(256)]
+    merges, seen = [], set(tokens)
+    for w in words:
+        for prefix in ("\u0120", ""):
+            enc = [byte[b] for b in (" " + w if prefix else w).encode()]
+            cur = enc[0]
+            for c in enc[1:]:
+                m = f"{cur} {c}"
+                cur = cur + c
+                if cur not in seen:
+                    seen.add(cur)
+                    tokens.append(cur)
+                    merges.append(m)
+    types = [1] * len(tokens)
+    for s in BPE_SPECIALS:
+        tokens.append(s)
+        types.append(3)
+    return tokens, types, merges
+
+
+def _imatrix_for(n_per_row: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(10_000 + seed + n_per_row)
+    a = rng.standard_normal((64, n_per_row)).astype(f32) * (0.5 + rng.random(n_per_row)).astype(f32)
+    return np.mean(a * a, axis=0).astype(f32)
+
+
+def _quantize_rows(wtype: str, x: np.ndarray, imatrix: bool, seed: int) -> np.ndarray:
+    """Raw rows of a 2-D or 3-D float32 array (3-D: experts stacked, each row quantized alike)."""
+    if wtype in ("F32", "F16") or not imatrix:
+        if x.ndim == 3:
+            q = _quantize(wtype, x.reshape(-1, x.shape[-1]))
+            return q.reshape(x.shape[0], x.shape[1], -1)
+        return _quantize(wtype, x)
+    from . import libggml
+    x2 = x.reshape(-1, x.shape[-1]).astype(f32)
+    raw = libggml.load().quantize(wtype, x2, _imatrix_for(x.shape[-1], seed))
+    q = np.frombuffer(raw, dtype=np.uint8).reshape(x2.shape[0], -1)
+    return q.reshape(*x.shape[:-1], -1)
+
+
+def tiny_weights_arch(spec: TinySpec, arch: str, n_vocab: int, *, n_expert: int = 0) -> "dict[str, np.ndarray]":
+    """float32 weights by GGUF name (numpy shape) for ``arch`` in "llama-tied", "qwen2", "moe".
+
+    qwen2 adds attn_{q,k,v}.bias; llama-tied has no output.weight; moe replaces ffn_{gate,up,down}
+    by ffn_gate_inp (n_expert, n_embd) and ffn_{gate,up}_exps (n_expert, n_ff, n_embd),
+    ffn_down_exps (n_expert, n_embd, n_ff)."""
+    if arch not in ("llama-tied", "qwen2", "moe"):
+        raise ValueError(f"unknown tiny architecture {arch!r}")
+    rng = np.random.default_rng(spec.seed + {"llama-tied": 101, "qwen2": 202, "moe": 303}[arch])
+    E, F, V = spec.n_embd, spec.n_ff, n_vocab
+    hd, nkv = spec.head_dim, spec.kv_heads
+
+    def mat(*shape, gain=1.0):
+        return (rng.standard_normal(shape) * gain / math.sqrt(shape[-1])).astype(f32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(f32)
+
+    w = {"token_embd.weight": rng.standard_normal((V, E)).astype(f32), "output_norm.weight": norm(E)}
+    if arch != "llama-tied":
+        w["output.weight"] = mat(V, E, gain=2.0)
+    for il in range(spec.n_layer):
+        b = f"blk.{il}."
+        w[b + "attn_norm.weight"] = norm(E)
+        w[b + "attn_q.weight"] = mat(E, E, gain=2.0)
+        w[b + "attn_k.weight"] = mat(nkv * hd, E, gain=2.0)
+        w[b + "attn_v.weight"] = mat(nkv * hd, E)
+        if arch == "qwen2":
+            w[b + "attn_q.bias"] = (0.5 * rng.standard_normal(E)).astype(f32)
+            w[b + "attn_k.bias"] = (0.5 * rng.standard_normal(nkv * hd)).astype(f32)
+            w[b + "attn_v.bias"] = (0.1 * rng.standard_normal(nkv * hd)).astype(f32)
+        w[b + "attn_output.weight"] = mat(E, E)
+        w[b + "ffn_norm.weight"] = norm(E)
+        if arch == "moe":
+            w[b + "ffn_gate_inp.weight"] = mat(n_expert, E, gain=4.0)
+            w[b + "ffn_gate_exps.weight"] = mat(n_expert, F, E)
+            w[b + "ffn_up_exps.weight"] = mat(n_expert, F, E)
+            w[b + "ffn_down_exps.weight"] = mat(n_expert, E, F)
+        else:
+            w[b + "ffn_gate.weight"] = mat(F, E)
+            w[b + "ffn_up.weight"] = mat(F, E)
+            w[b + "ffn_down.weight"] = mat(E, F)
+    return w
+
+
+def _add_rope_keys(wr, spec: TinySpec) -> None:
+    import gguf
+    if spec.rope == "none":
+        wr.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+    elif spec.rope == "linear":
+        wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        wr.add_rope_scaling_factor(spec.rope_factor)
+    elif spec.rope == "yarn":
+        wr.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        wr.add_rope_scaling_factor(spec.rope_factor)
+        wr.add_rope_scaling_orig_ctx_len(spec.n_ctx_train)
+    elif spec.rope != "ntk":
+        raise ValueError(f"rope {spec.rope!r} is not written by the tiny qwen2/tied/moe writers "
+                         "(none, linear, ntk, yarn are)")
+
+
+def _write_arch(spec: TinySpec, path, arch: str, *, n_expert: int = 0, n_expert_used: int = 0,
+                imatrix: bool = False) -> Path:
+    import gguf
+
+    path = Path(path)
+    gguf_arch = "qwen2" if arch == "qwen2" else "llama"
+    if arch == "qwen2":
+        tokens, types, merges = bpe_vocabulary()
+        scores = None
+    else:
+        tokens, scores, types = vocabulary(spec.n_extra_tokens)
+        merges = None
+    w = tiny_weights_arch(spec, arch, len(tokens), n_expert=n_expert)
+    wr = gguf.GGUFWriter(str(path), gguf_arch)
+    wr.add_name(f"{spec.name()}-{arch}")
+    wr.add_context_length(spec.n_ctx_train)
+    wr.add_embedding_length(spec.n_embd)
+    wr.add_block_count(spec.n_layer)
+    wr.add_feed_forward_length(spec.n_ff)
+    wr.add_head_count(spec.n_head)
+    wr.add_head_count_kv(spec.kv_heads)
+    wr.add_layer_norm_rms_eps(spec.rms_eps)
+    wr.add_rope_dimension_count(spec.head_dim)
+    wr.add_rope_freq_base(rope_freq_base(spec))
+    wr.add_vocab_size(len(tokens))
+    if arch == "moe":
+        wr.add_expert_count(n_expert)
+        wr.add_expert_used_count(n_expert_used)
+    _add_rope_keys(wr, spec)
+    if arch == "qwen2":
+        wr.add_tokenizer_model("gpt2")
+        wr.add_tokenizer_pre("qwen2")
+        wr.add_token_list(tokens)
+        wr.add_token_types(types)
+        wr.add_token_merges(merges)
+        eot = tokens.index("<|endoftext|>")
+        wr.add_bos_token_id(eot)
+        wr.add_eos_token_id(tokens.index("<|im_end|>"))
+        wr.add_pad_token_id(eot)
+        wr.add_add_bos_token(False)
+    else:
+        wr.add_tokenizer_model("llama")
+        wr.add_tokenizer_pre("default")
+        wr.add_token_list(tokens)
+        wr.add_token_scores(scores)
+        wr.add_token_types(types)
+        wr.add_bos_token_id(1)
+        wr.add_eos_token_id(2)
+        wr.add_unk_token_id(0)
+        wr.add_add_bos_token(True)
+    qtype = getattr(gguf.GGMLQuantizationType, spec.wtype)
+    for i, (name, arr) in enumerate(w.items()):
+        if arr.ndim >= 2 and spec.wtype != "F32" and not name.endswith("ffn_gate_inp.weight"):
+            data = _quantize_rows(spec.wtype, arr, imatrix, spec.seed + i)
+            if spec.wtype == "F16":
+                wr.add_tensor(name, data)
+            else:
+                wr.add_tensor(name, data, raw_dtype=qtype)
+        else:
+            wr.add_tensor(name, arr.astype(f32))
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    return path
+
+
+def write_tiny_qwen2(spec: TinySpec, path, *, imatrix: bool = False) -> Path:
+    """A tiny qwen2 GGUF: Q/K/V biases, NEOX RoPE (llama.cpp's qwen2), a GPT-2 BPE vocabulary
+    (tokenizer.ggml.model "gpt2", pre "qwen2"; see bpe_vocabulary)."""
+    return _write_arch(spec, path, "qwen2", imatrix=imatrix)
+
+
+def write_tiny_tied_llama(spec: TinySpec, path, *, imatrix: bool = False) -> Path:
+    """A tiny llama GGUF without output.weight (the output projection is token_embd, tied)."""
+    return _write_arch(spec, path, "llama-tied", imatrix=imatrix)
+
+
+def write_tiny_moe(spec: TinySpec, path, *, n_expert: int = 4, n_expert_used: int = 2,
+                   imatrix: bool = False) -> Path:
+    """A tiny Mixtral-style MoE GGUF (arch "llama", llama.expert_count / expert_used_count)."""
+    return _write_arch(spec, path, "moe", n_expert=n_expert, n_expert_used=n_expert_used, imatrix=imatrix)
+
+
+LLAMA_FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10,
+                "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16,
+                "Q5_K_M": 17, "Q6_K": 18}
+
+
+def quantize_with_llama_cpp(src, dst, ftype: str = "Q4_K_M", *, n_threads: int = 1) -> Path:
+    """llama.cpp's llama_model_quantize (its own per-tensor type mix, e.g. Q4_K_M) of an F32/F16 GGUF."""
+    import llama_cpp
+
+    if ftype not in LLAMA_FTYPES:
+        raise ValueError(f"unknown llama ftype {ftype!r}; known: {', '.join(LLAMA_FTYPES)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = LLAMA_FTYPES[ftype]
+    params.nthread = n_threads
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes_byref(params))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize({src}, {ftype}) returned {rc}")
+    return Path(dst)
+
+
+def ctypes_byref(x):
+    import ctypes
+    return ctypes.byref(x)
+
+
+def llama_cpp_generate(path, tokens, n: int = 32, *, n_ctx: int = 256) -> "list[int]":
+    """Greedy continuation of ``tokens`` by llama.cpp: ``n`` new token ids (argmax of each step's logits)."""
+    logits = llama_cpp_logits(path, tokens, n_ctx=n_ctx, decode_steps=n)
+    return [int(i) for i in np.argmax(logits[len(tokens) - 1:], axis=1)[:n]]
