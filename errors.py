@@ -33,3 +33,7 @@ class ImatrixRequiredError(GGSpecError, ValueError):
 
 class OracleUnavailable(GGSpecError, RuntimeError):
     """The C oracle (libggml-base of llama-cpp-python==0.3.36) cannot be loaded."""
+
+
+class UnsupportedArchitectureError(GGSpecError, ValueError):
+    """A model architecture (``general.architecture``) that the forward pass does not model."""

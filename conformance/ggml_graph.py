@@ -55,6 +55,7 @@ class GGMLGraph:
 
     def __init__(self, base_path: "str | os.PathLike | None" = None):
         base = Path(base_path) if base_path else libggml.find_library()
+        self._base_path = base
         cpu = None
         for name in ("libggml-cpu.so", "libggml-cpu.dylib", "ggml-cpu.dll"):
             if (base.parent / name).exists():
@@ -98,6 +99,10 @@ class GGMLGraph:
         b.ggml_mul.argtypes = [_P, _P, _P]
         b.ggml_mul_mat.restype = _P
         b.ggml_mul_mat.argtypes = [_P, _P, _P]
+        b.ggml_flash_attn_ext.restype = _P
+        b.ggml_flash_attn_ext.argtypes = [_P, _P, _P, _P, _P, _F, _F, _F]
+        b.ggml_flash_attn_ext_set_prec.restype = None
+        b.ggml_flash_attn_ext_set_prec.argtypes = [_P, _I]
         b.ggml_new_graph.restype = _P
         b.ggml_new_graph.argtypes = [_P]
         b.ggml_build_forward_expand.restype = None
@@ -282,6 +287,65 @@ class GGMLGraph:
             return self._read(node, (x.shape[0], n_out), np.float32)
         finally:
             self.base.ggml_free(ctx)
+
+    # ------------------------------------------------------------------------------------------
+    # attention, as llama.cpp's build_attn_mha builds it (one layer, one ubatch)
+    def _typed(self, ctx, type_name: str, values: np.ndarray):
+        """A ggml tensor of ``type_name`` (F32/F16/Q8_0...) holding float32 ``values`` (numpy shape =
+        ne reversed), converted with the type's from_float (ggml_quantize_chunk for quantized types)."""
+        from ..reference.types import get_type
+        from . import libggml
+
+        t = get_type(type_name)
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        ne = list(reversed(values.shape))
+        f = getattr(self.base, f"ggml_new_tensor_{len(ne)}d")
+        tt = f(ctx, t.id, *ne)
+        if type_name == "F32":
+            raw = values.tobytes()
+        else:
+            raw = libggml.load(str(self._base_path)).quantize(type_name, values.reshape(-1, values.shape[-1]))
+        assert len(raw) == self.base.ggml_nbytes(tt), (type_name, len(raw))
+        ctypes.memmove(self.base.ggml_get_data(tt), raw, len(raw))
+        return tt
+
+    def attention(self, q, k, v, mask, scale: float, *, type_k: str = "F16", type_v: str = "F16",
+                  flash_attn: bool = False, n_threads: int = 1) -> np.ndarray:
+        """One attention op of llama.cpp on the CPU backend.
+
+        q float32 (n_tokens, n_head, d); k, v float32 (n_kv, n_head_kv, d) -- the cache contents
+        *before* storing (converted here to ``type_k``/``type_v`` by ggml itself); mask float32
+        (n_tokens, n_kv) of 0/-inf. Returns float32 (n_tokens, n_head*d).
+
+        flash_attn=False: kq = mul_mat(k, q); soft_max_ext(kq, mask(F32), scale, 0);
+        kqv = mul_mat(v^T, kq).  flash_attn=True: flash_attn_ext(q, k, v, mask(F16), scale), F32 prec.
+        """
+        b = self.base
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        n_tokens, n_head, d = q.shape
+        n_kv, n_head_kv = k.shape[0], k.shape[1]
+        ctx = self._ctx(64 * (q.nbytes + 4 * k.nbytes + 4 * v.nbytes + 4 * n_tokens * n_kv * n_head) + (64 << 20))
+        try:
+            qt = self._tensor(ctx, np.ascontiguousarray(q.transpose(1, 0, 2)), GGML_TYPE_F32)  # ne [d, n_tokens, n_head]
+            kt = self._typed(ctx, type_k, np.ascontiguousarray(np.asarray(k).transpose(1, 0, 2)))  # ne [d, n_kv, n_head_kv]
+            if flash_attn:
+                vt = self._typed(ctx, type_v, np.ascontiguousarray(np.asarray(v).transpose(1, 0, 2)))
+                m16 = np.asarray(mask, np.float32).astype(np.float16)
+                mt = self._tensor(ctx, m16, GGML_TYPE_F16)                                 # ne [n_kv, n_tokens]
+                node = b.ggml_flash_attn_ext(ctx, qt, kt, vt, mt, scale, 0.0, 0.0)
+                b.ggml_flash_attn_ext_set_prec(node, 10)                                   # GGML_PREC_F32
+                self._compute(ctx, node, n_threads)
+                return self._read(node, (n_tokens, n_head * d), np.float32)
+            vT = self._typed(ctx, type_v, np.ascontiguousarray(np.asarray(v).transpose(1, 2, 0)))  # ne [n_kv, d, n_head_kv]
+            mt = self._tensor(ctx, np.asarray(mask, np.float32), GGML_TYPE_F32)
+            kq = b.ggml_mul_mat(ctx, kt, qt)                                                # ne [n_kv, n_tokens, n_head]
+            kq = b.ggml_soft_max_ext(ctx, kq, mt, scale, 0.0)
+            kqv = b.ggml_mul_mat(ctx, vT, kq)                                               # ne [d, n_tokens, n_head]
+            self._compute(ctx, kqv, n_threads)
+            out = self._read(kqv, (n_head, n_tokens, d), np.float32)
+            return np.ascontiguousarray(out.transpose(1, 0, 2)).reshape(n_tokens, n_head * d)
+        finally:
+            b.ggml_free(ctx)
 
 
 def op(name: str, *args, **kwargs):

@@ -1,36 +1,29 @@
-"""A Llama forward pass from GGUF weights, as llama.cpp (``src/models/llama.cpp``) computes it.
+"""The forward pass of llama.cpp, bit-identical to its portable build (every SIMD path, llamafile,
+repacking and FMA contraction off), for the llama family (incl. tied embeddings and rope_freqs) and
+qwen2, from a GGUF's own tensors.
 
-    x      = token_embd[tokens]                                   (get_rows: dequantized row)
-    per layer l:
-      h    = rms_norm(x) * attn_norm                              (see rms_norm below)
-      q, k, v = Wq h, Wk h, Wv h                                  (ggml_mul_mat; W is (out, in))
-      q, k = rope(q), rope(k)                                     (reference.rope, bit-exact to ggml)
-      a    = attention(q, k, v)                                   (reference.attention, causal, GQA)
-      x    = x + Wo a
-      h    = rms_norm(x) * ffn_norm
-      x    = x + W_down( silu(W_gate h) * (W_up h) )              (SwiGLU)
-    logits = W_out ( rms_norm(x) * output_norm )                  (output.weight, or token_embd if absent)
+    x      = get_rows(token_embd, tokens)                 each row dequantized (the type's to_float)
+    per layer l, per ubatch:
+      h    = rms_norm(x, eps) * attn_norm                 reference.ops.rms_norm
+      q, k, v = mul_mat(Wq, h), mul_mat(Wk, h), mul_mat(Wv, h)   (+ bq, bk, bv for qwen2: float adds)
+      q, k = rope_ext(q), rope_ext(k)                     reference.rope, no contraction; NORMAL mode
+                                                          for llama, NEOX for qwen2
+      store k, v in the KV cache (F32 / F16)              set_rows: fp32 -> fp16 round-to-nearest-even
+      a    = attention(q, cache)                          reference.attention: mul_mat + soft_max_ext
+                                                          + mul_mat, or flash_attn_ext (cp.flash_attn)
+      x    = mul_mat(Wo, a) + x
+      h    = rms_norm(x, eps) * ffn_norm
+      x    = mul_mat(W_down, swiglu(mul_mat(W_gate, h), mul_mat(W_up, h))) + x
+    logits = mul_mat(W_out, rms_norm(x, eps) * output_norm)    (output.weight, or token_embd if tied)
 
-Precision (the definition the golden logits use)
-------------------------------------------------
-Weights are dequantized with ``ggspec.reference.dequantize`` (bit-exact to ggml's to_float).
-Activations are float32 between ops. Inside an op:
-
-* ``rms_norm``: exactly ggml's: ``sum += (double)(x_i*x_i)`` (float product, double sequential
-  sum), ``mean = (float)(sum/n)``, ``scale = 1.0f/sqrtf(mean + eps)``, ``y_i = (x_i*scale)*w_i``
-  -- bit-exact.
-* ``matmul``: ``y = f32( sum_i f64(W[o,i]) * f64(a_i) )``, one rounding per output. ggml instead
-  accumulates in float32 SIMD lanes; with ``act="ggml"`` the activations are first converted to the
-  weight's ``vec_dot_type`` as ggml's CPU backend does (F16 weights: activations rounded to fp16;
-  Q4_0/Q5_0/Q8_0/IQ4_NL: Q8_0 with ggml's AVX quantize_row_q8_0; Q4_1/Q5_1: Q8_1; K-quants: Q8_K),
-  which removes the largest systematic difference. ``act="exact"`` (default) keeps float32
-  activations.
-* SiLU: ``f32(g / (1 + exp(-g)))`` evaluated in float64; ``silu(g)*u`` rounded to float32.
-* residual adds: float32.
-* attention: ``reference.attention`` (float64 reductions, one rounding per tensor).
+Every ``mul_mat`` is :func:`ggspec.reference.matmul.mul_mat`: the activations converted to the
+weight type's ``vec_dot_type`` and ggml's generic ``vec_dot`` order on the weight's own blocks -- the
+weights are never held as float32 (they stay memory-mapped). Tokens go through in batches of
+``n_batch`` split into ubatches of ``n_ubatch`` (llama-cpp-python's ``eval`` then ``llama_decode``);
+only attention sees the ubatch boundaries (the KV window ``n_kv`` and flash attention's kernel).
 
 RoPE parameters come from the GGUF metadata and the context exactly like ``llama_context``:
-see :func:`rope_params_for_context`.
+see :func:`rope_params_for_context`. docs/attention.md has each op's order of operations.
 """
 
 from __future__ import annotations
@@ -41,8 +34,9 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import FormatError, GGSpecError, ShapeError
-from .attention import KVCache, attention, kq_scale
+from ..errors import FormatError, GGSpecError, ShapeError, UnsupportedArchitectureError
+from . import ops
+from .attention import KV_TYPES, KVCache, attention_mul_mat, flash_attn_ext, kq_scale
 from .rope import RopeParams, apply_rope, logf
 
 f32 = np.float32
@@ -72,16 +66,16 @@ class LlamaHParams:
     rope_attn_factor: float = 1.0               # rope.scaling.attn_factor
     n_ctx_orig_yarn: int = 0                    # rope.scaling.original_context_length (default n_ctx_train)
     rope_yarn_log_mul: float = 0.0
+    n_expert: int = 0
+    n_expert_used: int = 0
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
     @classmethod
-    def from_metadata(cls, md: dict, n_vocab: Optional[int] = None) -> "LlamaHParams":
-        arch = md.get("general.architecture", "llama")
-        if arch != "llama":
-            raise FormatError(f"not a llama model: general.architecture = {arch!r}", 0)
+    def from_metadata(cls, md: dict, n_vocab: Optional[int] = None, arch: Optional[str] = None) -> "LlamaHParams":
+        arch = arch or md.get("general.architecture", "llama")
 
         def key(name, default=None, required=False):
             k = f"{arch}.{name}"
@@ -115,14 +109,35 @@ class LlamaHParams:
             rope_attn_factor=float(f32(key("rope.scaling.attn_factor", 1.0))),
             n_ctx_orig_yarn=int(key("rope.scaling.original_context_length", n_ctx_train)),
             rope_yarn_log_mul=float(f32(key("rope.scaling.yarn_log_multiplier", 0.0))),
+            n_expert=int(key("expert_count", 0)), n_expert_used=int(key("expert_used_count", 0)),
         )
+
+
+def _default_threads() -> "tuple[int, int]":
+    import multiprocessing
+    n = multiprocessing.cpu_count()
+    return max(n // 2, 1), n
 
 
 @dataclass
 class ContextParams:
-    """The llama_context_params that affect the math (0 / None / negative = 'from the model')."""
+    """The ``llama_context_params`` that change the bits, with the defaults that
+    ``llama_cpp.Llama(model_path, n_ctx=...)`` of llama-cpp-python 0.3.36 uses (0 / None / negative =
+    'from the model'): F16 K/V cache, flash attention off, n_batch = n_ubatch = 512,
+    n_threads = cpu_count // 2 (single-token decode), n_threads_batch = cpu_count (prompts).
+
+    Threads change the bits only in one place: flash attention's split-KV kernel for a single token
+    over >= 512 cells (docs/attention.md).
+    """
 
     n_ctx: int = 512
+    type_k: str = "F16"
+    type_v: str = "F16"
+    flash_attn: bool = False
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_threads: int = field(default_factory=lambda: _default_threads()[0])
+    n_threads_batch: int = field(default_factory=lambda: _default_threads()[1])
     rope_scaling_type: Optional[str] = None   # "none" | "linear" | "yarn" | "longrope"
     rope_freq_base: float = 0.0
     rope_freq_scale: float = 0.0
@@ -131,6 +146,27 @@ class ContextParams:
     yarn_beta_fast: float = -1.0
     yarn_beta_slow: float = -1.0
     yarn_orig_ctx: int = 0
+
+    def validate(self) -> None:
+        """Normalize like llama-cpp-python + llama_context: n_batch <= n_ctx, n_ubatch <= n_batch,
+        the cache holds n_ctx rounded up to 256 cells."""
+        if self.n_ctx <= 0:
+            raise ShapeError(f"n_ctx must be positive, got {self.n_ctx} (n_ctx = 0 = n_ctx_train is not modelled)")
+        for t in (self.type_k, self.type_v):
+            if t not in KV_TYPES:
+                raise ShapeError(f"KV cache type {t!r} is not modelled (modelled: {', '.join(KV_TYPES)})")
+        if self.type_v == "Q8_0" and not self.flash_attn:
+            raise ShapeError("a quantized V cache needs flash_attn (llama.cpp refuses it otherwise)")
+        if "Q8_0" in (self.type_k, self.type_v):
+            raise ShapeError("a Q8_0 KV cache is not modelled: llama.cpp rotates K/V with a Hadamard "
+                             "transform first (attn_rot_k/attn_rot_v), which ggspec does not model yet")
+        self.n_batch = max(1, min(self.n_ctx, self.n_batch))
+        self.n_ubatch = max(1, min(self.n_batch, self.n_ubatch))
+
+    @property
+    def n_ctx_cells(self) -> int:
+        """The KV cache size: ``GGML_PAD(n_ctx, 256)`` (llama_context)."""
+        return -(-self.n_ctx // 256) * 256
 
 
 def yarn_attn_factor(freq_scale, rope_yarn_log_mul=0.0, rope_attn_factor=1.0, math: str = None) -> np.float32:
@@ -180,82 +216,55 @@ def rope_params_for_context(hp: LlamaHParams, cp: ContextParams, freq_factors=No
     if freq_factors is not None:                    # rope_freqs (llama3) wins
         ff = freq_factors
     elif long_factors is not None or short_factors is not None:
-        ff = long_factors if cp.n_ctx > n_ctx_orig else short_factors   # get_rope_factors: n_ctx_seq > n_ctx_orig_yarn
+        ff = long_factors if cp.n_ctx_cells > n_ctx_orig else short_factors   # get_rope_factors: n_ctx_seq > n_ctx_orig_yarn
     return RopeParams(n_dims=hp.n_rot, mode="normal", freq_base=float(freq_base), freq_scale=float(freq_scale),
                       ext_factor=float(ext), attn_factor=float(attn), beta_fast=float(beta_fast),
                       beta_slow=float(beta_slow), n_ctx_orig=int(n_ctx_orig),
                       freq_factors=None if ff is None else tuple(np.asarray(ff, f32).tolist()))
 
 
+
+
 # ------------------------------------------------------------------------------------------------
-# ops
+# architectures
 # ------------------------------------------------------------------------------------------------
 
-def rms_norm(x, w, eps) -> np.ndarray:
-    """ggml_rms_norm followed by ggml_mul with the weight, bit-exact (see module docstring).
-
-    x float32 (n_tokens, n); w float32 (n,).
-    """
-    x = np.asarray(x, dtype=f32)
-    sq = (x * x).astype(f32).astype(np.float64)
-    total = np.cumsum(sq, axis=-1)[..., -1:]               # sequential double sum, like the C loop
-    mean = (total / x.shape[-1]).astype(f32)              # double division, rounded to float
-    scale = (f32(1.0) / np.sqrt((mean + f32(eps)).astype(f32))).astype(f32)
-    return ((x * scale).astype(f32) * np.asarray(w, f32)).astype(f32)
-
-
-def silu(g) -> np.ndarray:
-    g = np.asarray(g, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        return (g / (1.0 + np.exp(-g))).astype(f32)
-
-
-def _round_half_even(x):
-    return np.rint(x)
-
-
-def act_q8_0(a) -> np.ndarray:
-    """ggml-cpu's AVX quantize_row_q8_0 then back to float: d = amax/127 stored as fp16,
-    q = round_half_even(x * (127/amax)); value = q * fp16(d)."""
-    a = np.asarray(a, f32).reshape(-1, 32)
-    amax = np.abs(a).max(axis=1, keepdims=True).astype(f32)
-    d16 = (amax / f32(127)).astype(f32).astype(np.float16).astype(f32)
-    with np.errstate(divide="ignore"):
-        idv = np.where(amax != 0, (f32(127) / amax).astype(f32), f32(0)).astype(f32)
-    q = _round_half_even((a * idv).astype(f32))
-    return (q.astype(f32) * d16).astype(f32).reshape(-1)
-
-
-def act_q8_1(a) -> np.ndarray:
-    """quantize_row_q8_1 (AVX): same scaling as Q8_0 for the values used in the dot product."""
-    return act_q8_0(a)
-
-
-def act_q8_K(a) -> np.ndarray:
-    """quantize_row_q8_K_ref then back to float: per 256 values, max = the value of largest |x|
-    (first one on ties, like the C loop's strict ``>``), iscale = -127/max,
-    q = min(127, nearest_int(iscale*x)), d = 1/iscale; value = d*q."""
-    a = np.asarray(a, f32).reshape(-1, 256)
-    idx = np.argmax(np.abs(a), axis=1)
-    mx = a[np.arange(a.shape[0]), idx][:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iscale = (f32(-127.0) / mx).astype(f32)
-        q = np.minimum(127, _round_half_even((iscale * a).astype(f32)))
-        out = ((f32(1.0) / iscale).astype(f32) * q.astype(f32)).astype(f32)
-    out[(mx == 0).reshape(-1)] = 0
-    return out.reshape(-1)
-
-
-VEC_DOT_ACT: Dict[str, Callable] = {
-    "F32": lambda a: a,
-    "F16": lambda a: np.asarray(a, f32).astype(np.float16).astype(f32),
-    "BF16": None,
-    "Q4_0": act_q8_0, "Q5_0": act_q8_0, "Q8_0": act_q8_0, "IQ4_NL": act_q8_0,
-    "Q4_1": act_q8_1, "Q5_1": act_q8_1,
+#: architecture -> (RoPE mode, description). Each is llama.cpp's graph for that arch (src/models/*.cpp).
+ARCHITECTURES = {
+    "llama": ("normal", "Llama family: optional tied embeddings (no output.weight), rope_freqs (llama3), "
+                        "Mixtral-style MoE when llama.expert_count > 0"),
+    "qwen2": ("neox", "Qwen2: Q/K/V biases, NEOX RoPE"),
 }
-for _k in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S",
-           "IQ1_S", "IQ1_M", "IQ4_XS", "TQ1_0", "TQ2_0"):
-    VEC_DOT_ACT[_k] = act_q8_K
+
+
+def _required_tensors(hp: "LlamaHParams", arch: str) -> "dict[str, tuple]":
+    """name -> ne (ggml order) of every tensor the graph needs."""
+    E, V, F = hp.n_embd, hp.n_vocab, hp.n_ff
+    hd = hp.head_dim
+    req = {"token_embd.weight": (E, V), "output_norm.weight": (E,)}
+    for il in range(hp.n_layer):
+        b = f"blk.{il}."
+        req[b + "attn_norm.weight"] = (E,)
+        req[b + "attn_q.weight"] = (E, hd * hp.n_head)
+        req[b + "attn_k.weight"] = (E, hd * hp.n_head_kv)
+        req[b + "attn_v.weight"] = (E, hd * hp.n_head_kv)
+        req[b + "attn_output.weight"] = (hd * hp.n_head, E)
+        req[b + "ffn_norm.weight"] = (E,)
+        if arch == "qwen2":
+            req[b + "attn_q.bias"] = (hd * hp.n_head,)
+            req[b + "attn_k.bias"] = (hd * hp.n_head_kv,)
+            req[b + "attn_v.bias"] = (hd * hp.n_head_kv,)
+        if hp.n_expert:
+            X = hp.n_expert
+            req[b + "ffn_gate_inp.weight"] = (E, X)
+            req[b + "ffn_gate_exps.weight"] = (E, F, X)
+            req[b + "ffn_up_exps.weight"] = (E, F, X)
+            req[b + "ffn_down_exps.weight"] = (F, E, X)
+        else:
+            req[b + "ffn_gate.weight"] = (E, F)
+            req[b + "ffn_up.weight"] = (E, F)
+            req[b + "ffn_down.weight"] = (F, E)
+    return req
 
 
 # ------------------------------------------------------------------------------------------------
@@ -263,103 +272,185 @@ for _k in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S",
 # ------------------------------------------------------------------------------------------------
 
 @dataclass
+class Tensor:
+    """One weight as stored: ggml type name, ne (ggml order), raw bytes (a memoryview into the file)."""
+    type: str
+    ne: Tuple[int, ...]
+    raw: "bytes | memoryview"
+
+    def f32(self) -> np.ndarray:
+        """Dequantized to float32, numpy shape = reversed ne (only for small tensors: norms, biases)."""
+        from . import dequantize
+        n = int(np.prod(self.ne))
+        return np.asarray(dequantize(self.type, bytes(self.raw), n), dtype=f32).reshape(tuple(reversed(self.ne)))
+
+
+@dataclass
 class LlamaModel:
+    """A forward pass bit-identical to llama.cpp's portable build (see the module docstring).
+
+    Weights stay in their ggml type (raw bytes, memory-mapped from the GGUF); every mat-mul runs on
+    the quantized blocks through :func:`ggspec.reference.matmul.mul_mat`.
+    """
+
     hp: LlamaHParams
-    w: Dict[str, np.ndarray]                  # float32, numpy shape = reversed ggml ne
-    types: Dict[str, str] = field(default_factory=dict)
+    tensors: Dict[str, Tensor]
+    arch: str = "llama"
+    _small: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_tensors(cls, metadata: dict, tensors: TensorSource,
-                     dequantize: Optional[Callable] = None) -> "LlamaModel":
+    def from_tensors(cls, metadata: dict, tensors: TensorSource, dequantize: Optional[Callable] = None
+                     ) -> "LlamaModel":
         """Build from GGUF metadata and raw tensors {name: (type_name, ne, raw)}."""
-        if dequantize is None:
-            from . import dequantize as dequantize
-        w, types = {}, {}
-        for name, (tname, ne, raw) in tensors.items():
-            n = int(np.prod(ne))
-            vals = np.asarray(dequantize(tname, raw, n), dtype=f32)
-            w[name] = vals.reshape(tuple(reversed([int(v) for v in ne])))
-            types[name] = tname
-        n_vocab = w["token_embd.weight"].shape[0]
-        hp = LlamaHParams.from_metadata(metadata, n_vocab=n_vocab)
-        return cls(hp, w, types)
+        arch = metadata.get("general.architecture", "llama")
+        if arch not in ARCHITECTURES:
+            raise UnsupportedArchitectureError(
+                f"architecture {arch!r} is not modelled; supported: {', '.join(sorted(ARCHITECTURES))}")
+        ts = {name: Tensor(t, tuple(int(v) for v in ne), raw) for name, (t, ne, raw) in tensors.items()}
+        if "token_embd.weight" not in ts:
+            raise FormatError("missing tensor token_embd.weight", 0)
+        n_vocab = ts["token_embd.weight"].ne[1]
+        hp = LlamaHParams.from_metadata(metadata, n_vocab=n_vocab, arch=arch)
+        m = cls(hp, ts, arch)
+        m._check()
+        return m
 
     @classmethod
     def from_gguf(cls, path, dequantize: Optional[Callable] = None) -> "LlamaModel":
-        """Read a GGUF with ``ggspec.reference.gguf`` (the containers module)."""
-        try:
-            from . import gguf as _gguf
-        except ImportError as e:  # pragma: no cover - depends on the containers work
-            raise GGSpecError("ggspec.reference.gguf is not available; build with LlamaModel.from_tensors") from e
+        """Read a GGUF with ``ggspec.reference.gguf`` (tensor data stays memory-mapped)."""
+        from . import gguf as _gguf
         md, tensors = _gguf_to_source(_gguf.read(path))
-        return cls.from_tensors(md, tensors, dequantize)
+        return cls.from_tensors(md, tensors)
+
+    def _check(self) -> None:
+        req = _required_tensors(self.hp, self.arch)
+        missing = [n for n in req if n not in self.tensors and not (n == "output.weight")]
+        bad = [f"{n}: ne {self.tensors[n].ne}, expected {ne}" for n, ne in req.items()
+               if n in self.tensors and tuple(self.tensors[n].ne) != tuple(ne)]
+        out = self.tensors.get("output.weight")
+        if out is not None and tuple(out.ne) != (self.hp.n_embd, self.hp.n_vocab):
+            bad.append(f"output.weight: ne {out.ne}, expected {(self.hp.n_embd, self.hp.n_vocab)}")
+        if missing or bad:
+            raise FormatError("tensors missing or misshapen: " + "; ".join(
+                [f"missing {n}" for n in missing] + bad), 0)
+
+    def small(self, name: str) -> Optional[np.ndarray]:
+        """A norm / bias / rope-factor tensor as float32 (cached), or None when absent."""
+        if name not in self._small:
+            t = self.tensors.get(name)
+            self._small[name] = None if t is None else t.f32()
+        return self._small[name]
 
     # --------------------------------------------------------------------------------------------
     def rope_params(self, cp: Optional[ContextParams] = None) -> RopeParams:
         cp = cp or ContextParams()
-        return rope_params_for_context(self.hp, cp, self.w.get("rope_freqs.weight"),
-                                       self.w.get("rope_factors_long.weight"),
-                                       self.w.get("rope_factors_short.weight"))
+        p = rope_params_for_context(self.hp, cp, self.small("rope_freqs.weight"),
+                                    self.small("rope_factors_long.weight"),
+                                    self.small("rope_factors_short.weight"))
+        if ARCHITECTURES[self.arch][0] != p.mode:
+            from dataclasses import replace
+            p = replace(p, mode=ARCHITECTURES[self.arch][0])
+        return p
 
-    def _matmul(self, name: str, a: np.ndarray, act: str) -> np.ndarray:
-        W = self.w[name]
-        a = np.asarray(a, f32)
-        if act == "ggml":
-            fn = VEC_DOT_ACT.get(self.types.get(name, "F32"))
-            if fn is None:
-                raise GGSpecError(f"no vec_dot_type model for {self.types.get(name)}")
-            a = np.stack([fn(row) for row in a]) if a.ndim == 2 else fn(a)
-        return (a.astype(np.float64) @ W.astype(np.float64).T).astype(f32)
+    def mm(self, name: str, x: np.ndarray) -> np.ndarray:
+        """``ggml_mul_mat(W, x)``: x float32 (n, in) -> (n, out), on W's own blocks."""
+        from .matmul import mul_mat
+        t = self.tensors[name]
+        return mul_mat(t.type, t.raw, t.ne[1], t.ne[0], x)
 
-    def forward(self, tokens: Sequence[int], pos: Optional[Sequence[int]] = None,
-                cache: Optional[KVCache] = None, cp: Optional[ContextParams] = None,
-                act: str = "exact", rope_kw: Optional[dict] = None) -> np.ndarray:
-        """Logits float32 (n_tokens, n_vocab) for ``tokens`` at ``pos`` (default: continuing the cache)."""
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        """``ggml_get_rows(token_embd, tokens)``: each row dequantized with the type's to_float."""
+        from . import dequantize
+        from .types import get_type
+        t = self.tensors["token_embd.weight"]
+        tt = get_type(t.type)
+        row = t.ne[0] // tt.block_size * tt.type_size
+        raw = memoryview(t.raw)
+        return np.stack([np.asarray(dequantize(t.type, bytes(raw[i * row:(i + 1) * row]), t.ne[0]), f32)
+                         for i in tokens]).astype(f32)
+
+    def new_cache(self, cp: ContextParams) -> KVCache:
         hp = self.hp
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        if pos is None:
-            start = cache.n_tokens if cache is not None else 0
-            pos = np.arange(start, start + tokens.size)
-        pos = np.asarray(pos).reshape(-1)
+        return KVCache(hp.n_layer, cp.n_ctx_cells, hp.n_head_kv, hp.head_dim, cp.type_k, cp.type_v)
+
+    def forward(self, tokens: Sequence[int], cp: Optional[ContextParams] = None,
+                cache: Optional[KVCache] = None) -> np.ndarray:
+        """Logits float32 (n_tokens, n_vocab) for ``tokens``, continuing ``cache`` if given (else a
+        fresh one): what ``llama_cpp.Llama(model, n_ctx=..., logits_all=True).eval(tokens)`` gives."""
+        cp = cp or ContextParams()
+        cp.validate()
+        tokens = np.asarray(list(tokens), dtype=np.int64).reshape(-1)
+        if tokens.size == 0:
+            raise ShapeError("no tokens")
+        bad = tokens[(tokens < 0) | (tokens >= self.hp.n_vocab)]
+        if bad.size:
+            raise ShapeError(f"token id {int(bad[0])} is out of range (n_vocab = {self.hp.n_vocab})")
+        if cache is None:
+            cache = self.new_cache(cp)
+        if cache.n_used + tokens.size > cp.n_ctx:
+            raise ShapeError(f"{cache.n_used} cached + {tokens.size} new tokens exceed n_ctx = {cp.n_ctx}")
+        out = []
+        # llama-cpp-python's eval: batches of n_batch; llama_decode: ubatches of n_ubatch
+        for b0 in range(0, tokens.size, cp.n_batch):
+            batch = tokens[b0:b0 + cp.n_batch]
+            for u0 in range(0, batch.size, cp.n_ubatch):
+                out.append(self._ubatch(batch[u0:u0 + cp.n_ubatch], cache, cp))
+        return np.concatenate(out).astype(f32)
+
+    def _ubatch(self, tokens: np.ndarray, cache: KVCache, cp: ContextParams) -> np.ndarray:
+        hp = self.hp
+        pos = np.arange(cache.n_used, cache.n_used + tokens.size)
+        cells = cache.allocate(pos)
+        n_kv = cache.n_kv()
+        mask = cache.mask(pos, n_kv)
         rp = self.rope_params(cp)
-        rope_kw = rope_kw or {}
         hd, nh, nkv = hp.head_dim, hp.n_head, hp.n_head_kv
-        x = self.w["token_embd.weight"][tokens].astype(f32)
+        scale = kq_scale(hd)
+        n_threads = cp.n_threads if tokens.size == 1 else cp.n_threads_batch
+        x = self.embed(tokens)                                               # inp_embd
         for il in range(hp.n_layer):
             b = f"blk.{il}."
-            h = rms_norm(x, self.w[b + "attn_norm.weight"], hp.rms_eps)
-            q = self._matmul(b + "attn_q.weight", h, act).reshape(-1, nh, hd)
-            k = self._matmul(b + "attn_k.weight", h, act).reshape(-1, nkv, hd)
-            v = self._matmul(b + "attn_v.weight", h, act).reshape(-1, nkv, hd)
-            q = apply_rope(q, pos, rp, **rope_kw)
-            k = apply_rope(k, pos, rp, **rope_kw)
-            if cache is not None:
-                k_all, v_all, kpos = cache.append(il, k, v, pos)
+            h = ops.rms_norm(x, hp.rms_eps, self.small(b + "attn_norm.weight"))  # attn_norm
+            q, k, v = self.mm(b + "attn_q.weight", h), self.mm(b + "attn_k.weight", h), self.mm(b + "attn_v.weight", h)
+            if self.arch == "qwen2":                                          # ggml_add(Qcur, bq) ...
+                q = (q + self.small(b + "attn_q.bias")).astype(f32)
+                k = (k + self.small(b + "attn_k.bias")).astype(f32)
+                v = (v + self.small(b + "attn_v.bias")).astype(f32)
+            q = apply_rope(q.reshape(-1, nh, hd), pos, rp, contract="none")
+            k = apply_rope(k.reshape(-1, nkv, hd), pos, rp, contract="none")
+            cache.store(il, k, v.reshape(-1, nkv, hd), cells)                 # cpy_k / cpy_v (set_rows)
+            if cp.flash_attn:
+                a = flash_attn_ext(q, cache, il, mask, scale, n_threads=n_threads)
             else:
-                k_all, v_all, kpos = k, v, pos
-            a = attention(q, k_all, v_all, pos, kpos, scale=kq_scale(hd),
-                          f16_operands=cache is not None and cache.kv_dtype == "f16")
-            o = self._matmul(b + "attn_output.weight", a.reshape(-1, nh * hd), act)
-            x = (x + o).astype(f32)
-            h = rms_norm(x, self.w[b + "ffn_norm.weight"], hp.rms_eps)
-            g = self._matmul(b + "ffn_gate.weight", h, act)
-            u = self._matmul(b + "ffn_up.weight", h, act)
-            d = self._matmul(b + "ffn_down.weight", (silu(g) * u).astype(f32), act)
-            x = (x + d).astype(f32)
-        h = rms_norm(x, self.w["output_norm.weight"], hp.rms_eps)
-        out_name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
-        return self._matmul(out_name, h, act)
+                a = attention_mul_mat(q, cache, il, mask, scale)
+            o = self.mm(b + "attn_output.weight", a)                          # wo
+            x = (o + x).astype(f32)                                           # ffn_inp = cur + inpSA
+            h = ops.rms_norm(x, hp.rms_eps, self.small(b + "ffn_norm.weight"))
+            if hp.n_expert:
+                f = self._moe(il, h)
+            else:
+                g, u = self.mm(b + "ffn_gate.weight", h), self.mm(b + "ffn_up.weight", h)
+                f = self.mm(b + "ffn_down.weight", ops.swiglu(g, u))         # swiglu_split(gate, up)
+            x = (f + x).astype(f32)
+        h = ops.rms_norm(x, hp.rms_eps, self.small("output_norm.weight"))
+        out = "output.weight" if "output.weight" in self.tensors else "token_embd.weight"
+        return self.mm(out, h)
 
-    def generate(self, tokens: Sequence[int], n_new: int, *, cp: Optional[ContextParams] = None,
-                 act: str = "exact", kv_dtype: str = "f32") -> "list[int]":
-        """Greedy decoding with a KV cache: the prompt in one batch, then one token at a time."""
-        cache = KVCache(self.hp.n_layer, kv_dtype=kv_dtype)
-        logits = self.forward(tokens, cache=cache, cp=cp, act=act)
+    def _moe(self, il: int, h: np.ndarray) -> np.ndarray:
+        raise UnsupportedArchitectureError("Mixtral-style MoE (llama.expert_count > 0) is not modelled yet")
+
+    def generate(self, tokens: Sequence[int], n_new: int, *, cp: Optional[ContextParams] = None) -> "list[int]":
+        """Greedy decoding: the prompt as llama.cpp evaluates it, then one token at a time."""
+        cp = cp or ContextParams()
+        cache = self.new_cache(cp)
+        logits = self.forward(tokens, cp, cache)
         out = []
         for _ in range(n_new):
             nxt = int(np.argmax(logits[-1]))
             out.append(nxt)
-            logits = self.forward([nxt], cache=cache, cp=cp, act=act)
+            if len(out) == n_new:
+                break
+            logits = self.forward([nxt], cp, cache)
         return out
 
 
@@ -369,5 +460,5 @@ def _gguf_to_source(g) -> "tuple[dict, TensorSource]":
     md = dict(g.metadata)
     tensors = {}
     for name, t in g.tensors.items():
-        tensors[name] = (t.type.name, tuple(t.shape), bytes(t.raw))
+        tensors[name] = (t.type.name, tuple(t.shape), t.raw)       # memory-mapped, not copied
     return md, tensors

@@ -38,13 +38,17 @@ C floats). Three things are not visible in the C source and are modelled explici
    the same functions through ctypes and is bit-exact. With ``math="numpy"`` it evaluates them in
    float64 and rounds to float32 (correctly rounded except in rare double-rounding cases), which
    differs from glibc 2.36 by at most 1 ulp on a small fraction of angles (numbers in docs/rope.md).
-2. **FMA contraction.** The oracle (GCC, -march=native on x86-64 with FMA) contracts
+2. **FMA contraction.** The definition is the portable build (``-ffp-contract=off``): every multiply and
+   add rounds on its own -- ``contract="none"``, the default. A native build compiled with
+   ``-march=native`` lets GCC contract multiply-adds, and *how* depends on the CPU it was compiled on
+   (AVX-512 vs AVX2 chunking); on the AVX-512 machine where it was measured it contracts
    ``theta_interp*(1-mix) + theta_extrap*mix``  -> ``fmaf(theta_interp, 1-mix, theta_extrap*mix)``,
    ``1 + 0.1f*logf(..)``                         -> ``fmaf(0.1f, logf(..), 1)``,
    and the rotation to ``fmaf(x0, cos, -(x1*sin))`` / ``fmaf(x0, sin, x1*cos)``; but in NORMAL mode the
    vectorizer handles the pairs in chunks of 8 (zmm) and 4 (ymm) with FMA and the last
    ``(n_dims/2) % 4`` pairs with separate multiply and add/sub (``vaddsubps``). ``contract="ggml-x86"``
-   (default) reproduces exactly that; ``contract="none"`` is the plain C semantics (-ffp-contract=off).
+   reproduces exactly that one native build (kept as a documented model; on an AVX2-only CPU the
+   native build differs again, so it is not part of the definition).
    Seen by disassembling libggml-cpu.so (vfmadd132ss/vfmsub231ss/vfmaddsub231ps in the rope kernel).
 3. **F16 input**: each x is widened to float32, the pair computed as above, the result rounded to
    fp16 (round to nearest even).
@@ -255,7 +259,7 @@ def yarn_ramp(low, high, i: int) -> np.float32:
 # the cos/sin cache (ggml_rope_cache_init + rope_yarn), vectorized over positions only
 # ------------------------------------------------------------------------------------------------
 
-def rope_cache(pos, p: RopeParams, *, math: str = None, contract: str = "ggml-x86",
+def rope_cache(pos, p: RopeParams, *, math: str = None, contract: str = "none",
                theta: str = "ggml") -> "tuple[np.ndarray, np.ndarray]":
     """cos and sin, float32 arrays of shape (len(pos), n_dims/2), exactly as ggml's rope cache.
 
@@ -318,7 +322,7 @@ def rope_cache(pos, p: RopeParams, *, math: str = None, contract: str = "ggml-x8
     return cos, sin
 
 
-def fused_pairs(n_pairs: int, mode: str, contract: str = "ggml-x86") -> np.ndarray:
+def fused_pairs(n_pairs: int, mode: str, contract: str = "none") -> np.ndarray:
     """Which pairs the oracle rotates with FMA (bool[n_pairs]).
 
     NEOX: all (scalar loop, contracted). NORMAL: the vectorized loop covers the first
@@ -347,7 +351,7 @@ def rotate(x0, x1, cos, sin, fused) -> "tuple[np.ndarray, np.ndarray]":
     return y0.astype(f32), y1.astype(f32)
 
 
-def apply_rope(x, pos, p: RopeParams, *, math: str = None, contract: str = "ggml-x86",
+def apply_rope(x, pos, p: RopeParams, *, math: str = None, contract: str = "none",
                theta: str = "ggml") -> np.ndarray:
     """ggml_rope_ext: rotate ``x`` (n_tokens, n_head, head_dim), float32 or float16, at ``pos`` (n_tokens,).
 
@@ -388,7 +392,7 @@ def apply_rope(x, pos, p: RopeParams, *, math: str = None, contract: str = "ggml
     return out
 
 
-def fused_pairs_f16(n_pairs: int, mode: str, contract: str = "ggml-x86") -> np.ndarray:
+def fused_pairs_f16(n_pairs: int, mode: str, contract: str = "none") -> np.ndarray:
     """Which pairs the oracle's F16 kernel rotates with FMA (see fused_pairs)."""
     if contract == "none":
         return np.zeros(n_pairs, dtype=bool)
