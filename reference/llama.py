@@ -232,7 +232,7 @@ def rope_params_for_context(hp: LlamaHParams, cp: ContextParams, freq_factors=No
 #: architecture -> (RoPE mode, description). Each is llama.cpp's graph for that arch (src/models/*.cpp).
 ARCHITECTURES = {
     "llama": ("normal", "Llama family: optional tied embeddings (no output.weight), rope_freqs (llama3), "
-                        "Mixtral-style MoE when llama.expert_count > 0"),
+                        "Mixtral-style MoE when llama.expert_count > 0 (softmax top-k routing)"),
     "qwen2": ("neox", "Qwen2: Q/K/V biases, NEOX RoPE"),
 }
 
@@ -436,8 +436,52 @@ class LlamaModel:
         out = "output.weight" if "output.weight" in self.tensors else "token_embd.weight"
         return self.mm(out, h)
 
+    def _expert_mm(self, name: str, e: int, x: np.ndarray) -> np.ndarray:
+        """``ggml_mul_mat_id`` for the rows routed to expert ``e``: that expert's 2-D slice of the 3-D
+        ``*_exps`` tensor (ne = [in, out, n_expert]) times ``x``; the same vec_dot as mul_mat."""
+        from .matmul import mul_mat
+        from .types import get_type
+        t = self.tensors[name]
+        n_in, n_out = t.ne[0], t.ne[1]
+        tt = get_type(t.type)
+        size = n_out * (n_in // tt.block_size) * tt.type_size
+        return mul_mat(t.type, memoryview(t.raw)[e * size:(e + 1) * size], n_out, n_in, x)
+
     def _moe(self, il: int, h: np.ndarray) -> np.ndarray:
-        raise UnsupportedArchitectureError("Mixtral-style MoE (llama.expert_count > 0) is not modelled yet")
+        """llama.cpp's build_moe_ffn for Mixtral (softmax gating, norm_w, no scale, SiLU, gated):
+
+            probs   = soft_max(mul_mat(ffn_gate_inp, h))                  (n_tokens, n_expert)
+            sel     = argsort_top_k(probs, n_expert_used)                 descending; ties by index here
+            w       = probs[sel];  w = w / clamp((float) sum_double(w), 6.103515625e-5, inf)
+            y_j     = mul_mat_id(down, swiglu(mul_mat_id(gate, h), mul_mat_id(up, h)), sel_j) * w_j
+            out     = ((y_0 + y_1) + y_2) + ...                           float adds in slot order
+        """
+        hp = self.hp
+        b = f"blk.{il}."
+        k = hp.n_expert_used
+        if not 0 < k <= hp.n_expert:
+            raise FormatError(f"expert_used_count {k} must be in 1..expert_count {hp.n_expert}", 0)
+        probs = ops.soft_max_ext(self.mm(b + "ffn_gate_inp.weight", h), None, 1.0)
+        sel = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        w = np.take_along_axis(probs, sel, axis=1).astype(f32)                  # get_rows
+        acc = np.zeros(w.shape[0], np.float64)
+        for j in range(k):                                                     # ggml_vec_sum_f32: double
+            acc += w[:, j].astype(np.float64)
+        wsum = np.minimum(np.maximum(acc.astype(f32), f32(6.103515625e-5)), f32(np.inf))   # ggml_clamp
+        w = (w / wsum[:, None]).astype(f32)                                     # ggml_div
+        n, E = h.shape
+        y = np.zeros((n, k, E), f32)
+        for e in np.unique(sel):
+            rows, slots = np.nonzero(sel == e)
+            x = h[rows]
+            g = self._expert_mm(b + "ffn_gate_exps.weight", int(e), x)
+            u = self._expert_mm(b + "ffn_up_exps.weight", int(e), x)
+            y[rows, slots] = self._expert_mm(b + "ffn_down_exps.weight", int(e), ops.swiglu(g, u))
+        y = (y * w[:, :, None]).astype(f32)                                     # ggml_mul(experts, weights)
+        out = y[:, 0]
+        for j in range(1, k):
+            out = (out + y[:, j]).astype(f32)
+        return out
 
     def generate(self, tokens: Sequence[int], n_new: int, *, cp: Optional[ContextParams] = None) -> "list[int]":
         """Greedy decoding: the prompt as llama.cpp evaluates it, then one token at a time."""

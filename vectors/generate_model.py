@@ -1,12 +1,17 @@
-"""Golden vectors for model math, from the oracle's ggml ops: ``vectors/model/rope.json``.
+"""Golden vectors for model math, made only from llama.cpp's **portable build** (the ground truth for
+model math; it runs in a child process, see ggspec.conformance.portable):
 
-    python -m ggspec.vectors.generate_model [--out DIR]
+    vectors/model/rope.json        ggml_rope_ext: every scaling, both modes, float32/float16, n_dims
+                                   4..256, bases, scales, YaRN factors and betas, positions to 2^31-1
+    vectors/model/attention.json   one attention op of llama.cpp (both paths) over a KV cache
+    vectors/model/forward/         tiny GGUF models and their logits (generate_forward.py)
 
-Each test group is one ``ggml_rope_ext`` parameter set (mode, scaling); each test an input
-``x`` (n_tokens, n_head, head_dim; float32 or float16) and positions up to 32768, with the output
-ggml computed (libggml-cpu of llama-cpp-python 0.3.36, one thread). Tolerance: exact (equal bits)
-for an implementation of ggml's arithmetic on x86-64 with the same libm and FMA contraction as
-the oracle build; see docs/rope.md for what changes on other platforms.
+    python -m ggspec.vectors.generate_model [--out DIR] [--only rope,attention]
+
+Each group also carries the largest difference of llama.cpp's *native* SIMD build (the
+``llama-cpp-python`` installed in this environment, compiled for this CPU) against the portable
+result, measured when the file was made: a justified bound for SIMD implementations
+(``native_max_ulp`` / ``native_max_abs``); scalar implementations must match exactly.
 """
 
 from __future__ import annotations
@@ -24,78 +29,231 @@ from ggspec.conformance.vectors import f32_to_hex
 
 SEED = 1
 SCHEMA = "ggspec-model-vectors/1"
+G = "ggspec.conformance.ggml_graph"
+F32 = np.float32
 
 
-def rope_configs(head_dim: int):
-    n_pairs = head_dim // 2
-    ff_llama3 = np.where(np.arange(n_pairs) < n_pairs // 2, 1.0, 1.0 + np.arange(n_pairs) / 4.0).astype(np.float32)
-    ff_long = (1.0 + np.linspace(0, 3, n_pairs)).astype(np.float32)
-    yarn_attn = float(np.float32(1.0) / np.float32(1.0 + 0.1 * np.log(4.0)))  # llama.cpp cancels ggml's magnitude
-    return [
+class Ops:
+    """ggml graph ops on the portable oracle (truth) and, in-process, the native build (tolerance)."""
+
+    def __init__(self):
+        from ggspec.conformance import portable
+        self.P = portable.shared()
+        self.native = ggml_graph.load()
+
+    def portable(self, name, *a, **k):
+        return self.P.call(G, "op", name, *a, **k)
+
+
+def ulps(a, b) -> int:
+    """Largest distance in units in the last place between two float arrays (float32 or float16);
+    -0 and +0 are the same point, NaN against NaN counts 0."""
+    a, b = np.asarray(a), np.asarray(b)
+    ut, top = (np.uint32, 1 << 31) if a.dtype == np.float32 else (np.uint16, 1 << 15)
+
+    def ordered(x):
+        u = x.view(ut).astype(np.int64)
+        return np.where(u >= top, top - u, u)
+
+    both_nan = np.isnan(a) & np.isnan(b)
+    d = np.where(both_nan, 0, np.abs(ordered(a) - ordered(b)))
+    return int(d.max()) if d.size else 0
+
+
+# ------------------------------------------------------------------------------------------------
+# RoPE
+# ------------------------------------------------------------------------------------------------
+
+POSITIONS = np.array([0, 1, 2, 3, 17, 511, 4095, 4096, 8191, 16384, 32767, 32768, 65535, 131071,
+                      1_000_000, 2 ** 24 - 1, 2 ** 24 + 1, 2 ** 31 - 1, -1, -4096], np.int32)
+
+
+def rope_configs(n_dims: int):
+    """(key, comment, ggml_rope_ext kwargs) for one rotary width."""
+    n_pairs = n_dims // 2
+    ff_llama3 = np.where(np.arange(n_pairs) < n_pairs // 2, 1.0, 1.0 + np.arange(n_pairs) / 4.0).astype(F32)
+    ff_long = (1.0 + np.linspace(0, 3, n_pairs)).astype(F32)
+
+    def yarn_attn(factor):   # llama.cpp: get_mscale(factor) / (1 + 0.1 ln factor) cancels ggml's own magnitude
+        return float(F32(1.0) / F32(1.0 + 0.1 * np.log(factor)))
+
+    out = [
         ("none", "no scaling", dict(freq_base=10000.0)),
-        ("linear", "linear scaling, freq_scale 0.25 (compress_pos_emb 4, --rope-freq-scale 0.25)",
-         dict(freq_base=10000.0, freq_scale=0.25)),
-        ("ntk", "NTK-aware base change, alpha 4: freq_base = 10000 * 4^(d/(d-2))",
-         dict(freq_base=float(np.float32(10000.0 * 4.0 ** (head_dim / (head_dim - 2)))))),
-        ("yarn", "YaRN factor 4, n_ctx_orig 4096, ext_factor 1, beta_fast 32, beta_slow 1",
-         dict(freq_base=10000.0, freq_scale=0.25, ext_factor=1.0, attn_factor=yarn_attn, n_ctx_orig=4096)),
-        ("llama3", "frequency factors (a rope_freqs tensor, as Llama 3.x files carry)",
-         dict(freq_base=500000.0, freq_factors=ff_llama3)),
-        ("longrope", "LongRoPE long factors with attn_factor sqrt(1 + ln 32 / ln 4096)",
-         dict(freq_base=10000.0, freq_factors=ff_long, attn_factor=float(np.float32(np.sqrt(1 + np.log(32) / np.log(4096)))))),
+        ("base5e5", "freq_base 5e5 (Llama 3)", dict(freq_base=500000.0)),
+        ("base1e6", "freq_base 1e6 (Qwen, Mistral, CodeLlama)", dict(freq_base=1000000.0)),
+        ("linear4", "linear, freq_scale 0.25 (compress_pos_emb 4)", dict(freq_base=10000.0, freq_scale=0.25)),
+        ("linear3", "linear, freq_scale 1/3", dict(freq_base=10000.0, freq_scale=float(F32(1 / 3)))),
+        ("linear8", "linear, freq_scale 1/8 (compress_pos_emb 8)", dict(freq_base=10000.0, freq_scale=0.125)),
+        ("linear32", "linear, freq_scale 1/32", dict(freq_base=10000.0, freq_scale=float(F32(1 / 32)))),
+        ("ntk", "NTK-aware base change, alpha 4", dict(freq_base=float(F32(10000.0 * 4.0 ** (n_dims / max(n_dims - 2, 1)))))),
+        ("llama3", "frequency factors (rope_freqs)", dict(freq_base=500000.0, freq_factors=ff_llama3)),
+        ("longrope", "LongRoPE long factors, attn_factor sqrt(1 + ln 32 / ln 4096)",
+         dict(freq_base=10000.0, freq_factors=ff_long, attn_factor=float(F32(np.sqrt(1 + np.log(32) / np.log(4096)))))),
     ]
+    for factor, bf, bs, base, orig in ((2.0, 32.0, 1.0, 10000.0, 4096), (4.0, 32.0, 1.0, 10000.0, 4096),
+                                       (2.5, 32.0, 1.0, 1000000.0, 32768), (8.0, 16.0, 2.0, 10000.0, 2048),
+                                       (16.0, 64.0, 0.5, 500000.0, 8192), (40.0, 32.0, 1.0, 10000.0, 4096),
+                                       (7.3, 24.0, 1.5, 10000.0, 4096)):
+        out.append((f"yarn{factor:g}-bf{bf:g}-bs{bs:g}",
+                    f"YaRN factor {factor:g}, beta_fast {bf:g}, beta_slow {bs:g}, base {base:g}, n_ctx_orig {orig}",
+                    dict(freq_base=base, freq_scale=float(F32(1.0 / factor)), ext_factor=1.0,
+                         attn_factor=yarn_attn(factor), beta_fast=bf, beta_slow=bs, n_ctx_orig=orig)))
+    out.append(("yarn4-ext0.5", "YaRN factor 4 with ext_factor 0.5", dict(
+        freq_base=10000.0, freq_scale=0.25, ext_factor=0.5, attn_factor=yarn_attn(4.0), n_ctx_orig=4096)))
+    return out
 
 
-def build_rope(g) -> dict:
+WIDTHS = [(64, 64), (128, 128), (96, 64), (4, 4), (20, 20), (24, 24), (36, 36), (40, 40), (44, 44), (60, 60),
+          (80, 80), (256, 256), (128, 32)]   # (head_dim, n_dims)
+
+
+def build_rope(ops: Ops) -> dict:
     groups = []
     tc = 0
     for mode_name, mode in (("normal", 0), ("neox", 2)):
-        for head_dim, n_dims in ((64, 64), (128, 128), (96, 64)):
-            for key, comment, kw in rope_configs(n_dims):
+        for head_dim, n_dims in WIDTHS:
+            configs = rope_configs(n_dims)
+            if (head_dim, n_dims) not in ((64, 64), (128, 128)):   # every config on the common widths,
+                configs = [c for c in configs if c[0] in ("none", "linear3", "yarn2.5-bf32-bs1", "llama3",
+                                                          "yarn7.3-bf24-bs1.5")]   # a spread on the rest
+            for key, comment, kw in configs:
                 rng = np.random.default_rng([SEED, zlib.crc32(f"{mode_name}{head_dim}{n_dims}{key}".encode())])
                 params = {"mode": mode_name, "mode_id": mode, "n_dims": n_dims, "freq_base": kw.get("freq_base"),
                           "freq_scale": kw.get("freq_scale", 1.0), "ext_factor": kw.get("ext_factor", 0.0),
-                          "attn_factor": kw.get("attn_factor", 1.0), "beta_fast": 32.0, "beta_slow": 1.0,
-                          "n_ctx_orig": kw.get("n_ctx_orig", 0)}
+                          "attn_factor": kw.get("attn_factor", 1.0), "beta_fast": kw.get("beta_fast", 32.0),
+                          "beta_slow": kw.get("beta_slow", 1.0), "n_ctx_orig": kw.get("n_ctx_orig", 0)}
                 ff = kw.get("freq_factors")
                 if ff is not None:
                     params["freq_factors_f32_hex"] = f32_to_hex(ff)
                 tests = []
+                worst = 0
                 for dtype in (np.float32, np.float16):
                     tc += 1
-                    pos = np.array([0, 1, 2, 17, 511, 4095, 4096, 8191, 16384, 32767, 32768], np.int32)
+                    pos = POSITIONS
                     x = rng.standard_normal((pos.size, 2, head_dim)).astype(dtype)
-                    y = g.rope_ext(x, pos, n_dims=n_dims, mode=mode, freq_factors=ff,
-                                   n_ctx_orig=params["n_ctx_orig"], freq_base=params["freq_base"],
-                                   freq_scale=params["freq_scale"], ext_factor=params["ext_factor"],
-                                   attn_factor=params["attn_factor"], beta_fast=32.0, beta_slow=1.0)
+                    kwargs = dict(n_dims=n_dims, mode=mode, freq_factors=ff, n_ctx_orig=params["n_ctx_orig"],
+                                  freq_base=params["freq_base"], freq_scale=params["freq_scale"],
+                                  ext_factor=params["ext_factor"], attn_factor=params["attn_factor"],
+                                  beta_fast=params["beta_fast"], beta_slow=params["beta_slow"])
+                    y = ops.portable("rope_ext", x, pos, **kwargs)
+                    worst = max(worst, ulps(y, ops.native.rope_ext(x, pos, **kwargs)))
                     enc = (lambda a: a.astype("<f2").tobytes().hex()) if dtype == np.float16 else f32_to_hex
                     tests.append({"tcId": tc, "comment": f"{comment}; {np.dtype(dtype).name} input",
-                                  "dtype": np.dtype(dtype).name, "shape": list(x.shape),
+                                  "flags": ["EdgePositions"], "dtype": np.dtype(dtype).name, "shape": list(x.shape),
                                   "pos": pos.tolist(), "input_hex": enc(x), "expected_hex": enc(y)})
                 groups.append({"op": "rope_ext", "name": f"{mode_name}-{key}-hd{head_dim}-nd{n_dims}",
-                               "params": params, "tolerance": "exact", "tests": tests})
+                               "params": params, "tolerance": "exact", "native_max_ulp": worst, "tests": tests})
     return {"schema": SCHEMA, "op": "rope_ext",
-            "provenance": {"oracle": f"llama-cpp-python {libggml.ORACLE_VERSION}", "ggml": "0.25.3",
-                           "function": "ggml_rope_ext (libggml-cpu, 1 thread)",
-                           "generator": "vectors/generate_model.py", "seed": SEED},
-            "encoding": "float32 or float16 little-endian bit patterns in hex; x is (n_tokens, n_head, head_dim), row-major",
+            "provenance": _provenance("ggml_rope_ext (libggml-cpu of the portable build, 1 thread)"),
+            "encoding": "float32 or float16 little-endian bit patterns in hex; x is (n_tokens, n_head, head_dim), "
+                        "row-major; pos int32",
             "testGroups": groups}
+
+
+# ------------------------------------------------------------------------------------------------
+# attention
+# ------------------------------------------------------------------------------------------------
+
+ATTENTION_CASES = [  # (name, n_head, n_head_kv, head_dim, n_past, n_new, flags)
+    ("mha-prompt", 4, 4, 64, 0, 9, ["MHA", "Prompt"]),
+    ("gqa-second-ubatch", 8, 2, 64, 5, 3, ["GQA", "SecondUbatch"]),
+    ("mqa-first-token", 6, 1, 32, 0, 1, ["MQA"]),
+    ("gqa-decode", 4, 2, 64, 40, 1, ["GQA", "Decode"]),
+    ("gqa-prompt-70", 4, 2, 64, 0, 70, ["GQA", "FlashTiled"]),
+    ("mqa-decode-512", 2, 1, 64, 300, 1, ["MQA", "Decode", "FlashSplitKV"]),
+    ("mha-two-windows", 2, 2, 128, 260, 5, ["MHA", "KVWindow512"]),
+]
+
+
+def _attention_inputs(rng, n_head, n_head_kv, d, n_past, n_new):
+    n_used = n_past + n_new
+    n_kv = max(256, -(-n_used // 256) * 256)
+    k = np.zeros((n_kv, n_head_kv, d), F32)
+    v = np.zeros((n_kv, n_head_kv, d), F32)
+    k[:n_used] = (rng.standard_normal((n_used, n_head_kv, d)) * 2).astype(F32)
+    v[:n_used] = rng.standard_normal((n_used, n_head_kv, d)).astype(F32)
+    q = (rng.standard_normal((n_new, n_head, d)) * 2).astype(F32)
+    qpos = np.arange(n_past, n_used)
+    cells = np.arange(n_kv)
+    mask = np.where((cells[None, :] < n_used) & (cells[None, :] <= qpos[:, None]), F32(0), F32(-np.inf)).astype(F32)
+    return q, k, v, mask, n_kv
+
+
+def build_attention(ops: Ops) -> dict:
+    from ggspec.reference.attention import kq_scale
+
+    groups = []
+    tc = 0
+    for flash in (False, True):
+        for type_k, type_v in (("F16", "F16"), ("F32", "F32"), ("F16", "F32")):
+            for n_threads in ((1, 2) if flash else (1,)):
+                tests = []
+                worst = 0.0
+                for name, nh, nkv, d, n_past, n_new, flags in ATTENTION_CASES:
+                    if not flash and n_threads != 1:
+                        continue
+                    rng = np.random.default_rng([SEED, zlib.crc32(f"attn{name}{type_k}{type_v}".encode())])
+                    q, k, v, mask, n_kv = _attention_inputs(rng, nh, nkv, d, n_past, n_new)
+                    scale = float(kq_scale(d))
+                    kw = dict(type_k=type_k, type_v=type_v, flash_attn=flash, n_threads=n_threads)
+                    y = ops.portable("attention", q, k, v, mask, scale, **kw)
+                    yn = ops.native.attention(q, k, v, mask, scale, **kw)
+                    worst = max(worst, float(np.max(np.abs(y.astype(np.float64) - yn))))
+                    tc += 1
+                    n_used = n_past + n_new
+                    tests.append({
+                        "tcId": tc, "comment": f"{name}: {n_head_desc(nh, nkv)}, {n_past} cached + {n_new} new tokens, "
+                                               f"n_kv {n_kv}", "flags": flags,
+                        "n_head": nh, "n_head_kv": nkv, "head_dim": d, "n_past": n_past, "n_new": n_new,
+                        "n_kv": n_kv, "scale_f32_hex": f32_to_hex(np.array([scale], F32)),
+                        "q_f32_hex": f32_to_hex(q), "k_f32_hex": f32_to_hex(k[:n_used]),
+                        "v_f32_hex": f32_to_hex(v[:n_used]), "expected_f32_hex": f32_to_hex(y)})
+                groups.append({"op": "flash_attn_ext" if flash else "mul_mat_softmax",
+                               "name": f"{'flash' if flash else 'mul_mat'}-k{type_k}-v{type_v}-t{n_threads}",
+                               "params": {"flash_attn": flash, "type_k": type_k, "type_v": type_v,
+                                          "n_threads": n_threads},
+                               "tolerance": "exact", "native_max_abs": worst, "tests": tests})
+    return {"schema": SCHEMA, "op": "attention",
+            "provenance": _provenance("llama.cpp's build_attn_mha as one ggml graph (libggml-cpu of the portable build)"),
+            "encoding": ("float32 little-endian hex. q (n_new, n_head, head_dim); k, v (n_past + n_new, n_head_kv, "
+                         "head_dim): the float32 values stored into the KV cache (converted by the cache to type_k / "
+                         "type_v); cells n_past+n_new .. n_kv-1 are empty (zero); query i sits at position n_past+i and "
+                         "sees cells 0..n_past+i (causal mask 0 / -inf); output (n_new, n_head*head_dim)."),
+            "testGroups": groups}
+
+
+def n_head_desc(nh, nkv) -> str:
+    kind = "MHA" if nh == nkv else ("MQA" if nkv == 1 else "GQA")
+    return f"{kind} {nh}/{nkv} heads"
+
+
+def _provenance(function: str) -> dict:
+    return {"oracle": f"llama-cpp-python {libggml.ORACLE_VERSION}, portable build (no SIMD, no llamafile, no repack, "
+                      "-ffp-contract=off)", "ggml": "0.25.3", "function": function,
+            "native_tolerance": "measured against llama-cpp-python's native build on the generating machine",
+            "generator": "vectors/generate_model.py", "seed": SEED}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent))
+    ap.add_argument("--only", default="rope,attention")
     args = ap.parse_args(argv)
     lib = libggml.load()
     if lib.version != libggml.ORACLE_VERSION:
         print(f"refusing: oracle is {lib.version}, vectors pin {libggml.ORACLE_VERSION}", file=sys.stderr)
         return 2
-    doc = build_rope(ggml_graph.load())
-    path = Path(args.out) / "model" / "rope.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"rope: {sum(len(g['tests']) for g in doc['testGroups'])} tests -> {path}")
+    ops = Ops()
+    only = set(args.only.split(","))
+    out = Path(args.out) / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, fn in (("rope", build_rope), ("attention", build_attention)):
+        if name in only:
+            doc = fn(ops)
+            path = out / f"{name}.json"
+            path.write_text(json.dumps(doc, indent=1) + "\n")
+            print(f"{name}: {sum(len(g['tests']) for g in doc['testGroups'])} tests -> {path}", file=sys.stderr)
+    ops.P.close()
     return 0
 
 
