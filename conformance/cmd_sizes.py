@@ -80,6 +80,8 @@ def register(sub) -> None:
                    help="full-size SWA KV cache (llama_context_default_params / llama-cpp-python: yes; "
                         "llama.cpp's CLI tools: no)")
     p.add_argument("--bpw", action="store_true", help="print the bits per weight of every ggml type")
+    p.add_argument("--collection", action="store_true",
+                   help="the 2-bit collection: IQ2_XXS / IQ2_XS size and RAM (--n-ctx) of every model of its seed")
     p.add_argument("--breakdown", choices=("yes", "no"), default="yes", help="per-type breakdown under each row")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
@@ -188,6 +190,8 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    if args.collection:
+        return _run_collection(args)
     if args.gguf and not args.gptq:
         return _run_gguf(args)
     if args.check_mix:
@@ -400,3 +404,21 @@ def _count_types(types: dict) -> dict:
     for t in types.values():
         out[t] = out.get(t, 0) + 1
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _run_collection(args) -> int:
+    from .sizes.collection import collection_rows
+    rows = collection_rows(args.n_ctx, args.n_prompt, repack=_repack(args) if args.repack != "auto" else ())
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    out = []
+    for r in rows:
+        if "IQ2_XXS" in r:
+            out.append([r["model"], S.round_gb(r["IQ2_XXS"]["bytes"]), S.round_gb(r["IQ2_XXS"]["ram"]),
+                        S.round_gb(r["IQ2_XS"]["bytes"]), S.round_gb(r["IQ2_XS"]["ram"]), r["shape_source"]])
+        else:
+            out.append([r["model"], "", "", "", "", r["shape_source"]])
+    print(tabulate(out, headers=["model", "IQ2_XXS GB", f"RAM GB (n_ctx {args.n_ctx})", "IQ2_XS GB",
+                                 f"RAM GB (n_ctx {args.n_ctx})", "shape"], tablefmt="simple", disable_numparse=True))
+    return 0

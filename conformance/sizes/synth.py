@@ -1,7 +1,7 @@
 """Synthetic F16 GGUFs of every modelled architecture (gguf-py ``GGUFWriter``), for checking the size
 model against llama.cpp: ``llama_model_quantize`` quantizes them (file bytes and per-tensor types) and
 ``llama_cpp.Llama`` loads and runs them (peak RSS).  Random weights, the small SentencePiece vocabulary
-of ``tinymodels`` padded with word pieces to ``n_vocab``.  gguf-py is needed (the ``peers`` extra)."""
+(``vocabulary``) padded with word pieces to ``n_vocab``.  gguf-py is needed (the ``peers`` extra)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ import numpy as np
 from .archs import ModelShape
 
 
+def vocabulary(n_vocab: int):
+    """A SentencePiece-style vocabulary of exactly ``n_vocab`` tokens: <unk>, <s>, </s>, the 256 byte tokens,
+    then word pieces (llama.cpp's SPM loader takes it for any architecture)."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    tokens += [f"\u2581t{i}" for i in range(n_vocab - len(tokens))]
+    types += [1] * (n_vocab - len(types))
+    scores = [0.0] * 259 + [-float(i) for i in range(259, n_vocab)]
+    return tokens, scores, types
+
+
 def write_f16(shape: ModelShape, path: "str | Path", seed: int = 0) -> Path:
     """Write ``shape`` as an F16 GGUF (1-D tensors and the MoE router F32), as convert_hf_to_gguf lays it out."""
     import gguf
-
-    from ..tinymodels import vocabulary
 
     path = Path(path)
     a = shape.arch
@@ -43,7 +52,7 @@ def write_f16(shape: ModelShape, path: "str | Path", seed: int = 0) -> Path:
         w.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
         w.add_rope_scaling_orig_ctx_len(shape.context_length)
         w.add_rope_scaling_attn_factors(1.1)
-    tokens, scores, types = vocabulary(shape.n_vocab - 259)
+    tokens, scores, types = vocabulary(shape.n_vocab)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
@@ -86,4 +95,17 @@ SYNTH_SHAPES: dict[str, ModelShape] = {s.name: s for s in (
     ModelShape("gemma3", 640, 6, 4, 1, 2048, 1000, head_dim=256, tied=True, n_swa=512, swa_pattern=6,
                name="gemma3-270m-like"),
     ModelShape("phi3", 256, 4, 8, 8, 512, 1000, name="phi3"),
+)}
+
+
+# Shapes for the peak-RSS validation (a few hundred MB as F16): the real-file cases of the issue
+# (a 135M tied-embedding Llama with a 49152-token vocabulary, a Gemma 3 270M) and one of each other family.
+RSS_SHAPES: dict[str, ModelShape] = {s.name: s for s in (
+    ModelShape("llama", 576, 30, 9, 3, 1536, 49152, tied=True, name="smollm-135m-like"),
+    ModelShape("gemma3", 640, 18, 4, 1, 2048, 262144, head_dim=256, tied=True, n_swa=512, swa_pattern=6,
+               context_length=32768, name="gemma3-270m-like"),
+    ModelShape("qwen2", 896, 12, 14, 2, 4864, 32000, tied=True, name="qwen2-0.5b-like"),
+    ModelShape("llama", 512, 8, 8, 2, 1024, 32000, n_expert=8, n_expert_used=2, name="mixtral-small"),
+    ModelShape("phi3", 1024, 8, 16, 16, 2816, 32064, name="phi3-small"),
+    ModelShape("qwen", 1024, 8, 16, 16, 5632, 32000, name="qwen-v1-small"),
 )}
