@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import GGSpecError
 
-COMMANDS = ("conform", "inspect", "sizes", "rope", "vectors", "oracle", "run")
+COMMANDS = ("conform", "inspect", "sizes", "rope", "vectors", "oracle", "run", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -330,6 +330,9 @@ def compare(spec: TinySpec, tokens, *, workdir, n_ctx: int = 512, act: str = "gg
 #     write_tiny_moe(TinySpec(n_head_kv=2, wtype="Q4_K"), "/tmp/m.gguf", n_expert=4, n_expert_used=2)
 #     quantize_with_llama_cpp("/tmp/m-f32.gguf", "/tmp/m-q4km.gguf", "Q4_K_M")   # llama.cpp's own mix
 #
+# Vocabularies: qwen2 a GPT-2 byte-level BPE (bpe_vocabulary), the llama ones a SentencePiece vocabulary
+# whose every piece is made of two smaller pieces, as trained ones are (spm_vocabulary).
+#
 # Each writer takes ``imatrix=True`` to quantize with an importance matrix (needed for IQ2_XXS,
 # IQ2_XS, IQ1_S, IQ1_M): per column, the mean square of random activations (seeded).
 # The RoPE keys follow TinySpec.rope as for write_tiny_llama (qwen2.* keys for qwen2).
@@ -377,6 +380,38 @@ def bpe_vocabulary(words=BPE_WORDS):
         tokens.append(s)
         types.append(3)
     return tokens, types, merges
+
+
+SPM_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,.:;?!'-"
+
+
+def spm_vocabulary(words=BPE_WORDS):
+    """(tokens, scores, types) of a small SentencePiece vocabulary shaped like a real one: <unk>, <s>,
+    </s>, the 256 byte tokens, "\u2581" and single characters, then each word's pieces "\u2581w",
+    "\u2581wo", ... (and without the leading "\u2581"), so that every piece is two smaller pieces
+    (as in trained vocabularies). Scores: -(position) for the pieces, lower for single characters."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    seen = set(tokens)
+    for i, c in enumerate("\u2581" + SPM_CHARS):
+        tokens.append(c)
+        types.append(1)
+        scores.append(-1000.0 - i)
+        seen.add(c)
+    k = 0
+    for w in words:
+        for prefix in ("\u2581", ""):
+            s = prefix + w
+            for j in range(2, len(s) + 1):
+                piece = s[:j]
+                if piece not in seen:
+                    seen.add(piece)
+                    tokens.append(piece)
+                    types.append(1)
+                    scores.append(-10.0 - k)
+                    k += 1
+    return tokens, scores, types
 
 
 def _imatrix_for(n_per_row: int, seed: int) -> np.ndarray:
@@ -470,7 +505,7 @@ def _write_arch(spec: TinySpec, path, arch: str, *, n_expert: int = 0, n_expert_
         tokens, types, merges = bpe_vocabulary()
         scores = None
     else:
-        tokens, scores, types = vocabulary(spec.n_extra_tokens)
+        tokens, scores, types = spm_vocabulary()
         merges = None
     w = tiny_weights_arch(spec, arch, len(tokens), n_expert=n_expert)
     wr = gguf.GGUFWriter(str(path), gguf_arch)
