@@ -83,7 +83,15 @@ class ReferenceImpl:
                          attn_factor=params["attn_factor"], beta_fast=params["beta_fast"],
                          beta_slow=params["beta_slow"], n_ctx_orig=params["n_ctx_orig"],
                          freq_factors=None if ff is None else tuple(np.asarray(ff, np.float32).tolist()))
-        return R.apply_rope(x, pos, p, math="libm", contract="ggml-x86")
+        return R.apply_rope(x, pos, p, math="libm")
+
+    def attention(self, q, k, v, params):
+        from .suites.attention import reference_attention
+        return reference_attention(q, k, v, params)
+
+    def forward(self, model_path, tokens, context, n_predict):
+        from .suites.forward import reference_forward
+        return reference_forward(model_path, tokens, context, n_predict)
 
     def tensor_types(self, arch, ftype, imatrix=False, overrides=None):
         from . import sizes
@@ -223,8 +231,9 @@ _SCALAR_FMT = {"UINT8": "<B", "INT8": "<b", "UINT16": "<H", "INT16": "<h", "UINT
 
 
 def _c_str(ptr) -> str:
-    """A NUL-terminated C string; bytes that are not UTF-8 raise (the parse JSON holds text)."""
-    return ctypes.string_at(ptr).decode("utf-8")
+    """A NUL-terminated C string. ggml does not check UTF-8; bytes that are not UTF-8 become U+FFFD
+    (the parse JSON holds text; no vector compares such a string)."""
+    return ctypes.string_at(ptr).decode("utf-8", errors="replace")
 
 
 def _scalar_from(raw: bytes, vt: str):
@@ -246,7 +255,7 @@ def libggml_gguf_parse(lib_path, path) -> dict:
     try:
         kv = []
         for i in range(lib.gguf_get_n_kv(ctx)):
-            key = lib.gguf_get_key(ctx, i).decode("utf-8")
+            key = lib.gguf_get_key(ctx, i).decode("utf-8", errors="replace")
             vt = VALUE_TYPES[lib.gguf_get_kv_type(ctx, i)]
             if vt == "STRING":
                 kv.append({"key": key, "type": vt, "value": _c_str(lib.gguf_get_val_str(ctx, i))})
@@ -268,7 +277,7 @@ def libggml_gguf_parse(lib_path, path) -> dict:
             name = lib.gguf_get_tensor_name(ctx, i)
             t = lib.ggml_get_tensor(gctx, name)
             ne = list(ctypes.cast(t, ctypes.POINTER(_GGMLTensorHead)).contents.ne)
-            tensors.append({"name": name.decode("utf-8"), "type": lib.gguf_get_tensor_type(ctx, i), "ne": ne,
+            tensors.append({"name": name.decode("utf-8", errors="replace"), "type": lib.gguf_get_tensor_type(ctx, i), "ne": ne,
                             "offset": lib.gguf_get_tensor_offset(ctx, i)})
         return {"version": lib.gguf_get_version(ctx), "alignment": lib.gguf_get_alignment(ctx),
                 "data_offset": lib.gguf_get_data_offset(ctx), "kv": kv, "tensors": tensors}

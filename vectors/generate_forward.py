@@ -1,0 +1,154 @@
+"""Golden vectors for the whole forward pass: ``vectors/model/forward/``.
+
+    python -m ggspec.vectors.generate_forward [--out DIR] [--only NAME,...]
+
+Each case is a tiny GGUF (``<name>.gguf``, random weights from a seed, written with gguf-py and,
+for the llama.cpp mixes, quantized by ``llama_model_quantize``) and ``<name>.json``: the token ids,
+the context parameters (``ggspec.reference.llama.ContextParams`` fields), the logits of every prompt
+position and decode step as float32 bits, and the greedy continuation -- all computed by llama.cpp's
+**portable build** (through llama-cpp-python, ``logits_all=True``) and nothing else. ``manifest.json``
+lists the cases with each GGUF's sha256 and, per case, ``native_max_abs``: the largest logit
+difference of the installed native (SIMD) llama.cpp build against the portable result, measured
+when the file was made -- a justified bound for SIMD implementations; scalar ones must be exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ggspec.conformance import libggml, llama_run, portable, tinymodels as T
+from ggspec.conformance.vectors import f32_to_hex
+
+SCHEMA = "ggspec-forward-vectors/1"
+RUN = "ggspec.conformance.llama_run"
+PROMPT = [1, 300, 17, 42, 280, 5, 99, 260, 3, 77, 150, 201, 8]
+
+
+def _spec(**kw):
+    base = dict(n_embd=256, n_head=4, n_head_kv=2, n_layer=1, n_ff=256, n_ctx_train=4096, seed=11)
+    base.update(kw)
+    return T.TinySpec(**base)
+
+
+# name -> (writer, spec, imatrix, llama ftype or None, flags)
+def cases():
+    out = {}
+    small = dict(n_embd=64, n_head=4, n_ff=128, n_layer=2)
+    out["llama-f32-mha-none"] = ("llama", _spec(wtype="F32", n_head_kv=None, rope="none", **small), None, ["MHA"])
+    out["llama-f16-gqa-yarn"] = ("llama", _spec(wtype="F16", rope="yarn", **small), None, ["GQA", "YaRN"])
+    out["llama-f16-mqa-longrope"] = ("llama", _spec(wtype="F16", n_head_kv=1, rope="longrope", **small), None,
+                                     ["MQA", "LongRoPE"])
+    out["llama-f16-gqa-ntk"] = ("llama", _spec(wtype="F16", rope="ntk", **small), None, ["GQA", "NTK"])
+    out["llama-f16-gqa-linear"] = ("llama", _spec(wtype="F16", rope="linear", **small), None, ["GQA", "Linear"])
+    out["llama-q4_k_m-gqa-llama3"] = ("llama", _spec(wtype="F32", rope="llama3"), "Q4_K_M", ["GQA", "Llama3", "Mix"])
+    out["llama-tied-q8_0-gqa"] = ("llama-tied", _spec(wtype="Q8_0", rope="none"), None, ["TiedEmbeddings"])
+    out["qwen2-q4_k_m-gqa"] = ("qwen2", _spec(wtype="F32", rope="none"), "Q4_K_M", ["Qwen2", "Biases", "Mix"])
+    out["moe-q6_k-gqa"] = ("moe", _spec(wtype="Q6_K", rope="none", n_ff=256), None, ["MoE"])
+    for w in ("BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "IQ4_NL", "IQ4_XS",
+              "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4"):
+        out[f"llama-{w.lower()}-gqa"] = ("llama-imx" if w.startswith("IQ1") or w in ("IQ2_XXS", "IQ2_XS")
+                                         else "llama", _spec(wtype=w, rope="none"), None, [w])
+    return out
+
+
+CONTEXTS = [  # (suffix, ContextParams kwargs, n_predict)
+    ("", dict(n_ctx=256), 8),
+    ("-flash", dict(n_ctx=256, flash_attn=True), 4),
+]
+
+
+def write_model(kind, spec, ftype, path: Path) -> None:
+    if ftype:
+        tmp = path.with_suffix(".src.gguf")
+        _writer(kind)(spec, tmp)
+        T.quantize_with_llama_cpp(tmp, path, ftype)
+        tmp.unlink()
+    else:
+        _writer(kind)(spec, path)
+
+
+def _writer(kind):
+    if kind == "llama":
+        return T.write_tiny_llama
+    if kind == "llama-imx":
+        return _llama_imatrix
+    if kind == "llama-tied":
+        return T.write_tiny_tied_llama
+    if kind == "qwen2":
+        return T.write_tiny_qwen2
+    if kind == "moe":
+        return T.write_tiny_moe
+    raise ValueError(kind)
+
+
+def _llama_imatrix(spec, path):
+    # i-quants that need an importance matrix: the tied-llama writer with imatrix=True (same graph as llama)
+    return T.write_tiny_tied_llama(spec, path, imatrix=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent))
+    ap.add_argument("--only", default="")
+    args = ap.parse_args(argv)
+    from ggspec.reference.llama import ContextParams
+
+    out = Path(args.out) / "model" / "forward"
+    out.mkdir(parents=True, exist_ok=True)
+    P = portable.shared()
+    only = {s for s in args.only.split(",") if s}
+    manifest = []
+    for name, (kind, spec, ftype, flags) in cases().items():
+        if only and name not in only:
+            continue
+        gg = out / f"{name}.gguf"
+        if gg.exists():
+            gg.unlink()
+        write_model(kind, spec, ftype, gg)
+        sha = hashlib.sha256(gg.read_bytes()).hexdigest()
+        runs = []
+        for suffix, kw, n_predict in CONTEXTS:
+            cp = ContextParams(n_threads=1, n_threads_batch=1, **kw)
+            cp.validate()
+            cpd = dataclasses.asdict(cp)
+            logits, greedy = P.call(RUN, "run", str(gg), PROMPT, cpd, n_predict=n_predict)
+            logits = np.asarray(logits, np.float32)
+            nat, nat_greedy = llama_run.run(str(gg), PROMPT, cpd, n_predict=n_predict)
+            with np.errstate(invalid="ignore"):
+                native_abs = float(np.nanmax(np.abs(np.asarray(nat, np.float64) - logits)))
+            runs.append({"name": name + suffix, "context": cpd, "tokens": PROMPT, "n_predict": n_predict,
+                         "n_vocab": int(logits.shape[1]),
+                         "logits_shape": list(logits.shape), "expected_logits_f32_hex": f32_to_hex(logits),
+                         "greedy": greedy, "native_max_abs": native_abs, "native_greedy_same": nat_greedy == greedy})
+        doc = {"schema": SCHEMA, "name": name, "model": gg.name, "model_sha256": sha, "architecture": kind,
+               "weights": ftype or spec.wtype, "head_layout": f"{spec.n_head}/{spec.kv_heads}", "rope": spec.rope,
+               "flags": flags, "runs": runs, "provenance": _provenance()}
+        (out / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+        manifest.append({"name": name, "model": gg.name, "model_sha256": sha, "vectors": f"{name}.json",
+                         "architecture": kind, "weights": ftype or spec.wtype, "rope": spec.rope, "flags": flags,
+                         "native_max_abs": max(r["native_max_abs"] for r in runs)})
+        print(f"{name}: {gg.stat().st_size} bytes, native max |diff| {manifest[-1]['native_max_abs']:.3g}",
+              file=sys.stderr)
+    if not only:
+        (out / "manifest.json").write_text(json.dumps({"schema": SCHEMA, "provenance": _provenance(),
+                                                       "cases": manifest}, indent=1) + "\n")
+    P.close()
+    return 0
+
+
+def _provenance() -> dict:
+    return {"oracle": f"llama-cpp-python {libggml.ORACLE_VERSION}, portable build (no SIMD, no llamafile, no repack, "
+                      "-ffp-contract=off)", "ggml": "0.25.3",
+            "function": "llama_cpp.Llama(logits_all=True).eval(tokens), then one greedy token at a time",
+            "generator": "vectors/generate_forward.py"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
