@@ -160,6 +160,18 @@ class KVCache:
         ok = (p >= 0) & (p <= q)
         return np.where(ok, f32(0), f32(-np.inf)).astype(f32)
 
+    def flash_view(self, layer: int) -> "KVCache":
+        """The cache as llama.cpp's flash-attention graph reads it: an F32 K or V is first cast to F16
+        (``ggml_cast`` in build_attn_mha, round to nearest even). A one-layer view."""
+        view = KVCache.__new__(KVCache)
+        view.__dict__.update(self.__dict__)
+        view.n_layer = 1
+        view.type_k = "F16" if self.type_k == "F32" else self.type_k
+        view.type_v = "F16" if self.type_v == "F32" else self.type_v
+        view.k = [_to_f16(self.k[layer]) if self.type_k == "F32" else self.k[layer]]
+        view.v = [_to_f16(self.v[layer]) if self.type_v == "F32" else self.v[layer]]
+        return view
+
     # views of the stored cache, per KV head, as the attention kernels read them
     def k_rows(self, layer: int, n_kv: int, g: int) -> "tuple[str, bytes]":
         return self._rows(self.type_k, self.k[layer], n_kv, g)

@@ -420,7 +420,8 @@ class LlamaModel:
             k = apply_rope(k.reshape(-1, nkv, hd), pos, rp, contract="none")
             cache.store(il, k, v.reshape(-1, nkv, hd), cells)                 # cpy_k / cpy_v (set_rows)
             if cp.flash_attn:
-                a = flash_attn_ext(q, cache, il, mask, scale, n_threads=n_threads)
+                # build_attn_mha casts an F32 K/V to F16 before ggml_flash_attn_ext
+                a = flash_attn_ext(q, cache.flash_view(il), 0, mask, scale, n_threads=n_threads)
             else:
                 a = attention_mul_mat(q, cache, il, mask, scale)
             o = self.mm(b + "attn_output.weight", a)                          # wo
