@@ -91,11 +91,13 @@ def test_fmaf_double_rounding_case():
 
 
 def test_fused_pairs_rule():
-    assert R.fused_pairs(3, "normal").tolist() == [False] * 3
-    assert R.fused_pairs(6, "normal").tolist() == [True] * 4 + [False] * 2
-    assert R.fused_pairs(64, "normal").all()
-    assert R.fused_pairs(7, "neox").all()
-    assert not R.fused_pairs(64, "normal", "none").any()
+    """The native AVX-512 model (contract="ggml-x86"); the default (the portable build) fuses nothing."""
+    assert R.fused_pairs(3, "normal", "ggml-x86").tolist() == [False] * 3
+    assert R.fused_pairs(6, "normal", "ggml-x86").tolist() == [True] * 4 + [False] * 2
+    assert R.fused_pairs(64, "normal", "ggml-x86").all()
+    assert R.fused_pairs(7, "neox", "ggml-x86").all()
+    assert not R.fused_pairs(64, "normal").any()
+    assert not R.fused_pairs(7, "neox").any()
 
 
 def test_llama3_factors_match_hf_inv_freq():
