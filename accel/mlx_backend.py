@@ -941,7 +941,10 @@ class Backend:
         return _attention(q, k, v, q_pos, k_pos, scale=scale, causal=causal)
 
     # ---- dequantize ----------------------------------------------------------------------------------
-    def dequantize(self, type, raw, n) -> np.ndarray:
+    def dequantize(self, type, raw, n, out: "np.ndarray | None" = None) -> np.ndarray:
+        """n float32 values of ``type`` from ``raw`` (ggml's to_float, bit for bit). ``out``: a
+        C-contiguous float32 array of n values to write them into (returned), e.g. a numpy view of an
+        MLX buffer (``mlx_gguf.load`` does this; no intermediate copy)."""
         t = live_type(type)
         fn = self._dequantizer(t)
         if fn is None:
@@ -954,21 +957,33 @@ class Backend:
         mv = memoryview(raw).cast("B")
         if len(mv) < need:
             raise ShapeError(f"{t.name}: {n} values need {need} bytes, got {len(mv)}")
+        if out is not None:
+            if out.dtype != np.float32 or out.size != n or not out.flags.c_contiguous or not out.flags.writeable:
+                raise ShapeError(f"out must be a writable C-contiguous float32 array of {n} values")
+            out = out.reshape(-1)
         if nb == 0:
-            return np.zeros(0, np.float32)
+            return np.zeros(0, np.float32) if out is None else out
         blocks = np.frombuffer(mv, dtype=np.uint8, count=need).reshape(nb, t.type_size)
         if self._metal is not None and self._metal.supports(t.name):
             y = self._metal.dequantize(t.name, blocks, n)
             if y is not None:
-                return y
+                if out is None:
+                    return y
+                out[:] = y
+                return out
         step = max(1, CHUNK_ELEMENTS // t.block_size)
         bs = t.block_size
         if n <= SINGLE_CHUNKS * CHUNK_ELEMENTS:   # one chunk: return MLX's result buffer (no copy)
             with mx.stream(self.device):
                 y = fn(mx.array(blocks))
                 mx.eval(y)
-            return np.ascontiguousarray(np.asarray(memoryview(y))).reshape(-1)
-        out = np.empty(n, np.float32)
+            y = np.asarray(memoryview(y)).reshape(-1)
+            if out is None:
+                return np.ascontiguousarray(y)
+            out[:] = y
+            return out
+        if out is None:
+            out = np.empty(n, np.float32)
         # Each thread takes a contiguous run of chunks and copies its raw blocks into MLX a group of
         # chunks (about SEGMENT_BYTES) at a time; each chunk is a row slice (a view) of its group.
         # One copy of a few MB is several times faster than per-chunk copies of 0.25-1 MB, and

