@@ -119,7 +119,7 @@ SUITE = register(Suite(
 
 def reference_attention(q, k, v, params):
     """ggspec's reference answering the suite (used by the reference adapter)."""
-    from ..reference import attention as A
+    from ...reference import attention as A
 
     n_past, n_new = int(params["n_past"]), int(params["n_new"])
     nkv, d = k.shape[1], k.shape[2]

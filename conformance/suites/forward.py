@@ -110,7 +110,7 @@ SUITE = register(Suite(
 
 def reference_forward(model_path, tokens, context, n_predict):
     """ggspec's reference answering the suite (used by the reference adapter)."""
-    from ..reference.llama import ContextParams, LlamaModel
+    from ...reference.llama import ContextParams, LlamaModel
 
     m = LlamaModel.from_gguf(model_path)
     cp = ContextParams(**context)
