@@ -111,6 +111,19 @@ def host_repack_types() -> tuple[str, ...]:
 # with no evaluation, minus its mapped tensor data and KV cache (docs/sizes.md, "RAM").
 FIXED_OVERHEAD_BYTES = 52_000_000
 
+# What the vocabulary costs in llama.cpp's memory (llama_vocab: id_to_token, token_to_id, the token-to-
+# piece cache; the GGUF's string array in the loader's context): measured as the peak-RSS difference of
+# two otherwise equal models with 32000 and 262144 SentencePiece tokens (48.06 MB / 230144 tokens), and of
+# a 32000-token SentencePiece and a 32000-token BPE vocabulary with 31000 merges (bpe_ranks: 5.7 MB)
+# (docs/sizes.md, "RAM for real files").  FIXED_OVERHEAD_BYTES was measured with 32000 SPM tokens.
+VOCAB_BYTES_PER_TOKEN = 209
+VOCAB_BYTES_PER_MERGE = 185
+
+
+def overhead_bytes(n_vocab: int = 32000, n_merges: int = 0) -> int:
+    """The fixed part of the peak RSS for a vocabulary of ``n_vocab`` tokens and ``n_merges`` BPE merges."""
+    return FIXED_OVERHEAD_BYTES + VOCAB_BYTES_PER_TOKEN * (n_vocab - 32000) + VOCAB_BYTES_PER_MERGE * n_merges
+
 
 def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: int = 4096,
                  cache_type: str = "f16", mmap: bool = True, n_gpu_layers: int = 0, *,
@@ -204,7 +217,7 @@ def _repackable(name: str, ne: Sequence[int], ty: str, repack_types: Sequence[st
 def ram_from_tensors(tensors: "Sequence[tuple[str, tuple, str, int, int]]", kv: int, dims: Mapping, *,
                      n_ctx: int = 4096, mmap: bool = True, n_prompt: "int | None" = None, n_batch: int = 512,
                      n_ubatch: int = 512, n_outputs: int = 1, repack: "Sequence[str] | None" = None,
-                     overhead: int = FIXED_OVERHEAD_BYTES) -> dict[str, int]:
+                     overhead: "int | None" = None) -> dict[str, int]:
     """The RAM estimate from tensors [(name, ne, type, start, end)] at their file offsets, the KV cache
     bytes and the graph dimensions ``dims`` (n_embd, n_head, n_ff -- per token, all experts used --,
     n_vocab).  Components as ``ram_estimate``."""
@@ -226,6 +239,8 @@ def ram_from_tensors(tensors: "Sequence[tuple[str, tuple, str, int, int]]", kv: 
         compute = compute_buffer_bytes(a, n_kv, nt, min(n_outputs, nt), {t[2] for t in tensors})
     else:
         compute = 0
+    if overhead is None:
+        overhead = overhead_bytes(dims.get("n_tokens", dims["n_vocab"]), dims.get("n_merges", 0))
     out = {"weights": weights, "repack": repacked, "kv_cache": kv, "compute": compute, "overhead": overhead}
     out["total"] = sum(out.values())
     out["reclaimable"] = weights if mmap else 0
@@ -293,7 +308,10 @@ def ram_from_inventory(inv, n_ctx: int = 4096, cache_type: str = "f16", *, types
     if hp.get("n_expert"):
         n_ff = int(inv.key("expert_feed_forward_length") or n_ff) * int(inv.key("expert_used_count") or 1)
     vocab = next((t.ne[1] for t in inv.tensors if t.name == "token_embd.weight"), 0)
-    dims = {"n_embd": int(inv.key("embedding_length")), "n_head": hp["n_head"], "n_ff": n_ff, "n_vocab": vocab}
+    toks = inv.metadata.get("tokenizer.ggml.tokens")
+    merges = inv.metadata.get("tokenizer.ggml.merges")
+    dims = {"n_embd": int(inv.key("embedding_length")), "n_head": hp["n_head"], "n_ff": n_ff, "n_vocab": vocab,
+            "n_tokens": len(toks) if toks is not None else vocab, "n_merges": len(merges) if merges is not None else 0}
     return ram_from_tensors(ts, kv, dims, n_ctx=n_ctx, **kw)
 
 
@@ -316,5 +334,8 @@ def ram_from_shape(shape, types: "Mapping[str, str]", n_ctx: int = 4096, cache_t
     n_ff = shape.n_ff // 2 if shape.arch == "qwen" else shape.n_ff
     if shape.n_expert:
         n_ff *= max(1, shape.n_expert_used)
-    dims = {"n_embd": shape.n_embd, "n_head": shape.n_head, "n_ff": n_ff, "n_vocab": shape.n_vocab}
+    # merges: a BPE vocabulary (any vocabulary over 32256 tokens, as estimate_metadata assumes) has about
+    # as many merges as tokens
+    dims = {"n_embd": shape.n_embd, "n_head": shape.n_head, "n_ff": n_ff, "n_vocab": shape.n_vocab,
+            "n_merges": shape.n_vocab if shape.n_vocab > 32256 else 0}
     return ram_from_tensors(ts, kv, dims, n_ctx=n_ctx, **kw)

@@ -30,7 +30,7 @@ def write_f16(shape: ModelShape, path: "str | Path", seed: int = 0) -> Path:
     path = Path(path)
     a = shape.arch
     w = gguf.GGUFWriter(str(path), a)
-    w.add_name(shape.name or f"synthetic-{a}")
+    w.add_name("ggspec synthetic")  # not the shape name: llama.cpp keys token attributes on "phi3" in general.name
     w.add_file_type(1)
     w.add_context_length(shape.context_length)
     w.add_embedding_length(shape.n_embd)
