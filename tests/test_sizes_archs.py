@@ -272,3 +272,13 @@ def test_hf_config_of_an_unknown_architecture_is_not_modelled(tmp_path, capsys):
                                                       "vocab_size": 100}))
     assert main(["sizes", "--hf-config", str(tmp_path), "--mix", "Q4_K_M"]) == 2
     assert "not modelled" in capsys.readouterr().out
+
+
+def test_header_bytes_recomputed_from_the_values(tmp_path):
+    # the key/value and tensor-info bytes read back from a file equal its data offset (gguf-py's layout,
+    # strings, arrays of strings and scalars)
+    pytest.importorskip("gguf")
+    from ggspec.conformance.sizes.synth import write_f16
+    for name in ("qwen2", "gemma3-270m-like", "mixtral-8x"):
+        inv = S.read_inventory(write_f16(SYNTH_SHAPES[name], tmp_path / f"{name}.gguf"))
+        assert inv.header_bytes_recomputed == inv.data_offset == inv.header_bytes_v3

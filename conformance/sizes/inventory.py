@@ -46,6 +46,7 @@ class GGUFInventory:
     imatrix: bool
     metadata: dict
     tensors: list = field(default_factory=list)
+    header_bytes_recomputed: int = 0  # from the key/values and tensor infos (a check of the reading)
 
     def key(self, k: str, default=None):
         return self.metadata.get(f"{self.arch}.{k}", default)
@@ -112,9 +113,13 @@ def read_inventory(path: "str | Path") -> GGUFInventory:
     ft = md.get("general.file_type")
     inv = GGUFInventory(
         path=str(path), version=g.version, alignment=g.alignment, data_offset=g.data_offset,
-        header_bytes_v3=_pad(hdr, g.alignment), file_size=g.file_size,
+        # v2/v3: the file's own header is what llama-quantize writes back (its key/values, plus
+        # general.quantization_version and general.file_type, which a quantized file already has);
+        # v1 (32-bit counts): recomputed with the 64-bit counts of v3
+        header_bytes_v3=g.data_offset if g.version >= 2 else _pad(hdr, g.alignment), file_size=g.file_size,
         arch=str(arch) if arch is not None else None, ftype=int(ft) if ft is not None else None,
-        imatrix=any(k.startswith("quantize.imatrix") for k in md), metadata=md, tensors=tensors)
+        imatrix=any(k.startswith("quantize.imatrix") for k in md), metadata=md, tensors=tensors,
+        header_bytes_recomputed=_pad(hdr, g.alignment))
     g.close()
     return inv
 
