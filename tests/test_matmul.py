@@ -53,6 +53,12 @@ def make_weights(rng, w_type: str, n_out: int, n_in: int, kind: str = "normal") 
         w = rng.standard_normal((n_out, n_in)).astype(np.float32) * np.float32(0.05)
         if kind == "wide":
             w *= rng.choice(np.array([0.0, 1e-30, 1.0, 1e3, 1e30], np.float32), size=(n_out, n_in))
+        if kind == "cancel":   # see make_x: the products cancel exactly but for one small one
+            h = n_in // 2
+            a = rng.choice([-1.0, 1.0], size=(n_out, h)) * 2.0 ** rng.integers(-20, 16, size=(n_out, h))
+            b = -a
+            b[:, -1] = 2.0 ** -10
+            w = np.concatenate([a, b], axis=1).astype(np.float32)
         if w_type == "F32":
             return w.tobytes()
         if w_type == "F16":
@@ -79,6 +85,11 @@ def make_weights(rng, w_type: str, n_out: int, n_in: int, kind: str = "normal") 
 
 def make_x(rng, n: int, n_in: int, kind: str = "normal") -> np.ndarray:
     x = rng.standard_normal((n, n_in)).astype(np.float32)
+    if kind == "cancel":   # both halves equal: with make_weights' "cancel" rows (second half = -first),
+        h = (rng.choice([-1.0, 1.0], size=(n, n_in // 2)) * 2.0 ** rng.integers(-20, 16, size=(n, n_in // 2))
+             * rng.uniform(1, 2, size=(n, n_in // 2)))   # products 2**-40 .. 2**32 whose exact sum is ~0:
+        return np.concatenate([h, h], axis=1).astype(np.float32)   # the result is the rounding of the double
+                                                                    # additions, so their order shows
     if kind == "wide":
         row_scale = rng.choice(np.array([0.0, 1e-40, 1e-20, 1.0, 1e4, 1e30], np.float32), size=(n, 1))
         x = x * row_scale
@@ -207,6 +218,8 @@ def test_mul_mat_bit_exact(portable, w_type):
     cases = list(CASES)
     if w_type in QUANTIZABLE:
         cases.append((16, 24, 2, "quantized", "normal"))
+    if w_type in ("F32", "F16", "BF16"):   # sums whose bits depend on the order of the double additions
+        cases += [(9, 20, 8, "cancel", "cancel"), (3, 7, 1, "cancel", "cancel")]
     for n, n_out, nbk, wkind, xkind in cases:
         n_in = _blocks_for(w_type, nbk)
         raw = make_weights(rng, w_type, n_out, n_in, wkind)
