@@ -50,7 +50,9 @@ def register(sub) -> None:
                    help="no progress, and the implementations' warnings are counted per cell, not printed")
     p.add_argument("--junit-xml", default=None, metavar="PATH",
                    help="also write a JUnit XML report: one testcase per (implementation, suite, subject, op)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per isolated call or exec request (default 10)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds per isolated call or exec request (default 30; a first call may build tables: "
+                        "ggml's IQ1_S grid takes seconds)")
     p.add_argument("--memory-limit", type=int, default=1024,
                    help="MiB of address space per isolated parser call (default 1024)")
     p.set_defaults(func=run)

@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import FormatError
 
 SCHEMA = "ggspec-vectors/1"
+NOT_CODEC = ("schema", "model", "gguf", "mix", "tables")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,8 +154,9 @@ def vectors_root() -> Path:
 
 def vector_paths(root: "str | Path | None" = None) -> list[Path]:
     root = Path(root) if root else vectors_root()
-    # schema/ holds the JSON schema and model/ the model-math vectors (RoPE), not per-type files
-    return sorted(p for p in root.glob("*/*.json") if p.parent.name not in ("schema", "model"))
+    # only the codec suite's per-type files: schema/ holds JSON schemas, the other directories are
+    # other suites' vectors (model/: RoPE, attention, forward; gguf/; mix/) and tables/ the i-quant grids
+    return sorted(p for p in root.glob("*/*.json") if p.parent.name not in NOT_CODEC)
 
 
 def load_all(root: "str | Path | None" = None) -> dict[str, VectorFile]:
