@@ -16,6 +16,7 @@ model is not modelled (the message names what is missing) or the input is bad.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from tabulate import tabulate
@@ -255,21 +256,24 @@ def _run(args) -> int:
     results = []
     for mix in mixes:
         try:
-            types = S.tensor_types(arch, mix, era, _imatrix(args))
-            n = S.ggml_file_size(arch, mix, era, imatrix=_imatrix(args))
+            ov = _overrides(args)
+            ov = None if ov.is_default else ov
+            types = S.tensor_types(arch, mix, era, _imatrix(args), ov)
+            n = S.ggml_file_size(arch, mix, era, imatrix=_imatrix(args), overrides=ov)
         except GGSpecError as e:
             if args.mix:
                 raise
             if "did not exist" not in str(e):
-                results.append({"mix": S.normalize_mix(mix), "error": str(e)})
+                results.append({"mix": mix, "error": str(e)})
             continue
         weights = sum(e["bytes"] for e in S.mix_breakdown(types).values())
-        r = {"mix": S.normalize_mix(mix), "era": era, "bytes": n, "gb": S.round_gb(n),
+        r = {"mix": mix.upper(), "era": era, "bytes": n, "gb": S.round_gb(n),
              "bpw": round(8 * weights / arch.n_params, 4), "card_max_ram_gb": S.round_gb(S.card_max_ram(n)),
              "breakdown": S.mix_breakdown(types)}
         if args.ram:
             repack = {"auto": None, "none": (), "avx2": S.REPACK_AVX2, "avx512": S.REPACK_AVX512}[args.repack]
             r["ram"] = S.ram_estimate(arch, mix, era, args.n_ctx, args.cache_type, mmap=not args.no_mmap,
+                                      overrides=ov, imatrix=_imatrix(args),
                                       n_gpu_layers=args.n_gpu_layers, repack=repack)
         results.append(r)
     if args.json:
@@ -348,12 +352,14 @@ def _run_shape(args, shape: "S.ModelShape") -> int:
         raise S.NotModelled(f"--era {era} for --hf-config of a {shape.arch} model: dated rules are transcribed for "
                             f"the Llama-2 shapes only (use --arch / a Llama-2 config, or today's rules)")
     meta = S.estimate_metadata(shape, args.tokenizer)
-    mixes = [S.normalize_mix(args.mix)] if args.mix else [m for m in S.GGUF_MIXES if m not in ("MXFP4_MOE",)]
+    mixes = [args.mix.upper()] if args.mix else [m for m in S.GGUF_MIXES if m not in ("MXFP4_MOE",)]
     tensors = shape.tensors()
     results = []
     for mix in mixes:
+        base_mix, extra = S.published_mix(mix)
+        ovm = ov if extra is None else dataclasses.replace(ov, token_embedding_type="Q8_0", output_tensor_type="Q8_0")
         try:
-            types = S.predict_tensor_types(shape.arch, tensors, mix, _imatrix(args), ov,
+            types = S.predict_tensor_types(shape.arch, tensors, base_mix, _imatrix(args), ovm,
                                            hparams={"n_layer": shape.n_layer, "n_head": shape.n_head,
                                                     "n_head_kv": shape.n_head_kv, "n_expert": shape.n_expert})
         except S.NotModelled:

@@ -282,3 +282,37 @@ def test_header_bytes_recomputed_from_the_values(tmp_path):
     for name in ("qwen2", "gemma3-270m-like", "mixtral-8x"):
         inv = S.read_inventory(write_f16(SYNTH_SHAPES[name], tmp_path / f"{name}.gguf"))
         assert inv.header_bytes_recomputed == inv.data_offset == inv.header_bytes_v3
+
+
+def test_published_L_and_XL_names():
+    q8 = S.QuantOverrides(token_embedding_type="Q8_0", output_tensor_type="Q8_0")
+    assert S.published_mix("Q4_K_M") == ("Q4_K_M", None)
+    assert S.published_mix("Q4_K_L") == ("Q4_K_M", q8)
+    assert S.published_mix("q5_k_l") == ("Q5_K_M", q8)
+    assert S.published_mix("Q6_K_L") == ("Q6_K", q8)
+    assert S.published_mix("Q3_K_XL") == ("Q3_K_L", q8)
+    assert S.published_mix("Q3_K_L") == ("Q3_K_L", None)  # a llama.cpp mix of its own
+    with pytest.raises(GGSpecError):
+        S.published_mix("Q9_K_L")
+    a = S.ARCHITECTURES["llama-2-70b"]
+    # the _L file differs from its base mix in token_embd and output only, both Q8_0
+    base = dict((t.name(), ty) for t, ty in S.tensor_types(a, "Q4_K_M"))
+    big = dict((t.name(), ty) for t, ty in S.tensor_types(a, "Q4_K_L"))
+    assert {n for n in base if base[n] != big[n]} == {"token_embd.weight", "output.weight"}
+    assert big["token_embd.weight"] == big["output.weight"] == "Q8_0"
+    with pytest.raises(S.NotModelled):
+        S.tensor_types(a, "Q4_K_L", "gguf@2024-01-01")
+
+
+def test_table_rows_with_L_suffix_and_imatrix_header(tmp_path):
+    p = tmp_path / "t.psv"
+    p.write_text("# Llama-2-70B, GGUF files, today's imatrix quants\n"
+                 "# Architecture: dim 8192, 80 layers, 64 heads, 8 KV heads, ffn 28672, vocab 32000\n"
+                 "name|quant_method|size_gb\nm-Q4_K_L.gguf|Q4_K_L|0\nm-Q4_0.gguf|Q4_0|0\n")
+    t = S.read_table(p)
+    r = S.evaluate_table(t, era="gguf")
+    a = S.ARCHITECTURES["llama-2-70b"]
+    q8 = S.QuantOverrides(token_embedding_type="Q8_0", output_tensor_type="Q8_0")
+    assert r[0]["predicted_bytes"] == S.ggml_file_size(a, "Q4_K_M", imatrix=True, overrides=q8)
+    # "imatrix" in the header: Q4_0's first eighth of ffn_down is Q4_1 (only with an importance matrix)
+    assert r[1]["predicted_bytes"] == S.ggml_file_size(a, "Q4_0", imatrix=True) > S.ggml_file_size(a, "Q4_0")

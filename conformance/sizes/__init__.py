@@ -55,5 +55,5 @@ __all__ = [
     "NotModelled", "QuantModel", "QuantOverrides", "predict_tensor_types", "today_tensor_types", "ModelShape",
     "ArchSpec", "ARCH_SPECS", "shape_from_hf_config", "read_inventory", "predict_inventory", "predict_file",
     "check_mix", "ram_from_inventory", "ram_from_shape", "estimate_metadata", "tokenizer_kv_bytes",
-    "gguf_header_bytes",
+    "gguf_header_bytes", "published_mix",
 ]

@@ -15,7 +15,7 @@ from ...errors import GGSpecError
 from ...reference.types import QK_K, GGMLType, get_type
 from .archs import HF_NAMES, LlamaArchitecture, Tensor
 from .common import tensor_nbytes
-from .mixes import FTYPES, _rules_date, normalize_mix, tensor_types
+from .mixes import FTYPES, _rules_date, normalize_mix, published_mix, tensor_types
 
 # ---------------------------------------------------------------------------------------------------
 # Containers
@@ -154,18 +154,18 @@ def gguf_data_offsets(types: Sequence[tuple[Tensor, str]], metadata: Sequence[KV
 
 
 def ggml_file_size(arch: LlamaArchitecture, mix: str, era: str = "gguf", *, imatrix: "bool | None" = None,
-                   metadata: "Sequence[KV] | None" = None, gguf_version: int = 3) -> int:
+                   metadata: "Sequence[KV] | None" = None, gguf_version: int = 3, overrides=None) -> int:
     """Exact bytes of a llama.cpp model file: ``era`` "ggmlv3", "gguf" or "gguf@YYYY-MM-DD".
 
     For GGUF, ``metadata`` replaces the default key/value set (``gguf_metadata``); ``gguf_version=1``
     gives the August 2023 GGUF v1 layout (32-bit counts).
     """
-    types = tensor_types(arch, mix, era, imatrix)
+    types = tensor_types(arch, mix, era, imatrix, overrides)
     base, _ = _rules_date(era)
     if base == "ggmlv3":
         return ggmlv3_file_size(arch, types)
     if metadata is None:
-        metadata = gguf_metadata(arch, mix)
+        metadata = gguf_metadata(arch, published_mix(mix)[0])
     return gguf_file_size(types, metadata, version=gguf_version)
 
 

@@ -416,10 +416,14 @@ def _gguf_fallback(t: Tensor, new: str, date: str) -> str:
     return ret
 
 
-def _gguf_mix(arch: LlamaArchitecture, mix: str, date: str, imatrix: "bool | None") -> list[tuple[Tensor, str]]:
+def _gguf_mix(arch: LlamaArchitecture, mix: str, date: str, imatrix: "bool | None",
+              overrides: "QuantOverrides | None" = None) -> list[tuple[Tensor, str]]:
     """Tensor types of a GGUF file made by llama-quantize from an F16/F32 conversion (rules at ``date``)."""
     tensors = arch.tensors("gguf")
-    if mix in ("F32", "F16", "BF16"):  # the converter's output (convert.py: 1-D tensors stay F32)
+    if overrides is not None and not overrides.is_default:
+        if date != "today":
+            raise NotModelled(f"llama-quantize's overrides with the rules of {date} (only today's rules have them)")
+    if mix in ("F32", "F16", "BF16") and (overrides is None or overrides.is_default):  # the converter's output (convert.py: 1-D tensors stay F32)
         return [(t, mix if t.n_dims == 2 else "F32") for t in tensors]
     if date != "today" and mix not in GGMLV3_MIXES:
         since = MIX_INTRODUCED.get(mix, "today")
@@ -429,7 +433,9 @@ def _gguf_mix(arch: LlamaArchitecture, mix: str, date: str, imatrix: "bool | Non
     if date == "today":  # today's rules: the name-based transcription every architecture uses
         model = QuantModel("llama", arch.n_layers, arch.n_heads, arch.n_kv_heads, 0, arch.is_70b)
         by_name = today_tensor_types(model, [(t.name("gguf"), t.ne, "F32" if t.n_dims < 2 else "F16")
-                                             for t in tensors], mix, QuantOverrides(imatrix=imatrix))
+                                             for t in tensors], mix,
+                                     replace(overrides, imatrix=imatrix) if overrides is not None
+                                     else QuantOverrides(imatrix=imatrix))
         return [(t, by_name[t.name("gguf")]) for t in tensors]
     base = DEFAULT_TYPE[mix]
     has_imatrix = (mix in IMATRIX_MIXES) if imatrix is None else bool(imatrix)
@@ -450,19 +456,43 @@ def _gguf_mix(arch: LlamaArchitecture, mix: str, date: str, imatrix: "bool | Non
     return out
 
 
-def tensor_types(arch: LlamaArchitecture, mix: str, era: str = "gguf", imatrix: "bool | None" = None
-                 ) -> list[tuple[Tensor, str]]:
+def tensor_types(arch: LlamaArchitecture, mix: str, era: str = "gguf", imatrix: "bool | None" = None,
+                 overrides: "QuantOverrides | None" = None) -> list[tuple[Tensor, str]]:
     """[(tensor, ggml type name)] in file order: the quant mix of ``mix`` for ``arch`` in ``era``.
 
     ``era``: ``"ggmlv3"``, ``"gguf"`` (today's rules) or ``"gguf@YYYY-MM-DD"`` (rules of that day).
     ``imatrix``: whether an importance matrix was used (changes a few GGUF-era choices); None means
-    "only where llama-quantize requires one".
+    "only where llama-quantize requires one".  ``overrides``: llama-quantize's options (today's rules only).
+    A published name with the "_L" / "_XL" suffix: see ``published_mix``.
     """
-    mix = normalize_mix(mix)
+    mix, extra = published_mix(mix)
+    if extra is not None:
+        overrides = extra if overrides is None else replace(overrides, token_embedding_type="Q8_0",
+                                                            output_tensor_type="Q8_0")
     base, date = _rules_date(era)
     if base == "ggmlv3":
+        if overrides is not None and not overrides.is_default:
+            raise NotModelled("llama-quantize's overrides in the ggml era")
         return _ggmlv3_mix(arch, mix)
-    return _gguf_mix(arch, mix, date, imatrix)
+    return _gguf_mix(arch, mix, date, imatrix, overrides)
+
+
+def published_mix(name: str) -> "tuple[str, QuantOverrides | None]":
+    """A mix name as published: a llama.cpp mix, or a "_L" / "_XL" quant -- a standard mix made with
+    ``--token-embedding-type Q8_0 --output-tensor-type Q8_0`` (Q4_K_L = Q4_K_M, Q5_K_L = Q5_K_M,
+    Q6_K_L = Q6_K, Q2_K_L = Q2_K, Q3_K_XL = Q3_K_L, each with Q8_0 embeddings and output)."""
+    try:
+        return normalize_mix(name), None
+    except GGSpecError:
+        pass
+    m = name.strip().upper()
+    for suffix, repl in (("_XL", ("_L",)), ("_L", ("_M", ""))):
+        if m.endswith(suffix):
+            stem = m[: -len(suffix)]
+            for r in repl:
+                if stem + r in FTYPES:
+                    return stem + r, QuantOverrides(token_embedding_type="Q8_0", output_tensor_type="Q8_0")
+    return normalize_mix(name), None  # raises with the list of known mixes
 
 
 def mix_breakdown(types: Iterable[tuple[Tensor, str]]) -> dict[str, dict]:

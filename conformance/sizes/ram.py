@@ -128,7 +128,8 @@ def overhead_bytes(n_vocab: int = 32000, n_merges: int = 0) -> int:
 def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: int = 4096,
                  cache_type: str = "f16", mmap: bool = True, n_gpu_layers: int = 0, *,
                  n_prompt: "int | None" = None, n_batch: int = 512, n_ubatch: int = 512, n_outputs: int = 1,
-                 repack: "Sequence[str] | None" = None, overhead: int = FIXED_OVERHEAD_BYTES) -> dict[str, int]:
+                 repack: "Sequence[str] | None" = None, overhead: int = FIXED_OVERHEAD_BYTES,
+                 overrides=None, imatrix: "bool | None" = None) -> dict[str, int]:
     """Peak resident memory (bytes, by component) of llama.cpp running the model on the CPU.
 
     weights   with mmap the span of the file from the first to the last tensor read from the mapping
@@ -144,7 +145,7 @@ def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: in
     ``total`` is the sum (the peak RSS); ``reclaimable`` the part of it that is clean file pages.
     The estimate is checked against measured peak RSS in tests/test_sizes.py.
     """
-    types = tensor_types(arch, mix, era)
+    types = tensor_types(arch, mix, era, imatrix, overrides)
     repack_types = host_repack_types() if repack is None else tuple(repack)
     n_cpu_layers = arch.n_layers - min(max(n_gpu_layers, 0), arch.n_layers)
     offload_output = n_gpu_layers > arch.n_layers
@@ -162,7 +163,8 @@ def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: in
     if mmap and _rules_date(era)[0] == "gguf":
         # llama.cpp maps the file with MAP_POPULATE, then unmaps what lies outside the span of the
         # tensors it reads from the mapping (the header; repacked or offloaded tensors at the ends)
-        offsets = gguf_data_offsets(types, gguf_metadata(arch, mix))
+        from .mixes import published_mix
+        offsets = gguf_data_offsets(types, gguf_metadata(arch, published_mix(mix)[0]))
         spans = [off for (t, ty), off in zip(types, offsets) if (t, ty) in set(mapped)]
         weights = (max(e for _, e in spans) - min(b for b, _ in spans)) if spans else 0
     else:

@@ -16,7 +16,7 @@ from ...reference.types import QK_K, GGMLType, get_type
 from .archs import ARCHITECTURES, LlamaArchitecture, llama_architecture
 from .common import round_gb
 from .layout import SAFETENSORS_DTYPE_BYTES, default_inv_freq, ggml_file_size, gptq_file_size, gptq_tensors
-from .mixes import mix_breakdown, normalize_mix, tensor_types
+from .mixes import mix_breakdown, normalize_mix, published_mix, tensor_types
 from .ram import card_max_ram
 
 # ---------------------------------------------------------------------------------------------------
@@ -163,9 +163,13 @@ def evaluate_table(table: Table, arch: "LlamaArchitecture | None" = None, era: "
                      breakdown=_gptq_breakdown(arch, bits, gs, act))
         else:
             try:
-                mix = normalize_mix(row.get("quant_method") or row.get("mix") or row["name"].rsplit(".", 2)[-2])
-                types = tensor_types(arch, mix, kind)
-                n = ggml_file_size(arch, mix, kind)
+                label = row.get("quant_method") or row.get("mix") or row["name"].rsplit(".", 2)[-2]
+                mix, ov = published_mix(label)
+                im = _yes(row["imatrix"]) if row.get("imatrix") else _header_imatrix(table)
+                types = tensor_types(arch, mix, kind, im, ov)
+                n = ggml_file_size(arch, mix, kind, imatrix=im, overrides=ov)
+                if ov is not None:
+                    mix = f"{mix} + Q8_0 embeddings/output"
             except (GGSpecError, KeyError, IndexError) as e:  # a row we cannot predict is a failing row
                 r.update(kind=kind, mix=row.get("quant_method", "?"), predicted_bytes=0, predicted_gb="",
                          published_gb=row.get("size_gb", ""), ok=False, error=str(e), breakdown={})
@@ -182,6 +186,17 @@ def evaluate_table(table: Table, arch: "LlamaArchitecture | None" = None, era: "
             r["ram_ok"] = _same_gb(r["predicted_ram_gb"], r["published_ram_gb"])
         results.append(r)
     return results
+
+
+def _header_imatrix(table: Table) -> "bool | None":
+    """True when the header says the quants were made with an importance matrix ("imatrix quants"),
+    False when it says without; None (only the mixes that need one) otherwise."""
+    text = table.header_text.lower()
+    if re.search(r"\b(no|without( an)?) imatrix", text):
+        return False
+    if re.search(r"\bimatrix\b", text):
+        return True
+    return None
 
 
 def _same_gb(a: str, b: str) -> bool:
