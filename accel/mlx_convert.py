@@ -143,17 +143,30 @@ def _fit_llama3(freqs: np.ndarray, n_rot: int, base: float, n_ctx_train: int) ->
     factor = float(np.max(freqs))
     cands_factor = sorted({factor, float(round(factor)), 8.0, 32.0, 16.0, 4.0, 2.0})
     origs = [8192, 4096, 2048, 16384, 32768, 131072, n_ctx_train]
+    best = (math.inf, None)
     for f in cands_factor:
         for lo in (1.0, 2.0, 0.5):
             for hi in (4.0, 8.0, 2.0, 1.0, 16.0):
+                if hi <= lo:
+                    continue
                 for orig in origs:
                     try:
                         c = R.llama3_rope_freqs(n_rot, base, f, lo, hi, orig)
                     except Exception:
                         continue
-                    if c.shape == freqs.shape and np.array_equal(c.view(np.uint32), freqs.view(np.uint32)):
-                        return {"rope_type": "llama3", "factor": f, "low_freq_factor": lo,
-                                "high_freq_factor": hi, "original_max_position_embeddings": int(orig)}
+                    if c.shape != freqs.shape:
+                        continue
+                    cfg = {"rope_type": "llama3", "factor": f, "low_freq_factor": lo,
+                           "high_freq_factor": hi, "original_max_position_embeddings": int(orig)}
+                    if np.array_equal(c.view(np.uint32), freqs.view(np.uint32)):
+                        return cfg
+                    err = float(np.max(np.abs(c.astype(np.float64) / freqs.astype(np.float64) - 1)))
+                    if err < best[0]:
+                        best = (err, cfg)
+    # a converter that computed the factors in another precision: accept a fit within float32 rounding
+    # noise (mlx-lm recomputes the frequencies from these parameters in float32 anyway)
+    if best[1] is not None and best[0] <= 1e-5:
+        return dict(best[1], _fit_max_rel_error=best[0])
     raise UnsupportedModelError("rope_freqs.weight does not match llama3 scaling for any parameters tried "
                                 "(factor, low/high_freq_factor, original context): rope scaling not modelled")
 
@@ -171,8 +184,9 @@ def make_config(g, arch: str) -> "tuple[dict, str]":
     if n_rot != head_dim:
         raise UnsupportedModelError(f"partial RoPE (rope.dimension_count {n_rot} != head_dim {head_dim}) "
                                     "is not modelled by the converter")
-    tok = md.get("tokenizer.ggml.tokens")
-    vocab = int(_md(md, arch, "vocab_size", len(tok) if tok else g.tensors["token_embd.weight"].shape[1]))
+    vocab = int(g.tensors["token_embd.weight"].shape[1]) if "token_embd.weight" in g.tensors else None
+    if vocab is None:
+        raise UnsupportedModelError("the GGUF has no token_embd.weight")
     base = float(_md(md, arch, "rope.freq_base", 10000.0))
     n_expert = int(_md(md, arch, "expert_count", 0) or 0)
     moe = n_expert > 0
@@ -240,6 +254,7 @@ def make_config(g, arch: str) -> "tuple[dict, str]":
     else:
         raise UnsupportedModelError(f"rope scaling type {stype!r} is not handled by the converter")
     if rs is not None:
+        rs.pop("_fit_max_rel_error", None)
         if moe:
             raise UnsupportedModelError("mlx-lm's mixtral model ignores rope_scaling; a scaled MoE is not handled")
         cfg["rope_scaling"] = rs

@@ -285,3 +285,60 @@ def test_q4_reports_error(env, work):
     wq, sc, bi = mx.quantize(mx.array(exact), group_size=64, bits=4)
     d = np.array(mx.dequantize(wq, sc, bi, group_size=64, bits=4)) - exact
     assert e["max_abs"] == pytest.approx(float(np.abs(d).max()), rel=1e-6)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("rope", ["none", "linear", "ntk", "yarn", "llama3"])
+def test_rope_scaling_in_config(env, work, rope):
+    """config.json's rope_scaling (llama3: parameters recovered from rope_freqs.weight) makes mlx-lm's
+    RoPE llama.cpp's: a 200-token prompt (positions well past the unscaled range of the short test)."""
+    import mlx_lm
+    T = env
+    src = T.write_tiny_llama(T.TinySpec(n_head_kv=2, wtype="F32", rope=rope, seed=4), work / f"rope-{rope}.gguf")
+    out = work / f"rope-{rope}-mlx"
+    mlx_convert.convert(src, out)
+    cfg = json.loads((out / "config.json").read_text())
+    want_type = {"none": None, "ntk": None, "linear": "linear", "yarn": "yarn", "llama3": "llama3"}[rope]
+    assert (cfg.get("rope_scaling") or {}).get("rope_type") == want_type
+    model, _ = mlx_lm.load(str(out))
+    prompt = [int(t) for t in np.random.default_rng(1).integers(3, 300, 200)]
+    theirs = T.llama_cpp_logits(src, prompt, n_ctx=512)
+    rel = float(np.abs(_mlx_logits(model, prompt) - theirs).max() / np.abs(theirs).max())
+    print(f"\nrope {rope}: {rel:.2e}")
+    assert rel <= F32_BOUND, rel
+
+
+def test_longrope_with_attn_factor_refused(tmp_path):
+    """LongRoPE with a stored attention factor is not modelled for mlx-lm: refused, nothing written."""
+    T = pytest.importorskip("ggspec.conformance.tinymodels")
+    pytest.importorskip("gguf")
+    src = T.write_tiny_llama(T.TinySpec(n_layer=1, rope="longrope"), tmp_path / "lr.gguf")
+    with pytest.raises(mlx_convert.UnsupportedModelError, match="longrope"):
+        mlx_convert.convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("vocab", ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2"])
+def test_real_vocabularies_match_llama_cpp(llama_cpp_vendor, vocab):
+    """The tokenizer rebuilt from the real vocabularies llama.cpp ships for its tokenizer tests
+    (models/ggml-vocab-*.gguf: SentencePiece llama/phi-3, GPT-2 BPE llama-bpe/qwen2/gpt-2): every test
+    text of the matching .inp file encodes to llama.cpp's llama_tokenize ids and decodes to its
+    llama_detokenize text."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    tokenizers = pytest.importorskip("tokenizers")
+    path = llama_cpp_vendor / "models" / f"ggml-vocab-{vocab}.gguf"
+    if not path.exists():
+        pytest.skip(f"{path} is not in the pinned source")
+    md = G.read(path).metadata
+    tj, _, notes = mlx_convert.build_tokenizer(md, with_notes=True)
+    assert notes["unreachable_pieces"] == []
+    tk = tokenizers.Tokenizer.from_str(json.dumps(tj))
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    add_bos = bool(md.get("tokenizer.ggml.add_bos_token", md.get("tokenizer.ggml.model") == "llama"))
+    texts = (path.parent / (path.name + ".inp")).read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
+    assert len(texts) > 20
+    for tx in texts:
+        want = llm.tokenize(tx.encode(), add_bos=add_bos, special=False)
+        assert tk.encode(tx).ids == want, tx
+        assert tk.decode(want, skip_special_tokens=True) == llm.detokenize(want).decode("utf-8", "replace"), tx
