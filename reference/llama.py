@@ -157,9 +157,6 @@ class ContextParams:
                 raise ShapeError(f"KV cache type {t!r} is not modelled (modelled: {', '.join(KV_TYPES)})")
         if self.type_v == "Q8_0" and not self.flash_attn:
             raise ShapeError("a quantized V cache needs flash_attn (llama.cpp refuses it otherwise)")
-        if "Q8_0" in (self.type_k, self.type_v):
-            raise ShapeError("a Q8_0 KV cache is not modelled: llama.cpp rotates K/V with a Hadamard "
-                             "transform first (attn_rot_k/attn_rot_v), which ggspec does not model yet")
         self.n_batch = max(1, min(self.n_ctx, self.n_batch))
         self.n_ubatch = max(1, min(self.n_batch, self.n_ubatch))
 
@@ -223,6 +220,24 @@ def rope_params_for_context(hp: LlamaHParams, cp: ContextParams, freq_factors=No
                       freq_factors=None if ff is None else tuple(np.asarray(ff, f32).tolist()))
 
 
+
+
+def attn_rotation(head_dim: int, cache_type: str, value: bool = False) -> int:
+    """The Hadamard size llama_kv_cache uses for a quantized cache (attn_rot_k / attn_rot_v), or 0.
+
+    A quantized K or V cache (and head_dim % 64 == 0; env LLAMA_ATTN_ROT_DISABLE turns it off in
+    llama.cpp, ggspec models the default) makes llama.cpp rotate q and k (K) / v and the attention
+    output (V) with ``ggml_compute_forward_fwht`` before storing: K uses the largest power of two
+    >= 64 dividing head_dim, V always 64."""
+    from .types import get_type
+    if get_type(cache_type).block_size == 1 or head_dim % 64:          # ggml_is_quantized
+        return 0
+    if value:
+        return 64
+    n = 64
+    while head_dim % (n * 2) == 0:
+        n *= 2
+    return n
 
 
 # ------------------------------------------------------------------------------------------------
@@ -418,12 +433,20 @@ class LlamaModel:
                 v = (v + self.small(b + "attn_v.bias")).astype(f32)
             q = apply_rope(q.reshape(-1, nh, hd), pos, rp, contract="none")
             k = apply_rope(k.reshape(-1, nkv, hd), pos, rp, contract="none")
-            cache.store(il, k, v.reshape(-1, nkv, hd), cells)                 # cpy_k / cpy_v (set_rows)
+            v = v.reshape(-1, nkv, hd)
+            rot_k, rot_v = attn_rotation(hd, cp.type_k), attn_rotation(hd, cp.type_v, value=True)
+            if rot_k:                                                         # quantized K: Hadamard-rotate q, k
+                q, k = ops.fwht(q, rot_k), ops.fwht(k, rot_k)
+            if rot_v:                                                         # quantized V: rotate v ...
+                v = ops.fwht(v, rot_v)
+            cache.store(il, k, v, cells)                                      # cpy_k / cpy_v (set_rows)
             if cp.flash_attn:
                 # build_attn_mha casts an F32 K/V to F16 before ggml_flash_attn_ext
                 a = flash_attn_ext(q, cache.flash_view(il), 0, mask, scale, n_threads=n_threads)
             else:
                 a = attention_mul_mat(q, cache, il, mask, scale)
+            if rot_v:                                                         # ... and rotate the output back
+                a = ops.fwht(a, rot_v)
             o = self.mm(b + "attn_output.weight", a)                          # wo
             x = (o + x).astype(f32)                                           # ffn_inp = cur + inpSA
             h = ops.rms_norm(x, hp.rms_eps, self.small(b + "ffn_norm.weight"))

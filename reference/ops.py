@@ -215,3 +215,26 @@ def rms_norm(x, eps: float, w=None) -> np.ndarray:
         if w is not None:
             y = (y * np.asarray(w, dtype=f32)).astype(f32)
     return y
+
+
+def fwht(x, n: int) -> np.ndarray:
+    """``ggml_compute_forward_fwht`` (a ``mul_mat`` with a Hadamard matrix hinted
+    ``GGML_HINT_SRC0_IS_HADAMARD``) on each run of ``n`` values along the last axis:
+    ``y = x * (1.0f/sqrtf(n))``, then butterflies ``(u, v) -> (u + v, u - v)`` for
+    ``len = 1, 2, 4, ..., n/2`` in float (the scalar passes; no SIMD in the portable build)."""
+    x = np.asarray(x, dtype=f32)
+    shape = x.shape
+    if shape[-1] % n or n & (n - 1):
+        raise GGSpecError(f"fwht: size {n} must be a power of two dividing {shape[-1]}")
+    scale = f32(f32(1.0) / np.sqrt(f32(n)))
+    y = (x.reshape(-1, n) * scale).astype(f32)
+    length = 1
+    with np.errstate(all="ignore"):
+        while length < n:
+            y = y.reshape(-1, n // (2 * length), 2, length)
+            u, v = y[:, :, 0, :].copy(), y[:, :, 1, :].copy()
+            y[:, :, 0, :] = u + v
+            y[:, :, 1, :] = u - v
+            y = y.reshape(-1, n)
+            length <<= 1
+    return y.reshape(shape).astype(f32)

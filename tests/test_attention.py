@@ -123,9 +123,14 @@ CASES = [  # (n_head, n_head_kv, d, n_past, n_new)
 ]
 
 
+PATHS = [(t, flash) for flash in (False, True)
+         for t in [("F16", "F16"), ("F32", "F32"), ("F16", "F32"), ("Q8_0", "F16"), ("Q8_0", "Q8_0")]
+         if flash or t[1] != "Q8_0"]     # llama.cpp refuses a quantized V cache without flash attention
+
+
 @pytest.mark.oracle
-@pytest.mark.parametrize("flash", [False, True], ids=["mul_mat", "flash"])
-@pytest.mark.parametrize("types", [("F16", "F16"), ("F32", "F32"), ("F16", "F32")], ids="-".join)
+@pytest.mark.parametrize("types,flash", PATHS, ids=lambda p: "-".join(p) if isinstance(p, tuple) else
+                         ("flash" if p else "mul_mat"))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "h{}kv{}d{}p{}n{}".format(*c))
 def test_attention_bit_exact(portable, case, types, flash):
     n_head, n_head_kv, d, n_past, n_new = case

@@ -80,6 +80,17 @@ def test_forward_kv_types_and_flash(portable, workdir, flash, kv):
 
 
 @pytest.mark.oracle
+@pytest.mark.parametrize("types", [("Q8_0", "F16", False), ("Q8_0", "F16", True), ("Q8_0", "Q8_0", True),
+                                   ("F16", "Q8_0", True)], ids=lambda t: f"k{t[0]}-v{t[1]}-{'flash' if t[2] else 'mm'}")
+@pytest.mark.parametrize("head_dim", [64, 32])
+def test_forward_q8_0_cache(portable, workdir, types, head_dim):
+    """A quantized cache: with head_dim % 64 == 0 llama.cpp Hadamard-rotates q/k (and v, and the output)."""
+    spec = T.TinySpec(rope="none", n_embd=4 * head_dim, n_head=4, n_head_kv=2, wtype="F16", seed=8)
+    check(portable, model_file(workdir, spec), TOKENS,
+          ContextParams(n_ctx=256, type_k=types[0], type_v=types[1], flash_attn=types[2]), n_predict=4)
+
+
+@pytest.mark.oracle
 @pytest.mark.parametrize("flash", [False, True])
 def test_forward_ubatches_and_tiled_flash(portable, workdir, flash):
     """70 tokens in ubatches of 64 + 6 (the tiled flash kernel for the first), then 32 greedy tokens."""
