@@ -121,3 +121,30 @@ def test_compress_pos_emb_is_linear_scaling(capsys):
 def _rope_model(capsys, model, *flags):
     assert main(["rope", "--explain", "--json", *model, "--", *flags]) == 0
     return json.loads(capsys.readouterr().out)
+
+
+def test_known_vocab_bytes_recomputed_from_llama_cpps_vocab_files(llama_cpp_vendor):
+    # every tokenizer.* key/value of vendor/llama.cpp/models/ggml-vocab-<name>.gguf (chat template excluded),
+    # read with gguf-py, against the numbers the size model keeps
+    gguf = pytest.importorskip("gguf")
+    from ggspec.conformance.sizes.tokenizer import KNOWN_VOCAB_KV_BYTES
+    for n_vocab, (name, kv_bytes) in KNOWN_VOCAB_KV_BYTES.items():
+        path = llama_cpp_vendor / "models" / f"ggml-vocab-{name}.gguf"
+        r = gguf.GGUFReader(str(path))
+        n = sum(sum(p.nbytes for p in f.parts) for k, f in r.fields.items()
+                if k.startswith("tokenizer.") and k != "tokenizer.chat_template")
+        assert (len(r.fields["tokenizer.ggml.tokens"].data), n) == (n_vocab, kv_bytes), name
+
+
+def test_llama31_70b_table_shape_uses_the_llama3_vocabulary_and_rope_freqs(tmp_path):
+    p = tmp_path / "t.psv"
+    p.write_text("# Meta-Llama-3.1-70B-Instruct, GGUF files, imatrix quants\n"
+                 "# Architecture: dim 8192, 80 layers, 64 heads, 8 KV heads, ffn 28672, vocab 128256, rope_theta 500000\n"
+                 "name|quant_method|size_gb\nx.gguf|Q4_K_M|0\n")
+    t = S.read_table(p)
+    a = S.table_architecture(t)
+    assert a.rope_freqs and a.vocab.name == "llama-bpe" and a.rope_theta == 500000.0
+    names = [x.name() for x in a.tensors("gguf")]
+    assert "rope_freqs.weight" in names
+    md = S.gguf_metadata(a, "Q4_K_M")
+    assert any(kv.kind == "raw" and kv.value == 7_817_598 for kv in md)

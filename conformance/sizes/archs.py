@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ...errors import GGSpecError
 from ...reference.types import QK_K, GGMLType, get_type
-from .tokenizer import LLAMA_SPM, TokenizerStats
+from .tokenizer import LLAMA_SPM, TokenizerStats, known_vocab
 
 # ---------------------------------------------------------------------------------------------------
 # Architecture
@@ -48,6 +48,7 @@ GGUF_NAMES = {
     "ffn_up": "blk.{i}.ffn_up.weight",
     "attn_norm": "blk.{i}.attn_norm.weight",
     "ffn_norm": "blk.{i}.ffn_norm.weight",
+    "rope_freqs": "rope_freqs.weight",
 }
 # HF transformers names (what GPTQ files use)
 HF_NAMES = {
@@ -105,6 +106,7 @@ class LlamaArchitecture:
     head_dim: "int | None" = None  # None: dim // n_heads
     tied_embeddings: bool = False  # no output.weight (token_embd doubles as the output)
     tokenizer: TokenizerStats = LLAMA_SPM
+    rope_freqs: bool = False  # Llama 3.1's llama3 rope scaling: a rope_freqs.weight tensor (head_dim / 2, F32)
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -131,6 +133,10 @@ class LlamaArchitecture:
 
     @property
     def vocab(self) -> TokenizerStats:
+        if self.tokenizer is LLAMA_SPM and self.n_vocab != LLAMA_SPM.n_tokens:
+            known = known_vocab(self.n_vocab)  # Llama 3, DeepSeek, Qwen2 ... (llama.cpp's vocab files)
+            if known is not None:
+                return known
         return self.tokenizer.resized(self.n_vocab)
 
     @property
@@ -171,6 +177,8 @@ class LlamaArchitecture:
         glob = [Tensor("token_embd", None, (self.dim, self.n_vocab)), Tensor("output_norm", None, (self.dim,))]
         if not self.tied_embeddings:
             glob.append(Tensor("output", None, (self.dim, self.n_vocab)))
+        if self.rope_freqs and era != "ggmlv3":
+            glob.append(Tensor("rope_freqs", None, (self.n_embd_head // 2,)))
         if era == "ggmlv3":
             out = list(glob)
             for i in range(self.n_layers):
@@ -261,6 +269,7 @@ def from_hf_config(config: "Mapping | str | Path", name: "str | None" = None) ->
         rope_theta=float(c["rope_theta"]) if c.get("rope_theta") is not None else None,
         head_dim=int(head_dim) if head_dim is not None else None,
         tied_embeddings=bool(c.get("tie_word_embeddings", False)),
+        rope_freqs=((c.get("rope_scaling") or {}).get("rope_type") or (c.get("rope_scaling") or {}).get("type")) == "llama3",
     )
 
 

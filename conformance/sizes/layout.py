@@ -65,6 +65,8 @@ class KV:
 
     def nbytes(self, version: int = 3) -> int:
         n = 4 if version == 1 else 8  # length / count fields: uint32 in GGUF v1, uint64 from v2
+        if self.kind == "raw":  # a group of key/values known only by their total bytes (v3)
+            return int(self.value)  # type: ignore[arg-type]
         size = n + len(self.key.encode()) + 4  # key string, value type
         if self.kind == "str":
             return size + n + len(str(self.value).encode())
@@ -104,14 +106,19 @@ def gguf_metadata(arch: LlamaArchitecture, mix: str, name: "str | None" = None) 
         kvs.append(KV("llama.rope.freq_base", "f32", arch.rope_theta))
     kvs += [
         KV("general.file_type", "u32", FTYPES[mix]),
-        KV("tokenizer.ggml.model", "str", "llama"),
-        KV("tokenizer.ggml.tokens", "arr[str]", (v.n_tokens, v.gguf_text_bytes)),
-        KV("tokenizer.ggml.scores", "arr[f32]", v.n_tokens),
-        KV("tokenizer.ggml.token_type", "arr[i32]", v.n_tokens),
-        KV("tokenizer.ggml.bos_token_id", "u32", v.bos_token_id),
-        KV("tokenizer.ggml.eos_token_id", "u32", v.eos_token_id),
-        KV("tokenizer.ggml.unknown_token_id", "u32", v.unknown_token_id),
     ]
+    if v.gguf_kv_bytes is not None:  # a vocabulary llama.cpp ships (Llama 3, DeepSeek, Qwen2 ...): its bytes
+        kvs.append(KV(f"tokenizer.* ({v.name})", "raw", v.gguf_kv_bytes))
+    else:
+        kvs += [
+            KV("tokenizer.ggml.model", "str", "llama"),
+            KV("tokenizer.ggml.tokens", "arr[str]", (v.n_tokens, v.gguf_text_bytes)),
+            KV("tokenizer.ggml.scores", "arr[f32]", v.n_tokens),
+            KV("tokenizer.ggml.token_type", "arr[i32]", v.n_tokens),
+            KV("tokenizer.ggml.bos_token_id", "u32", v.bos_token_id),
+            KV("tokenizer.ggml.eos_token_id", "u32", v.eos_token_id),
+            KV("tokenizer.ggml.unknown_token_id", "u32", v.unknown_token_id),
+        ]
     if mix not in ("F32", "F16", "BF16"):
         kvs.append(KV("general.quantization_version", "u32", 2))
     return kvs

@@ -84,7 +84,12 @@ def table_architecture(table: Table) -> LlamaArchitecture:
             preset = _preset_for(nums, text + " " + table.path.name)
             if preset is not None:
                 return preset
-            return llama_architecture(**nums, name="table")
+            # Llama 3.1 and later carry a rope_freqs tensor (llama3 rope scaling); say so with "rope_freqs"
+            # or name the model
+            rf = bool(re.search(r"rope_freqs|llama[- _]?3\.[1-9]", text + " " + table.path.name, re.IGNORECASE))
+            theta = re.search(r"rope[_ ]theta\s*([0-9.e+]+)", spec, re.IGNORECASE)
+            return llama_architecture(**nums, name="table", rope_freqs=rf,
+                                      rope_theta=float(theta.group(1)) if theta else None)
         name = spec.strip().split()[0].rstrip(".,") if spec.strip() else ""
         if name.lower() in ARCHITECTURES:
             return ARCHITECTURES[name.lower()]

@@ -38,6 +38,7 @@ class TokenizerStats:
     bos_token_id: int = 1
     eos_token_id: int = 2
     unknown_token_id: int = 0
+    gguf_kv_bytes: "int | None" = None  # a known vocabulary: every tokenizer.* key/value byte (GGUF v3)
 
     def resized(self, n_vocab: int) -> "TokenizerStats":
         """The statistics for a vocabulary of ``n_vocab`` entries built on this one.
@@ -64,6 +65,27 @@ class TokenizerStats:
 # ggmlv3: the same tokens re-encoded with the 2023 convert.py rules (see TokenizerStats) = 176574.
 # Only these two numbers are kept; the vocabulary file is not part of this repository.
 LLAMA_SPM = TokenizerStats("llama-spm", 32000, gguf_text_bytes=210919, ggmlv3_text_bytes=176574)
+
+# The tokenizer.* key/value bytes (GGUF v3, chat template excluded) of the vocabularies llama.cpp ships
+# as vendor/llama.cpp/models/ggml-vocab-<name>.gguf (llama-cpp-python 0.3.36), by token count; a GGUF of a
+# model with that vocabulary made by today's converter carries these plus its chat template.
+# tests/test_sizes_collection.py recomputes every number from the files when they are present.
+KNOWN_VOCAB_KV_BYTES: dict[int, tuple[str, int]] = {
+    128256: ("llama-bpe", 7_817_598),      # Llama 3 / 3.1: 280147 merges
+    102400: ("deepseek-llm", 3_969_622),   # DeepSeek LLM 7B/67B: 99757 merges
+    151936: ("qwen2", 5_927_847),          # Qwen2 / Qwen1.5 tokens (151387 merges), without the chat template
+    50257: ("gpt-2", 1_766_435),
+    32064: ("phi-3", 725_111),             # SentencePiece, without the chat template
+}
+
+
+def known_vocab(n_vocab: int) -> "TokenizerStats | None":
+    """The statistics of a vocabulary llama.cpp ships with exactly ``n_vocab`` tokens (None if none)."""
+    if n_vocab not in KNOWN_VOCAB_KV_BYTES:
+        return None
+    name, kv = KNOWN_VOCAB_KV_BYTES[n_vocab]
+    spm = LLAMA_SPM.resized(n_vocab)
+    return replace(spm, name=name, gguf_kv_bytes=kv)
 
 
 
@@ -231,6 +253,13 @@ def estimate_metadata(shape, tokenizer: "str | Path | None" = None) -> dict:
             unc += CHAT_TEMPLATE_UNCERTAINTY if Path(tokenizer).read_bytes()[:4] != b"GGUF" else 0
         return {"kv_bytes": n + tb, "exact": False, "uncertainty": unc, "source": src}
     v = shape.n_vocab
+    kv_known = KNOWN_VOCAB_KV_BYTES.get(v) or ((("llama-spm", 723_363)) if v == 32000 else None)
+    if kv_known is not None:
+        # a vocabulary llama.cpp ships with exactly this many tokens (the 32000 one: LLaMA's, 723363 bytes
+        # in ggml-vocab-llama-spm.gguf): assumed to be the model's; a fine-tune with other tokens is off
+        unc += CHAT_TEMPLATE_UNCERTAINTY
+        return {"kv_bytes": n + kv_known[1], "exact": False, "uncertainty": unc,
+                "source": f"llama.cpp's {kv_known[0]} vocabulary ({v} tokens), assumed to be the model's"}
     if v <= 32256:
         st = LLAMA_SPM.resized(v)
         tb = (_kv("tokenizer.ggml.tokens", 12) + 8 * v + st.gguf_text_bytes + _kv("tokenizer.ggml.scores", 12 + 4 * v)
