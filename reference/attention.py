@@ -109,8 +109,9 @@ class KVCache:
         for t in (self.type_k, self.type_v):
             if t not in KV_TYPES:
                 raise ShapeError(f"KV cache type {t!r} is not modelled (modelled: {', '.join(KV_TYPES)})")
-        if (self.type_k == "Q8_0" or self.type_v == "Q8_0") and (self.n_head_kv * self.head_dim) % 32:
-            raise ShapeError("a Q8_0 cache needs n_head_kv*head_dim to be a multiple of 32")
+        if (self.type_k == "Q8_0" or self.type_v == "Q8_0") and self.head_dim % 32:
+            raise ShapeError(f"a Q8_0 cache needs head_dim to be a multiple of 32 (got {self.head_dim}); "
+                             "llama.cpp refuses the context too")
         self.k = [self._empty(self.type_k) for _ in range(self.n_layer)]
         self.v = [self._empty(self.type_v) for _ in range(self.n_layer)]
         self.pos = np.full(self.n_ctx, -1, dtype=np.int64)

@@ -58,9 +58,13 @@ def cases():
     return out
 
 
-CONTEXTS = [  # (suffix, ContextParams kwargs, n_predict)
-    ("", dict(n_ctx=256), 8),
-    ("-flash", dict(n_ctx=256, flash_attn=True), 4),
+CONTEXTS = [  # (suffix, ContextParams kwargs, n_predict, only these models or None)
+    ("", dict(n_ctx=256), 8, None),
+    ("-flash", dict(n_ctx=256, flash_attn=True), 4, None),
+    ("-q8cache", dict(n_ctx=256, type_k="Q8_0"), 4, {"llama-q4_k_m-gqa-llama3", "qwen2-q4_k_m-gqa"}),
+    ("-q8cache-flash", dict(n_ctx=256, type_k="Q8_0", type_v="Q8_0", flash_attn=True), 4,
+     {"llama-q4_k_m-gqa-llama3", "moe-q6_k-gqa", "llama-tied-q8_0-gqa"}),
+    ("-ubatch5", dict(n_ctx=256, n_batch=8, n_ubatch=5), 2, {"llama-f16-gqa-ntk", "llama-q5_k-gqa"}),
 ]
 
 
@@ -114,7 +118,9 @@ def main(argv=None) -> int:
         write_model(kind, spec, ftype, gg)
         sha = hashlib.sha256(gg.read_bytes()).hexdigest()
         runs = []
-        for suffix, kw, n_predict in CONTEXTS:
+        for suffix, kw, n_predict, models in CONTEXTS:
+            if models is not None and name not in models:
+                continue
             cp = ContextParams(n_threads=1, n_threads_batch=1, **kw)
             cp.validate()
             cpd = dataclasses.asdict(cp)

@@ -158,10 +158,10 @@ ATTENTION_CASES = [  # (name, n_head, n_head_kv, head_dim, n_past, n_new, flags)
     ("mha-prompt", 4, 4, 32, 0, 9, ["MHA", "Prompt"]),
     ("gqa-second-ubatch", 8, 2, 32, 5, 3, ["GQA", "SecondUbatch"]),
     ("mqa-first-token", 6, 1, 32, 0, 1, ["MQA"]),
-    ("gqa-decode", 4, 2, 64, 40, 1, ["GQA", "Decode"]),
+    ("gqa-decode", 4, 2, 128, 40, 1, ["GQA", "Decode", "HeadDim128"]),
     ("gqa-prompt-65", 2, 1, 32, 0, 65, ["GQA", "FlashTiled"]),
-    ("mqa-decode-512", 2, 1, 32, 300, 1, ["MQA", "Decode", "FlashSplitKV"]),
-    ("mha-two-windows", 1, 1, 128, 258, 3, ["MHA", "KVWindow512"]),
+    ("mqa-decode-512", 2, 1, 32, 257, 1, ["MQA", "Decode", "FlashSplitKV"]),
+    ("mha-two-windows", 1, 1, 32, 257, 3, ["MHA", "KVWindow512"]),
 ]
 THREAD_CASES = {"mqa-decode-512"}   # the only kernel whose bits depend on the thread count
 
@@ -186,7 +186,9 @@ def build_attention(ops: Ops) -> dict:
     groups = []
     tc = 0
     for flash in (False, True):
-        for type_k, type_v in (("F16", "F16"), ("F32", "F32"), ("F16", "F32")):
+        for type_k, type_v in (("F16", "F16"), ("F32", "F32"), ("F16", "F32"), ("Q8_0", "F16"), ("Q8_0", "Q8_0")):
+            if type_v == "Q8_0" and not flash:
+                continue          # llama.cpp refuses a quantized V cache without flash attention
             for n_threads in ((1, 2) if flash else (1,)):
                 tests = []
                 worst = 0.0
@@ -218,7 +220,8 @@ def build_attention(ops: Ops) -> dict:
             "provenance": _provenance("llama.cpp's build_attn_mha as one ggml graph (libggml-cpu of the portable build)"),
             "encoding": ("float32 little-endian hex. q (n_new, n_head, head_dim); k, v (n_past + n_new, n_head_kv, "
                          "head_dim): the float32 values stored into the KV cache (converted by the cache to type_k / "
-                         "type_v); cells n_past+n_new .. n_kv-1 are empty (zero); query i sits at position n_past+i and "
+                         "type_v: F16 round-to-nearest-even, Q8_0 quantize_row_q8_0; no Hadamard rotation here -- "
+                         "that is llama.cpp's graph, covered by the forward vectors); cells n_past+n_new .. n_kv-1 are empty (zero); query i sits at position n_past+i and "
                          "sees cells 0..n_past+i (causal mask 0 / -inf); output (n_new, n_head*head_dim)."),
             "testGroups": groups}
 
