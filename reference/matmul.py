@@ -68,11 +68,16 @@ computed here by a BLAS mat-mul in float64 -- or float32 where every partial sum
 below 2**24 -- which is exact in any order. Only the float steps are done in ggml's order: a loop
 over the blocks, each step one numpy operation over all (token, output row) pairs at once.
 
-Not modelled: NaN *payloads* when both operands of one float operation are NaN (x86 returns the
-first operand's, and which operand the compiler puts first is not fixed by the C source), e.g. a
-NaN weight scale times a NaN activation scale. Q8_K blocks of all-zero activations: ggml leaves
-their ``bsums`` unwritten; they only ever meet a zero scale, so with finite weight scales the
-result does not depend on them (they are 0 here).
+NaNs: when both operands of one float operation are NaNs, x86 returns the *first* operand's
+(quieted), and which operand is first is the compiler's choice, not the C source's (``y.d * x.d``
+may be compiled as ``x.d * y.d``). The operand order of every such operation was read from the
+machine code of the portable build (objdump of libggml-cpu.so) and is written out below with
+``_mul``/``_add``/``_sub``, so NaN payloads and signs come out as ggml's too (tested with random
+bytes as weights -- NaN scales with any payload -- and NaN/Inf activations).
+
+Q8_K blocks of all-zero activations: ggml leaves their ``bsums`` unwritten (whatever the work
+buffer held). They only meet a zero activation scale: a zero times a finite value is a zero, and
+``sumf`` starts at +0, so the result cannot depend on them (0 here).
 
 See docs/matmul.md for the exact definition per type and how it was checked.
 """
@@ -276,6 +281,9 @@ def _nibbles32(qs: np.ndarray) -> np.ndarray:
     return np.concatenate([qs & 0xF, qs >> 4], axis=-1)
 
 
+_BLAS_MNK = 1 << 18
+
+
 def _isum(yq: np.ndarray, xq: np.ndarray, bound: int) -> np.ndarray:
     """The exact integer dot products of every group: ``yq`` (T, G, K) activations, ``xq`` (O, G, K)
     weight levels -> (G, T, O) holding Σ_k yq*xq as float.
@@ -287,7 +295,16 @@ def _isum(yq: np.ndarray, xq: np.ndarray, bound: int) -> np.ndarray:
     assert bound < 2**53
     a = np.ascontiguousarray(yq.transpose(1, 0, 2), dtype=dt)        # (G, T, K)
     b = np.ascontiguousarray(xq.transpose(1, 2, 0), dtype=dt)        # (G, K, O)
-    return np.matmul(a, b)
+    G, T, K = a.shape
+    O = b.shape[2]
+    out = np.empty((G, T, O), dtype=dt)
+    # Speed only: keep each BLAS call at m*n*k <= 2**18. OpenBLAS runs such calls on the calling
+    # thread; larger ones are split over its threads, which on a busy machine wait for each other
+    # (measured up to 50x slower on this 2-core machine under load).
+    step = max(1, _BLAS_MNK // max(1, T * K))
+    for o0 in range(0, O, step):
+        out[:, :, o0:o0 + step] = np.matmul(a, b[:, :, o0:o0 + step])
+    return out
 
 
 def _lanes(v: np.ndarray) -> np.ndarray:
@@ -297,14 +314,50 @@ def _lanes(v: np.ndarray) -> np.ndarray:
     return v.reshape(*s[:-1], 32, 8).swapaxes(-1, -2).reshape(*s[:-2], s[-2] * 8, 32)
 
 
+# The float operations. Each is one IEEE float32 (or double) operation, as numpy computes it; the
+# helpers only fix which NaN comes out when *both* operands are NaNs: x86's SSE instructions
+# (``mulss a, b`` etc.) return the first operand's NaN, quieted, and the first operand is the
+# one the compiler chose for each operation of the portable build (read from its machine code;
+# numpy's own choice varies between its SIMD body and its tail). Where an operand can never be a
+# NaN (an int converted to float, Q8_K's d) the order is immaterial.
+
+_QUIET = 0x00400000
+
+
+def _nan_first(r, a, b):
+    if not np.isnan(r).any():          # no NaN operand (a NaN operand always gives a NaN result)
+        return r
+    a, b = np.broadcast_arrays(a, b)
+    qa = (a.view(np.uint32) | np.uint32(_QUIET)).view(np.float32) if a.dtype == np.float32 else \
+        (a.view(np.uint64) | np.uint64(_QUIET << 29)).view(np.float64)
+    qb = (b.view(np.uint32) | np.uint32(_QUIET)).view(np.float32) if b.dtype == np.float32 else \
+        (b.view(np.uint64) | np.uint64(_QUIET << 29)).view(np.float64)
+    return np.where(np.isnan(a), qa, np.where(np.isnan(b), qb, r))
+
+
+def _mul(a, b):
+    """``a * b`` (x86 ``mulss``: if both are NaN, a's NaN)."""
+    return _nan_first(a * b, a, b)
+
+
+def _add(a, b):
+    """``a + b`` (x86 ``addss``: if both are NaN, a's NaN)."""
+    return _nan_first(a + b, a, b)
+
+
+def _sub(a, b):
+    """``a - b`` (x86 ``subss``: if both are NaN, a's NaN)."""
+    return _nan_first(a - b, a, b)
+
+
 def _outer(wd: np.ndarray, yd: np.ndarray) -> np.ndarray:
     """``wd[o] * yd[t]`` for every pair: one float32 multiply, the weight's factor first -> (T, O)."""
-    return wd[None, :] * yd[:, None]
+    return _mul(wd[None, :], yd[:, None])
 
 
 def _outer_y_first(yd: np.ndarray, wd: np.ndarray) -> np.ndarray:
-    """``yd[t] * wd[o]``: the activation's factor first (where ggml writes ``y[i].d * x[i].d``)."""
-    return yd[:, None] * wd[None, :]
+    """``yd[t] * wd[o]``: the activation's factor first."""
+    return _mul(yd[:, None], wd[None, :])
 
 
 def _f(i: np.ndarray) -> np.ndarray:
@@ -315,7 +368,7 @@ def _f(i: np.ndarray) -> np.ndarray:
 # ==================================================================================================
 # F32 / F16 / BF16: vec.cpp's scalar loops, double accumulation
 
-def _dot_float(wv: np.ndarray, yv: np.ndarray) -> np.ndarray:
+def _dot_float(wv: np.ndarray, yv: np.ndarray, w_first: bool) -> np.ndarray:
     """``ggml_float sumf = 0.0; for i: sumf += (ggml_float)(x[i]*y[i]); *s = (float) sumf;``
 
     ``wv`` (O, n) and ``yv`` (T, n) float32 -> (T, O). The product is a float32 multiply (exact for
@@ -323,24 +376,34 @@ def _dot_float(wv: np.ndarray, yv: np.ndarray) -> np.ndarray:
     strictly left to right (``np.add.accumulate`` is sequential), starting from +0.0."""
     T, n = yv.shape
     O = wv.shape[0]
-    prod = wv[None, :, :] * yv[:, None, :]                                # float32 x[i]*y[i]  (T, O, n)
+    if w_first:
+        prod = _mul(wv[None, :, :], yv[:, None, :])                        # float32 x[i]*y[i]  (T, O, n)
+    else:
+        prod = _mul(yv[:, None, :], wv[None, :, :])                        # compiled as y[i]*x[i]
     acc = np.empty((T, O, n + 1), dtype=np.float64)
     acc[..., 0] = 0.0                                                     # sumf = 0.0
     acc[..., 1:] = prod                                                   # (ggml_float)(...)
     total = np.add.accumulate(acc, axis=-1)[..., -1]                      # order matters: sequential
+    nan = np.isnan(total)
+    if nan.any():                     # which NaN: redo those sums with ``addsd`` (sumf first) semantics
+        sub = acc[nan]
+        s = sub[:, 0]
+        for i in range(1, n + 1):
+            s = _add(s, sub[:, i])
+        total[nan] = s
     return total.astype(np.float32)                                       # *s = sumf (double -> float)
 
 
 def _vec_dot_f32(W, y, n_in):
-    return _dot_float(W.reshape(W.shape[0], -1).copy().view("<f4").astype(np.float32), y.v)
+    return _dot_float(W.reshape(W.shape[0], -1).copy().view("<f4").astype(np.float32), y.v, True)
 
 
 def _vec_dot_f16(W, y, n_in):
-    return _dot_float(f16_to_f32(W.reshape(W.shape[0], -1).copy().view("<u2")), y.v)
+    return _dot_float(f16_to_f32(W.reshape(W.shape[0], -1).copy().view("<u2")), y.v, False)
 
 
 def _vec_dot_bf16(W, y, n_in):
-    return _dot_float(bf16_to_f32(W.reshape(W.shape[0], -1).copy().view("<u2")), y.v)
+    return _dot_float(bf16_to_f32(W.reshape(W.shape[0], -1).copy().view("<u2")), y.v, False)
 
 
 # ==================================================================================================
@@ -353,7 +416,7 @@ def _vec_dot_q4_0(W, y, n_in):
     isum = _isum(y.qs, q, 32 * 8 * 128)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for ib in range(isum.shape[0]):                   # order matters: sequential float sum over blocks
-        sumf = sumf + (_f(isum[ib]) * d[None, :, ib]) * y.d[:, ib, None]
+        sumf = _add(sumf, _mul(_mul(_f(isum[ib]), d[None, :, ib]), y.d[:, ib, None]))
     return sumf
 
 
@@ -366,7 +429,7 @@ def _vec_dot_q5_0(W, y, n_in):
     isum = _isum(y.qs, q, 32 * 16 * 128)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for ib in range(isum.shape[0]):
-        sumf = sumf + _outer(d[:, ib], y.d[:, ib]) * _f(isum[ib])
+        sumf = _add(sumf, _mul(_f(isum[ib]), _outer_y_first(y.d[:, ib], d[:, ib])))   # compiled: dy*dx
     return sumf
 
 
@@ -377,7 +440,7 @@ def _vec_dot_q8_0(W, y, n_in):
     isum = _isum(y.qs, q, 32 * 128 * 128)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for ib in range(isum.shape[0]):
-        sumf = sumf + _f(isum[ib]) * _outer(d[:, ib], y.d[:, ib])
+        sumf = _add(sumf, _mul(_f(isum[ib]), _outer_y_first(y.d[:, ib], d[:, ib])))   # compiled: dy*dx
     return sumf
 
 
@@ -388,7 +451,7 @@ def _vec_dot_iq4_nl(W, y, n_in):
     isum = _isum(y.qs, q, 32 * 127 * 128)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for ib in range(isum.shape[0]):
-        sumf = sumf + _outer_y_first(y.d[:, ib], d[:, ib]) * _f(isum[ib])
+        sumf = _add(sumf, _mul(_f(isum[ib]), _outer(d[:, ib], y.d[:, ib])))   # compiled: dx*dy
     return sumf
 
 
@@ -400,7 +463,7 @@ def _vec_dot_mxfp4(W, y, n_in):
     isum = _isum(y.qs, q, 32 * 12 * 128)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for ib in range(isum.shape[0]):
-        sumf = sumf + _outer_y_first(y.d[:, ib], e[:, ib]) * _f(isum[ib])
+        sumf = _add(sumf, _mul(_outer_y_first(y.d[:, ib], e[:, ib]), _f(isum[ib])))
     return sumf
 
 
@@ -425,11 +488,11 @@ def _vec_dot_nvfp4(W, y, n_in):
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for k in range(isum.shape[0]):                                       # ib, then s_idx: sequential
         dy = y.d[:, k // 2]                                              # Q8_0 block 2*ib + s/2 == k/2
-        sumf = sumf + _outer_y_first(dy, ds[:, k]) * _f(isum[k])
+        sumf = _add(sumf, _mul(_outer_y_first(dy, ds[:, k]), _f(isum[k])))
     return sumf
 
 
-def _vec_dot_lowbit(W, y, q, per_block: int):
+def _vec_dot_lowbit(W, y, q, per_block: int, d0_first: bool):
     """Q1_0/Q2_0 (ggml_vec_dot_q1_0_q8_0_generic / _q2_0_): ``per_block`` Q8_0 blocks per weight block;
     ``float sumi = 0.0f; for k: sumi += dy_k * f(sumi_block_k); sumf += d0 * sumi``."""
     O, nb, _ = W.shape
@@ -441,22 +504,23 @@ def _vec_dot_lowbit(W, y, q, per_block: int):
         s = np.zeros((T, O), dtype=np.float32)                           # float sumi = 0.0f
         for k in range(per_block):
             kb = i * per_block + k
-            s = s + y.d[:, kb, None] * _f(isum[kb])                      # d1 * sumi_block
-        sumf = sumf + d0[None, :, i] * s
+            s = _add(s, _mul(_f(isum[kb]), y.d[:, kb, None]))          # d1 * sumi_block
+        # d0 * sumi: compiled with d0 first for Q1_0, sumi first for Q2_0 (NaN payloads only)
+        sumf = _add(sumf, _mul(d0[None, :, i], s) if d0_first else _mul(s, d0[None, :, i]))
     return sumf
 
 
 def _vec_dot_q1_0(W, y, n_in):
     """Q1_0: bit j of the block (LSB first) selects +y or -y: level = 2*bit - 1."""
     bits = np.unpackbits(W[..., 2:18], axis=-1, bitorder="little").astype(np.int64)   # (O, nb, 128)
-    return _vec_dot_lowbit(W, y, 2 * bits - 1, 4)
+    return _vec_dot_lowbit(W, y, 2 * bits - 1, 4, True)
 
 
 def _vec_dot_q2_0(W, y, n_in):
     """Q2_0: level of value 4b+i = ((qs[b] >> 2i) & 3) - 1."""
     qs = _bytes(W, 2, 16)
     q = ((qs[..., None] >> (2 * np.arange(4))) & 3) - 1                  # (O, nb, 16, 4)
-    return _vec_dot_lowbit(W, y, q.reshape(*qs.shape[:-1], 64), 2)
+    return _vec_dot_lowbit(W, y, q.reshape(*qs.shape[:-1], 64), 2, False)
 
 
 # ==================================================================================================
@@ -467,7 +531,9 @@ def _vec_dot_q_1(W, y, q, d, m, bound):
     isum = _isum(y.qs, q, bound)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for ib in range(isum.shape[0]):
-        sumf = sumf + (_outer(d[:, ib], y.d[:, ib]) * _f(isum[ib]) + _outer(m[:, ib], y.s[:, ib]))
+        t1 = _mul(_f(isum[ib]), _outer_y_first(y.d[:, ib], d[:, ib]))        # compiled: dy*dx
+        t2 = _outer_y_first(y.s[:, ib], m[:, ib])                           # compiled: sy*mx
+        sumf = _add(sumf, _add(t1, t2))
     return sumf
 
 
@@ -495,14 +561,15 @@ def _k_sum_lanes(W, y, levels, d, bound_lane):
     sums = np.zeros(aux32.shape[1:], dtype=np.float32)                    # float sums[8] = {0}
     for i in range(nb):                                                   # order matters: block by block
         dd = _outer(d[:, i], y.d[:, i])                                   # GGML_FP16_TO_FP32(x.d) * y.d
-        sums = sums + dd[None] * _f(aux32[i])
+        sums = _add(sums, _mul(_f(aux32[i]), dd[None]))
     return sums
 
 
-def _finish_lanes(sumf, sums):
-    """``for (l = 0; l < 8; ++l) sumf += sums[l];`` -- order matters."""
+def _finish_lanes(sumf, sums, first=("acc",) * 8):
+    """``for (l = 0; l < 8; ++l) sumf += sums[l];`` -- order matters. ``first[l]`` says which operand
+    of addition l the compiled code puts first ("acc" or "lane"; NaN payloads only)."""
     for l in range(8):
-        sumf = sumf + sums[l]
+        sumf = _add(sumf, sums[l]) if first[l] == "acc" else _add(sums[l], sumf)
     return sumf
 
 
@@ -532,7 +599,7 @@ def _vec_dot_q2_K(W, y, n_in):
     for i in range(nb):
         dall = _outer_y_first(y.d[:, i], d[:, i])
         dm = _outer_y_first(y.d[:, i], dmin[:, i])
-        sumf = sumf + (dall * _f(isum[i]) - dm * _f(summs[i]))
+        sumf = _add(sumf, _sub(_mul(_f(isum[i]), dall), _mul(dm, _f(summs[i]))))
     return sumf
 
 
@@ -557,7 +624,7 @@ def _vec_dot_q3_K(W, y, n_in):
     return _finish_lanes(np.zeros(sums.shape[1:], dtype=np.float32), sums)
 
 
-def _vec_dot_k4(W, y, a, d, dmin, scales, mins, bound_lane):
+def _vec_dot_k4(W, y, a, d, dmin, scales, mins, bound_lane, finish):
     """Q4_K/Q5_K: ``sumi = Σ_j bsums[j]*mins[j/2]``; lanes with scales[p/32]; ``sumf -= dmin*dy *
     f(sumi)`` per block; result ``sumf + sums[0] + ... + sums[7]``."""
     nb = a.shape[1]
@@ -566,8 +633,8 @@ def _vec_dot_k4(W, y, a, d, dmin, scales, mins, bound_lane):
     sumf = np.zeros(sums.shape[1:], dtype=np.float32)
     for i in range(nb):
         dm = _outer(dmin[:, i], y.d[:, i])                                # GGML_FP16_TO_FP32(x.dmin) * y.d
-        sumf = sumf - dm * _f(sumi[i])
-    return _finish_lanes(sumf, sums)
+        sumf = _sub(sumf, _mul(dm, _f(sumi[i])))
+    return _finish_lanes(sumf, sums, finish)
 
 
 def _k4_nibbles(qs: np.ndarray) -> np.ndarray:
@@ -581,7 +648,9 @@ def _vec_dot_q4_K(W, y, n_in):
     """ggml_vec_dot_q4_K_q8_K: d | dmin | scales[12] | qs[128]."""
     scales, mins = _scales_mins_k4(_bytes(W, 4, 12))
     a = _k4_nibbles(_bytes(W, 16, 128))
-    return _vec_dot_k4(W, y, a, _f16_at(W, 0), _f16_at(W, 2), scales, mins, 32 * 63 * 15 * 128)
+    # compiled final sum: (sums[1] + (sumf + sums[0])) + sums[2] + ... (NaN payloads only)
+    return _vec_dot_k4(W, y, a, _f16_at(W, 0), _f16_at(W, 2), scales, mins, 32 * 63 * 15 * 128,
+                       ("acc", "lane", "acc", "acc", "acc", "acc", "acc", "acc"))
 
 
 def _vec_dot_q5_K(W, y, n_in):
@@ -590,7 +659,9 @@ def _vec_dot_q5_K(W, y, n_in):
     qh = _bytes(W, 16, 32)
     p = np.arange(256)
     a = _k4_nibbles(_bytes(W, 48, 128)) + 16 * ((qh[..., p % 32] >> (p // 32)) & 1)
-    return _vec_dot_k4(W, y, a, _f16_at(W, 0), _f16_at(W, 2), scales, mins, 32 * 63 * 31 * 128)
+    # compiled final sum: (sums[0] + sumf) + sums[1] + ... (NaN payloads only)
+    return _vec_dot_k4(W, y, a, _f16_at(W, 0), _f16_at(W, 2), scales, mins, 32 * 63 * 31 * 128,
+                       ("lane", "acc", "acc", "acc", "acc", "acc", "acc", "acc"))
 
 
 def _vec_dot_q6_K(W, y, n_in):
@@ -634,7 +705,7 @@ def _vec_dot_tq1_0(W, y, n_in):
     isum = _isum(y.qs, q, 256 * 128)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for i in range(isum.shape[0]):
-        sumf = sumf + _f(isum[i]) * _outer(d[:, i], y.d[:, i])
+        sumf = _add(_mul(_f(isum[i]), _outer(d[:, i], y.d[:, i])), sumf)   # compiled: term + sumf
     return sumf
 
 
@@ -648,7 +719,7 @@ def _vec_dot_tq2_0(W, y, n_in):
     isum = _isum(y.qs, q, 256 * 2 * 128)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for i in range(isum.shape[0]):
-        sumf = sumf + _f(isum[i]) * _outer_y_first(y.d[:, i], d[:, i])
+        sumf = _add(sumf, _mul(_f(isum[i]), _outer_y_first(y.d[:, i], d[:, i])))
     return sumf
 
 
@@ -665,8 +736,8 @@ def _iq_sum(W, y, levels, d, factor, bound):
     isum = _isum(y.qs, levels, bound)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for i in range(isum.shape[0]):
-        sumf = sumf + _outer(d[:, i], y.d[:, i]) * _f(isum[i])
-    return sumf if factor is None else f32(factor) * sumf
+        sumf = _add(sumf, _mul(_f(isum[i]), _outer(d[:, i], y.d[:, i])))
+    return sumf if factor is None else _mul(sumf, f32(factor))
 
 
 def _vec_dot_iq2_xxs(W, y, n_in):
@@ -755,7 +826,7 @@ def _iq1_sum(W, y, levels, delta_levels, d):
     idel = _isum(y.qs, delta_levels, 256 * 15 * 128)
     sumf = np.zeros(isum.shape[1:], dtype=np.float32)
     for i in range(isum.shape[0]):
-        sumf = sumf + _outer(d[:, i], y.d[:, i]) * (_f(isum[i]) + f32(0.125) * _f(idel[i]))   # IQ1S_DELTA
+        sumf = _add(sumf, _mul(_f(isum[i]) + f32(0.125) * _f(idel[i]), _outer(d[:, i], y.d[:, i])))   # IQ1S_DELTA
     return sumf
 
 
@@ -822,8 +893,8 @@ def _vec_dot_iq4_xs(W, y, n_in):
     for i in range(nb):
         d4d8 = _outer(d[:, i], y.d[:, i])
         for k in range(8):                                                # order matters
-            d1 = d4d8 * lsf[None, :, i, k]
-            sumf = sumf + d1 * _f(isum[8 * i + k])
+            d1 = _mul(lsf[None, :, i, k], d4d8)
+            sumf = _add(sumf, _mul(_f(isum[8 * i + k]), d1))
     return sumf
 
 

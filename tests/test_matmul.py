@@ -49,6 +49,8 @@ def _scales(rng, shape, kind: str) -> np.ndarray:
 
 def make_weights(rng, w_type: str, n_out: int, n_in: int, kind: str = "normal") -> bytes:
     t = get_type(w_type)
+    if kind == "raw":                            # every byte random: NaN and Inf scales with any payload
+        return rng.integers(0, 256, size=n_out * n_in // t.block_size * t.type_size, dtype=np.uint8).tobytes()
     if w_type in ("F32", "F16", "BF16"):
         w = rng.standard_normal((n_out, n_in)).astype(np.float32) * np.float32(0.05)
         if kind == "wide":
@@ -71,6 +73,11 @@ def make_weights(rng, w_type: str, n_out: int, n_in: int, kind: str = "normal") 
     raw = rng.integers(0, 256, size=(n_out, nb, t.type_size), dtype=np.uint8)
     for off in F16_FIELDS.get(w_type, []):
         raw[..., off:off + 2] = _scales(rng, (n_out, nb), kind).view(np.uint8).reshape(n_out, nb, 2)
+        if kind == "nan":   # a quarter of the scales: NaNs with random payloads and signs, or +-Inf
+            bits = (rng.integers(0, 2, (n_out, nb)) << 15) | 0x7C00 | rng.integers(0, 1024, (n_out, nb))
+            sel = rng.random((n_out, nb)) < 0.25
+            cur = raw[..., off:off + 2].copy().view("<u2")[..., 0]
+            raw[..., off:off + 2] = np.where(sel, bits, cur).astype("<u2").view(np.uint8).reshape(n_out, nb, 2)
     if w_type == "MXFP4":                        # e8m0 exponent: keep it finite (255 is Inf)
         raw[..., 0] = rng.integers(100, 140, size=(n_out, nb)) if kind == "normal" else rng.integers(0, 255, size=(n_out, nb))
     if w_type == "NVFP4" and kind == "normal":   # ue4m3 sub-block scales of moderate size
@@ -90,6 +97,13 @@ def make_x(rng, n: int, n_in: int, kind: str = "normal") -> np.ndarray:
              * rng.uniform(1, 2, size=(n, n_in // 2)))   # products 2**-40 .. 2**32 whose exact sum is ~0:
         return np.concatenate([h, h], axis=1).astype(np.float32)   # the result is the rounding of the double
                                                                     # additions, so their order shows
+    if kind == "nan":      # NaN and +-Inf activations (Q8 scales become NaN / Inf)
+        x[rng.random((n, n_in)) < 0.02] = np.nan
+        x[rng.random((n, n_in)) < 0.02] = np.inf
+        x[rng.random((n, n_in)) < 0.01] = -np.inf
+        last = x[:, 31::32]                              # Q8_0's amax (MAX(a, b) = a > b ? a : b) keeps a
+        last[rng.random(last.shape) < 0.3] = np.nan      # NaN only when no value follows it in the block
+        return x
     if kind == "wide":
         row_scale = rng.choice(np.array([0.0, 1e-40, 1e-20, 1.0, 1e4, 1e30], np.float32), size=(n, 1))
         x = x * row_scale
@@ -231,6 +245,23 @@ def test_mul_mat_bit_exact(portable, w_type):
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("w_type", TYPES)
+def test_mul_mat_bit_exact_nan_inf(portable, w_type):
+    """NaN and Inf everywhere: random bytes as weights (NaN scales with any payload), NaN/Inf
+    activations. The NaN that comes out is the one x86 propagates in ggml's compiled code."""
+    rng = np.random.default_rng(zlib.crc32(w_type.encode()) + 1)
+    for n, n_out, nbk, wkind, xkind in ((9, 13, 2, "raw", "normal"), (9, 13, 3, "raw", "nan"),
+                                        (12, 10, 2, "nan", "nan"), (5, 40, 1, "raw", "wide"),
+                                        (7, 9, 3, "nan", "normal")):
+        n_in = _blocks_for(w_type, nbk)
+        raw = make_weights(rng, w_type, n_out, n_in, wkind)
+        x = make_x(rng, n, n_in, xkind)
+        ref = M.mul_mat(w_type, raw, n_out, n_in, x)
+        got = oracle_mul_mat(portable, w_type, raw, n_out, n_in, x)
+        assert_same(ref, got, f"{w_type} n={n} n_out={n_out} n_in={n_in} w={wkind} x={xkind}")
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("w_type", TYPES)
 def test_mul_mat_same_for_one_and_two_threads(portable, w_type):
     """ggml's result does not depend on the thread count (chunking by rows and by tokens)."""
     rng = np.random.default_rng(7)
@@ -246,8 +277,8 @@ def test_mul_mat_same_for_one_and_two_threads(portable, w_type):
 
 @pytest.mark.oracle
 @given(w_type=st.sampled_from(TYPES), n=st.integers(1, 72), n_out=st.integers(1, 48),
-       n_blocks=st.integers(1, 4), wkind=st.sampled_from(["normal", "wide"]),
-       xkind=st.sampled_from(["normal", "wide"]), seed=st.integers(0, 2**32 - 1))
+       n_blocks=st.integers(1, 4), wkind=st.sampled_from(["normal", "wide", "raw", "nan"]),
+       xkind=st.sampled_from(["normal", "wide", "nan"]), seed=st.integers(0, 2**32 - 1))
 def test_mul_mat_random_shapes(portable, w_type, n, n_out, n_blocks, wkind, xkind, seed):
     rng = np.random.default_rng(seed)
     n_in = _blocks_for(w_type, n_blocks)
