@@ -244,6 +244,19 @@ def test_mul_mat_bit_exact(portable, w_type):
 
 
 @pytest.mark.oracle
+@pytest.mark.parametrize("w_type", ["F32", "F16", "BF16"])
+@pytest.mark.parametrize("n_in", [1, 7, 13, 65])
+def test_mul_mat_float_any_width(portable, w_type, n_in):
+    """F32/F16/BF16 have no blocks: any n_in (attention's kq @ v has n_in = n_kv)."""
+    rng = np.random.default_rng(n_in)
+    for n, n_out, wkind, xkind in ((5, 9, "normal", "normal"), (17, 3, "wide", "wide"), (4, 6, "raw", "nan")):
+        raw = make_weights(rng, w_type, n_out, n_in, wkind)
+        x = make_x(rng, n, n_in, xkind)
+        assert_same(M.mul_mat(w_type, raw, n_out, n_in, x), oracle_mul_mat(portable, w_type, raw, n_out, n_in, x),
+                    f"{w_type} n={n} n_out={n_out} n_in={n_in} w={wkind} x={xkind}")
+
+
+@pytest.mark.oracle
 @pytest.mark.parametrize("w_type", TYPES)
 def test_mul_mat_bit_exact_nan_inf(portable, w_type):
     """NaN and Inf everywhere: random bytes as weights (NaN scales with any payload), NaN/Inf
