@@ -20,11 +20,12 @@ the next call starts a fresh child.
 from __future__ import annotations
 
 import importlib
-import multiprocessing as mp
 import os
+import pickle
+import struct
+import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import threading
 
 from ..errors import GGSpecError
 from . import oracle_setup
@@ -32,12 +33,6 @@ from . import oracle_setup
 
 class OracleError(GGSpecError):
     """The portable oracle's child process died or refused a call."""
-
-
-def _init(target_dir: str, libbase: str) -> None:
-    os.environ["GGSPEC_LIBGGML"] = libbase
-    os.environ["GGSPEC_IN_PORTABLE_ORACLE"] = "1"
-    sys.path.insert(0, target_dir)
 
 
 def _run(module: str, function: str, args, kwargs):
@@ -62,29 +57,77 @@ def _whoami() -> dict:
     return {"llama_cpp": os.path.dirname(llama_cpp.__file__), "libggml": str(libggml.find_library())}
 
 
+def _send(f, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    f.write(struct.pack("<Q", len(data)))
+    f.write(data)
+    f.flush()
+
+
+def _recv(f):
+    head = f.read(8)
+    if len(head) < 8:
+        raise EOFError
+    (n,) = struct.unpack("<Q", head)
+    data = f.read(n)
+    if len(data) < n:
+        raise EOFError
+    return pickle.loads(data)
+
+
+def _worker() -> None:
+    """The child: ``python -m ggspec.conformance.portable`` with the portable build first on
+    sys.path; answers (module, function, args, kwargs) requests until stdin closes."""
+    target = os.environ["GGSPEC_PORTABLE_TARGET"]
+    sys.path.insert(0, target)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr                      # nothing else may write to the reply pipe
+    while True:
+        try:
+            module, function, args, kwargs = _recv(inp)
+        except EOFError:
+            return
+        try:
+            _send(out, (True, _run(module, function, args, kwargs)))
+        except BaseException as e:               # report, keep serving
+            try:
+                _send(out, (False, e))
+            except Exception:
+                _send(out, (False, OracleError(f"{type(e).__name__}: {e}")))
+
+
 class Oracle:
-    """A child process running the portable build; reusable, restarts after a crash."""
+    """A child process running the portable build (a plain subprocess, so callers' scripts need no
+    ``if __name__ == "__main__"`` guard); reusable, restarts after a crash."""
 
     def __init__(self):
         lib = oracle_setup.portable_lib_dir()          # OracleUnavailable when absent
         self._target = str(oracle_setup.portable_dir())
         base = sorted(lib.glob("libggml-base.so*")) or sorted(lib.glob("libggml-base.*"))
         self._libbase = str(base[0])
-        self._pool = None
+        self._proc = None
+        self._lock = threading.Lock()
 
-    def _ensure(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                             initializer=_init, initargs=(self._target, self._libbase))
-        return self._pool
+    def _ensure(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            env = dict(os.environ, GGSPEC_LIBGGML=self._libbase, GGSPEC_IN_PORTABLE_ORACLE="1",
+                       GGSPEC_PORTABLE_TARGET=self._target)
+            self._proc = subprocess.Popen([sys.executable, "-m", "ggspec.conformance.portable"],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        return self._proc
 
     def call(self, module: str, function: str, *args, **kwargs):
-        pool = self._ensure()
-        try:
-            return pool.submit(_run, module, function, args, kwargs).result()
-        except BrokenProcessPool as e:
-            self.close()
-            raise OracleError(f"the portable oracle's process died in {module}.{function}") from e
+        with self._lock:
+            proc = self._ensure()
+            try:
+                _send(proc.stdin, (module, function, args, kwargs))
+                ok, value = _recv(proc.stdout)
+            except (EOFError, BrokenPipeError, OSError) as e:
+                self.close()
+                raise OracleError(f"the portable oracle's process died in {module}.{function}") from e
+        if not ok:
+            raise value
+        return value
 
     def system_info(self) -> str:
         return self.call(__name__, "_system_info")
@@ -93,9 +136,13 @@ class Oracle:
         return self.call(__name__, "_whoami")
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self._proc is not None:
+            try:
+                self._proc.stdin.close()
+                self._proc.wait(timeout=30)
+            except Exception:
+                self._proc.kill()
+            self._proc = None
 
     def __enter__(self):
         return self
@@ -113,3 +160,7 @@ def shared() -> Oracle:
     if _shared is None:
         _shared = Oracle()
     return _shared
+
+
+if __name__ == "__main__":
+    _worker()
