@@ -373,25 +373,24 @@ def _dot_float(wv: np.ndarray, yv: np.ndarray, w_first: bool) -> np.ndarray:
 
     ``wv`` (O, n) and ``yv`` (T, n) float32 -> (T, O). The product is a float32 multiply (exact for
     F16 and BF16 inputs unless it over- or underflows), widened to double; the double additions run
-    strictly left to right (``np.add.accumulate`` is sequential), starting from +0.0."""
+    left to right from +0.0, one numpy addition per ``i`` over all (token, row) pairs. ``w_first``:
+    the compiled product has the weight as its first operand (F32) or the activation (F16, BF16).
+    """
     T, n = yv.shape
     O = wv.shape[0]
-    if w_first:
-        prod = _mul(wv[None, :, :], yv[:, None, :])                        # float32 x[i]*y[i]  (T, O, n)
-    else:
-        prod = _mul(yv[:, None, :], wv[None, :, :])                        # compiled as y[i]*x[i]
-    acc = np.empty((T, O, n + 1), dtype=np.float64)
-    acc[..., 0] = 0.0                                                     # sumf = 0.0
-    acc[..., 1:] = prod                                                   # (ggml_float)(...)
-    total = np.add.accumulate(acc, axis=-1)[..., -1]                      # order matters: sequential
-    nan = np.isnan(total)
+    wt, yt = wv.T[:, None, :], yv.T[:, :, None]                          # (n, 1, O), (n, T, 1)
+    prod = _mul(wt, yt) if w_first else _mul(yt, wt)                      # float32 x[i]*y[i]: (n, T, O)
+    sumf = np.zeros((T, O), dtype=np.float64)                             # sumf = 0.0
+    for i in range(n):                                                    # order matters: sequential
+        sumf = sumf + prod[i]                                             # + (ggml_float)(x[i]*y[i])
+    nan = np.isnan(sumf)
     if nan.any():                     # which NaN: redo those sums with ``addsd`` (sumf first) semantics
-        sub = acc[nan]
-        s = sub[:, 0]
-        for i in range(1, n + 1):
-            s = _add(s, sub[:, i])
-        total[nan] = s
-    return total.astype(np.float32)                                       # *s = sumf (double -> float)
+        sub = prod[:, nan].astype(np.float64)
+        s = np.zeros(sub.shape[1], dtype=np.float64)
+        for i in range(n):
+            s = _add(s, sub[i])
+        sumf[nan] = s
+    return sumf.astype(np.float32)                                        # *s = sumf (double -> float)
 
 
 def _vec_dot_f32(W, y, n_in):
