@@ -171,6 +171,10 @@ class LibGGMLImpl:
             raise UnsupportedTypeError(f"{type.name}: ggml's reference row quantizer takes no imatrix")
         return self._lib.quantize(type, x, imatrix)
 
+    # the oracle's native build (FMA contraction, SIMD): judged by the model suites within the vectors'
+    # measured native tolerance, not bit for bit against the portable build that made them
+    simd = True
+
     def rope(self, x, pos, params):
         """ggml_rope_ext of libggml-cpu (next to this libggml-base), one thread."""
         from . import ggml_graph

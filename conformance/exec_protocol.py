@@ -11,7 +11,8 @@ JSON, one object per line, UTF-8:
    ``supports`` lists (suite, column, row) triples of the report's tables, ``"*"`` matching any:
    codec ``(codec, dequantize | quantize | quantize+imatrix, TYPE)``, gguf ``(gguf, *, *)``,
    rope ``(rope, float32 | float16, *)``. Optional ``"encoding": "base64"`` asks for binary
-   payloads in base64 (fields ending ``_b64`` instead of ``_hex``).
+   payloads in base64 (fields ending ``_b64`` instead of ``_hex``); optional ``"simd": true``
+   declares a SIMD build, judged by the model suites within the vectors' native tolerance.
 
 2. **requests** (ggspec -> program), one at a time, each with an ``id``::
 
@@ -79,6 +80,7 @@ class ExecImpl:
         self.hello = self._start()
         self.name = str(self.hello.get("name") or os.path.basename(self.argv[0]))
         self.b64 = self.hello.get("encoding") == "base64"
+        self.simd = bool(self.hello.get("simd", False))
         sup = self.hello.get("supports", [])
         if not isinstance(sup, list) or not all(isinstance(s, list) and len(s) == 3 for s in sup):
             raise GGSpecError(f"--exec {cmd}: 'supports' must be a list of [suite, column, row] triples")
@@ -99,7 +101,7 @@ class ExecImpl:
         try:
             hello = json.loads(line)
         except json.JSONDecodeError:
-            raise GGSpecError(f"--exec {self.cmd}: the first line is not JSON: {line[:100]!r}") from None
+            raise GGSpecError(f"--exec {self.cmd}: the first line must be the hello (JSON), got {line[:100]!r}") from None
         if not isinstance(hello, dict) or hello.get("hello") != PROTOCOL:
             raise GGSpecError(f"--exec {self.cmd}: expected a hello line {{\"hello\": \"{PROTOCOL}\", ...}}, "
                               f"got {line[:100]!r}")
@@ -211,4 +213,6 @@ class ExecImpl:
             return Verdict(e.verdict, f"{e.verdict}: {e}")
         if "error" in reply and suite.name != "gguf":
             return Verdict("raised", f"error reply: {str(reply['error'])[:200]}")
+        if self.simd:
+            reply.setdefault("simd", True)
         return suite.exec_reply(case, reply)

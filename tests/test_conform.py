@@ -89,7 +89,24 @@ FAKES = textwrap.dedent('''
             y.reshape(-1)[5] = y.reshape(-1)[5] * 2 + 1
             return y
 
+    class RopeOffSimd(RopeOff):
+        name = "ropeoffsimd"
+        simd = True
+
+    class RopeUlp(ReferenceImpl):
+        """Within 1 ulp everywhere: what a SIMD build with FMA gives."""
+        name = "ropeulp"
+        simd = True
+        def rope(self, x, pos, params):
+            y = np.array(super().rope(x, pos, params))
+            v = y.reshape(-1).view(np.uint16 if y.dtype == np.float16 else np.uint32)
+            fin = np.isfinite(y.reshape(-1)) & (y.reshape(-1) != 0)
+            v[fin & (np.arange(v.size) % 3 == 0)] += 1
+            return y
+
     def nansign(): return NanSign()
+    def ropeoffsimd(): return RopeOffSimd()
+    def ropeulp(): return RopeUlp()
     def flushnan(): return FlushNaN()
     def broken(): return Broken()
     def noisy(): return Noisy()
@@ -182,12 +199,12 @@ def test_quiet_counts_warnings_per_cell(fakes, capsys, recwarn):
     assert not [w for w in recwarn if "noisy" in str(w.message)]
 
 
-def test_suites_without_vectors_say_so(capsys):
-    code, out = conform(capsys, "--impl", "reference", "--suite", "attention,forward")
+def test_suites_without_vectors_say_so(capsys, tmp_path):
+    code, out = conform(capsys, "--impl", "reference", "--vectors", str(tmp_path), "--suite",
+                        "gguf,rope,attention,forward")
     assert code == 0
-    assert "no vectors" in out
-    for name in ("attention", "forward"):
-        assert name in out
+    for name in ("gguf", "rope", "attention", "forward"):
+        assert re.search(rf"^{name}: no vectors", out, re.M), name
 
 
 def test_unknown_suite_is_an_error():
@@ -311,6 +328,11 @@ def test_reference_passes_rope_and_a_wrong_value_is_located(fakes, capsys):
     code, out = conform(capsys, "--impl", f"{fakes}:ropeoff", "--suite", "rope")
     assert code == 1
     assert "index (0, 0, 5)" in out
+    # a SIMD build is judged within the vectors' native tolerance: 1 ulp passes, a wrong value does not
+    code, out = conform(capsys, "--impl", f"{fakes}:ropeulp", "--suite", "rope")
+    assert code == 0, out
+    code, out = conform(capsys, "--impl", f"{fakes}:ropeoffsimd", "--suite", "rope")
+    assert code == 1 and "SIMD bound" in out
 
 
 def test_runner_engine_counts_kinds():

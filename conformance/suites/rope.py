@@ -10,7 +10,10 @@ Rows are the parameter groups (mode x head_dim/n_dims x scaling), columns the in
 ``mode_id``, ``n_dims``, ``freq_base``, ``freq_scale``, ``ext_factor``, ``attn_factor``,
 ``beta_fast``, ``beta_slow``, ``n_ctx_orig``) plus ``freq_factors``: a float32 array or None.
 Results are compared bit for bit (uint32 / uint16 views); a difference only in NaN/zero-sign bits
-is ``nan-bits``.
+is ``nan-bits``. An implementation whose ``simd`` attribute is true (a native build with FMA
+contraction or vector math, e.g. llama.cpp's own native build; ``"simd": true`` in an exec hello)
+is judged instead against the group's ``native_max_ulp`` (the distance of llama.cpp's native build,
+measured when the vectors were made; at least 1) times ``SIMD_MARGIN``, in units in the last place.
 """
 
 from __future__ import annotations
@@ -24,6 +27,18 @@ from . import Case, Suite, VectorSet, Verdict, register
 from ..compare import describe_bits, float_diff
 
 OPS = ("float32", "float16")
+SIMD_MARGIN = 4
+
+
+def ulp_distance(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """|a - b| in units in the last place (float32 or float16), on the ordered-integer line."""
+    it, bits = (np.int16, 16) if want.dtype == np.float16 else (np.int32, 32)
+    a = np.ascontiguousarray(got, want.dtype).view(it).astype(np.int64).reshape(-1)
+    b = np.ascontiguousarray(want).view(it).astype(np.int64).reshape(-1)
+    lo = -(1 << (bits - 1))
+    a = np.where(a < 0, lo - a, a)
+    b = np.where(b < 0, lo - b, b)
+    return np.abs(a - b)
 
 
 def vector_path(root=None) -> Path:
@@ -61,7 +76,7 @@ def params_of(group: dict) -> dict:
     return p
 
 
-def judge(case: Case, got) -> Verdict:
+def judge(case: Case, got, simd: bool = False) -> Verdict:
     t = case.data["test"]
     want = _decode(t["expected_hex"], t["dtype"], t["shape"])
     width = 2 if t["dtype"] == "float16" else 4
@@ -71,6 +86,17 @@ def judge(case: Case, got) -> Verdict:
             got = got.astype(want.dtype)
         except Exception:
             return Verdict.fail(f"returned dtype {got.dtype}, expected {want.dtype}")
+    if simd and "native_max_ulp" in case.data["group"] and got.size == want.size:
+        bound = max(int(case.data["group"]["native_max_ulp"]), 1) * SIMD_MARGIN
+        nan_g, nan_w = np.isnan(got.reshape(-1)), np.isnan(want.reshape(-1))
+        dist = ulp_distance(got, want)
+        dist[nan_g & nan_w] = 0
+        worst = int(dist.max()) if dist.size else 0
+        if (nan_g != nan_w).any() or worst > bound:
+            i = int(np.argmax(dist))
+            return Verdict.fail(f"{worst} ulp at flat index {i} > SIMD bound {bound} ulp "
+                                f"(native_max_ulp {case.data['group']['native_max_ulp']} x {SIMD_MARGIN})")
+        return Verdict.ok()
     d = float_diff(got, want, width)
     if d is None:
         return Verdict.ok()
@@ -86,7 +112,7 @@ def check(impl, case: Case, ctx) -> Verdict:
     g, t = case.data["group"], case.data["test"]
     x = _decode(t["input_hex"], t["dtype"], t["shape"])
     got = impl.rope(x, np.array(t["pos"], np.int32), params_of(g))
-    return judge(case, got)
+    return judge(case, got, bool(getattr(impl, "simd", False)))
 
 
 def exec_request(case: Case) -> dict:
@@ -100,7 +126,7 @@ def exec_reply(case: Case, reply: dict) -> Verdict:
         return Verdict.fail(f"reply has no hex: {str(reply)[:120]}")
     t = case.data["test"]
     dt = "<f2" if t["dtype"] == "float16" else "<f4"
-    return judge(case, np.frombuffer(bytes.fromhex(reply["hex"]), dt))
+    return judge(case, np.frombuffer(bytes.fromhex(reply["hex"]), dt), bool(reply.get("simd", False)))
 
 
 SUITE = register(Suite(
