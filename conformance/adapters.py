@@ -93,9 +93,20 @@ class ReferenceImpl:
         from .suites.forward import reference_forward
         return reference_forward(model_path, tokens, context, n_predict)
 
-    def tensor_types(self, arch, ftype, imatrix=False, overrides=None):
+    def tensor_types(self, model, ftype, imatrix=False, overrides=None):
+        """The mix suite: ggspec.conformance.sizes' prediction for the model's tensors."""
         from . import sizes
-        return [(t.name("gguf"), ty) for t, ty in sizes.tensor_types(arch, ftype, "gguf", imatrix=imatrix)]
+        if model.get("architecture") != "llama":
+            raise UnsupportedTypeError(f"the size models know Llama-family models, not {model.get('architecture')}")
+        arch = sizes.llama_architecture(model["n_embd"], model["n_layer"], model["n_head"], model["n_head_kv"],
+                                        model["n_ff"], model["n_vocab"], name=model.get("name", "model"))
+        ov = dict(overrides or {})
+        if "tensor_types" in ov:
+            ov["tensor_types"] = tuple(tuple(x) for x in ov["tensor_types"])
+        by_name = {t.name("gguf"): ty for t, ty in
+                   sizes.tensor_types(arch, ftype, "gguf", imatrix=bool(imatrix),
+                                      overrides=sizes.QuantOverrides(**ov) if ov else None)}
+        return [by_name[t["name"]] for t in model["tensors"]]
 
 
 def reference_parse(g) -> dict:

@@ -104,6 +104,16 @@ FAKES = textwrap.dedent('''
             v[fin & (np.arange(v.size) % 3 == 0)] += 1
             return y
 
+    class MixOff(ReferenceImpl):
+        """Forgets that attn_v gets more bits in Q4_K_M."""
+        name = "mixoff"
+        def tensor_types(self, model, ftype, imatrix=False, overrides=None):
+            out = super().tensor_types(model, ftype, imatrix, overrides)
+            if ftype == "Q4_K_M":
+                out = ["Q4_K" if t["name"].endswith("attn_v.weight") else ty for t, ty in zip(model["tensors"], out)]
+            return out
+
+    def mixoff(): return MixOff()
     def nansign(): return NanSign()
     def ropeoffsimd(): return RopeOffSimd()
     def ropeulp(): return RopeUlp()
@@ -343,3 +353,29 @@ def test_runner_engine_counts_kinds():
     o.record("timeout", "tcId 3: y")
     assert o.status == "FAIL" and o.cell() == "FAIL 1/3 (1 timeout)"
     assert o.failed() and not runner.Outcome(status="nan-bits").failed() and runner.Outcome(status="nan-bits").failed(True)
+
+
+# ------------------------------------------------------------------------------------------------
+# mix suite
+
+@pytest.mark.skipif(not suites.get("mix").load(None), reason="vectors/mix/mix.json not generated")
+def test_reference_passes_mix_and_a_wrong_rule_names_the_tensor(fakes, capsys):
+    code, out = conform(capsys, "--impl", "reference", "--suite", "mix", "--json")
+    rep = json.loads(out)["implementations"][0]
+    assert code == 0 and not rep["failed"]
+    assert {op for c in rep["results"].values() for op in c} == {"default", "overrides"}
+    code, out = conform(capsys, "--impl", f"{fakes}:mixoff", "--suite", "mix")
+    assert code == 1
+    assert re.search(r"Q4_K_M: blk\.\d+\.attn_v\.weight .*got Q4_K, expected Q6_K", " ".join(out.split()))
+
+
+@pytest.mark.oracle
+def test_mix_and_gguf_vectors_regenerate_identically(oracle, tmp_path):
+    import subprocess
+    import sys
+    from ggspec.conformance.vectors import vectors_root
+    for mod, rel in (("generate_mix", "mix/mix.json"), ("generate_gguf", "gguf/gguf.json")):
+        out = subprocess.run([sys.executable, "-m", f"ggspec.vectors.{mod}", "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert (tmp_path / rel).read_bytes() == (vectors_root() / rel).read_bytes(), rel
