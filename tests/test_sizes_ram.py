@@ -46,7 +46,7 @@ def quantize(src: Path, dst: Path, mix: str) -> None:
 
 
 CASES = [("smollm-135m-like", "Q4_1"), ("gemma3-270m-like", "Q4_K_M"), ("qwen2-0.5b-like", "Q4_K_M"),
-         ("mixtral-small", "Q4_K_M"), ("phi3-small", "Q4_0"), ("qwen-v1-small", "Q8_0")]
+         ("mixtral-small", "Q4_K_M"), ("phi3-small", "Q4_0"), ("qwen-v1-small", "Q8_0"), ("qwen3moe-small", "Q4_K_M")]
 
 
 def measure(name: str, mix: str, workdir: Path, n_ctx: int = 4096, n_prompt: int = 512) -> dict:

@@ -438,6 +438,14 @@ def _inv_gemma3(s):
         (f"blk.{i}.attn_q_norm.weight", (s.n_embd_head,), "F32"), (f"blk.{i}.attn_k_norm.weight", (s.n_embd_head,), "F32")]]
 
 
+def _qk_norms(s, i):
+    return [(f"blk.{i}.attn_q_norm.weight", (s.n_embd_head,), "F32"), (f"blk.{i}.attn_k_norm.weight", (s.n_embd_head,), "F32")]
+
+
+def _inv_qwen3(s):  # dense or MoE (qwen3moe: n_ff is the expert FFN width, moe_intermediate_size)
+    return _globals(s) + [t for i in range(s.n_layer) for t in _attn(s, i) + _qk_norms(s, i) + _ffn(s, i)]
+
+
 def _inv_phi3(s):
     out = _globals(s)
     for i in range(s.n_layer):
@@ -501,6 +509,10 @@ ARCH_SPECS: dict[str, ArchSpec] = {s.name: s for s in (
              _ATTN_NAMES + "|" + _FFN_NAMES + r"|post_attention_norm\.weight|post_ffw_norm\.weight|attn_[qk]_norm\.weight",
              lambda nl, nh, nkv, nx: False, _inv_gemma3, swa_pattern=6,
              notes="tied embeddings, q/k norms, post norms, 5 of 6 layers sliding window"),
+    ArchSpec("qwen3", ("Qwen3ForCausalLM",), _GLOBALS, _ATTN_NAMES + "|" + _FFN_NAMES + r"|attn_[qk]_norm\.weight",
+             lambda nl, nh, nkv, nx: False, _inv_qwen3, notes="q/k norms, explicit head dim"),
+    ArchSpec("qwen3moe", ("Qwen3MoeForCausalLM",), _GLOBALS, _ATTN_NAMES + "|" + _FFN_NAMES + r"|attn_[qk]_norm\.weight",
+             lambda nl, nh, nkv, nx: False, _inv_qwen3, notes="q/k norms, experts (3-D *_exps, router F32)"),
     ArchSpec("phi3", ("Phi3ForCausalLM",), _GLOBALS + r"|rope_factors_(long|short)\.weight",
              _ATTN_NAMES + "|" + _FFN_NAMES + r"|rope_factors_(long|short)\.weight",
              lambda nl, nh, nkv, nx: False, _inv_phi3, notes="fused attn_qkv, fused gate/up in ffn_up (2 n_ff)"),
@@ -578,7 +590,7 @@ def shape_from_hf_config(config: "Mapping | str | Path", name: "str | None" = No
     n_layer = int(_hp_get(c, "num_hidden_layers", "n_layer"))
     head_dim = _hp_get(c, "head_dim", "kv_channels")
     rs = c.get("rope_scaling") or {}
-    n_expert = int(_hp_get(c, "num_local_experts", default=0) or 0)
+    n_expert = int(_hp_get(c, "num_local_experts", "num_experts", default=0) or 0)
     tied = bool(c.get("tie_word_embeddings", arch in ("gemma", "gemma2", "gemma3")))
     if arch == "qwen":
         tied = False  # Qwen v1 always has lm_head
@@ -588,7 +600,8 @@ def shape_from_hf_config(config: "Mapping | str | Path", name: "str | None" = No
     return ModelShape(
         arch=arch, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         n_head_kv=int(_hp_get(c, "num_key_value_heads", default=n_head) or n_head),
-        n_ff=int(_hp_get(c, "intermediate_size", "n_inner", default=4 * n_embd)),
+        n_ff=int(_hp_get(c, "moe_intermediate_size", "intermediate_size", "n_inner", default=4 * n_embd)
+                 if arch == "qwen3moe" else _hp_get(c, "intermediate_size", "n_inner", default=4 * n_embd)),
         n_vocab=int(c["vocab_size"]), head_dim=int(head_dim) if head_dim else 0, n_expert=n_expert,
         n_expert_used=int(_hp_get(c, "num_experts_per_tok", default=0) or 0), tied=tied,
         rope_freqs=arch == "llama" and (rs.get("rope_type") or rs.get("type")) == "llama3",

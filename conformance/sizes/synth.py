@@ -46,6 +46,8 @@ def write_f16(shape: ModelShape, path: "str | Path", seed: int = 0) -> Path:
     if shape.n_expert:
         w.add_expert_count(shape.n_expert)
         w.add_expert_used_count(shape.n_expert_used or 2)
+        if a == "qwen3moe":
+            w.add_expert_feed_forward_length(shape.n_ff)
     if shape.n_swa:
         w.add_sliding_window(shape.n_swa)
     if shape.rope_factors:
@@ -95,6 +97,8 @@ SYNTH_SHAPES: dict[str, ModelShape] = {s.name: s for s in (
     ModelShape("gemma3", 640, 6, 4, 1, 2048, 1000, head_dim=256, tied=True, n_swa=512, swa_pattern=6,
                name="gemma3-270m-like"),
     ModelShape("phi3", 256, 4, 8, 8, 512, 1000, name="phi3"),
+    ModelShape("qwen3", 256, 4, 8, 2, 768, 1000, head_dim=64, tied=True, name="qwen3"),
+    ModelShape("qwen3moe", 256, 4, 8, 2, 256, 1000, head_dim=64, n_expert=8, n_expert_used=2, name="qwen3moe"),
 )}
 
 
@@ -108,4 +112,6 @@ RSS_SHAPES: dict[str, ModelShape] = {s.name: s for s in (
     ModelShape("llama", 512, 8, 8, 2, 1024, 32000, n_expert=8, n_expert_used=2, name="mixtral-small"),
     ModelShape("phi3", 1024, 8, 16, 16, 2816, 32064, name="phi3-small"),
     ModelShape("qwen", 1024, 8, 16, 16, 5632, 32000, name="qwen-v1-small"),
+    ModelShape("qwen3moe", 512, 8, 8, 2, 512, 32000, head_dim=128, n_expert=16, n_expert_used=4,
+               name="qwen3moe-small"),
 )}
