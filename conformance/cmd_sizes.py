@@ -315,7 +315,7 @@ def _ram_text(ram: dict, n_ctx: int) -> str:
 def _run_gguf(args) -> int:
     inv = S.read_inventory(args.gguf)
     ov = _overrides(args)
-    r = S.predict_inventory(inv, args.mix, ov, _imatrix(args))
+    r = S.predict_inventory(inv, args.mix, ov, _imatrix(args), args.era or "gguf")
     if args.ram:
         r["ram_n_ctx"] = args.n_ctx
         r["ram_estimate"] = S.ram_from_inventory(inv, args.n_ctx, args.cache_type, mmap=not args.no_mmap,
@@ -329,6 +329,7 @@ def _run_gguf(args) -> int:
         print(json.dumps(out, indent=1))
     else:
         print(f"{args.gguf}: {r['arch']}, {r['mix']}" + (" (imatrix)" if r["imatrix"] else "")
+              + (f", rules of {r['era']}" if r["era"] != "gguf" else "")
               + (f", overrides {r['overrides']}" if {k for k in r['overrides'] if k != 'imatrix'} else ""))
         rows = r["rows"] if args.all else deviating
         if rows:
@@ -336,7 +337,8 @@ def _run_gguf(args) -> int:
                              f"{x['actual_bytes']:,}", f"{x['predicted_bytes']:,}", "DEVIATES" if x["deviates"] else ""]
                             for x in rows], headers=["tensor", "shape", "file", "llama-quantize", "file bytes",
                                                       "predicted bytes", ""], tablefmt="simple", disable_numparse=True))
-        print(f"\n{len(r['rows'])} tensors, {len(deviating)} deviate from today's llama-quantize mix"
+        print(f"\n{len(r['rows'])} tensors, {len(deviating)} deviate from "
+              + ("today's llama-quantize mix" if r["era"] == "gguf" else f"llama-quantize's mix of {r['era']}")
               + (" (a third-party quantizer, overrides, or another llama.cpp era)" if deviating else ""))
         print(f"predicted file size {r['predicted_file_size']:,} bytes, actual {r['actual_file_size']:,} "
               f"({r['difference']:+,})")

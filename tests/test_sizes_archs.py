@@ -316,3 +316,17 @@ def test_table_rows_with_L_suffix_and_imatrix_header(tmp_path):
     assert r[0]["predicted_bytes"] == S.ggml_file_size(a, "Q4_K_M", imatrix=True, overrides=q8)
     # "imatrix" in the header: Q4_0's first eighth of ffn_down is Q4_1 (only with an importance matrix)
     assert r[1]["predicted_bytes"] == S.ggml_file_size(a, "Q4_0", imatrix=True) > S.ggml_file_size(a, "Q4_0")
+
+
+@pytest.mark.oracle
+def test_check_mix_with_the_rules_of_another_day(oracle, f16_files, tmp_path):
+    # a Q2_K file made today: ffn_gate/ffn_up are Q2_K; under the rules of 2023-09 (bac66994c .. 147b17ac9)
+    # they were Q3_K, and attn_v was Q3_K without the n_gqa >= 4 rule -- the era check lists exactly those
+    out = tmp_path / "q2k.gguf"
+    quantize(f16_files["llama3-ropefreqs"], out, "Q2_K")
+    assert S.check_mix(out) == []
+    dev = S.check_mix(out, era="gguf@2023-09-30")
+    assert {(d["name"].split(".")[-2], d["actual"], d["predicted"]) for d in dev} == {
+        ("ffn_gate", "Q2_K", "Q3_K"), ("ffn_up", "Q2_K", "Q3_K")}
+    with pytest.raises(S.NotModelled):
+        S.check_mix(tmp_path / "q2k.gguf", era="gguf@2023-09-30", overrides=S.QuantOverrides(pure=True))

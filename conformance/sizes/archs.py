@@ -276,7 +276,7 @@ def from_hf_config(config: "Mapping | str | Path", name: "str | None" = None) ->
 def from_gguf(path: "str | Path") -> LlamaArchitecture:
     """An architecture from a GGUF file's metadata (needs ``ggspec.reference.gguf``)."""
     try:
-        from ..reference import gguf as gguf_reader  # written by the containers work; optional
+        from ...reference import gguf as gguf_reader
     except ImportError as e:  # pragma: no cover - depends on what has landed
         raise GGSpecError("reading GGUF metadata needs ggspec.reference.gguf, which is not available") from e
     from .mixes import NotModelled

@@ -124,8 +124,29 @@ def read_inventory(path: "str | Path") -> GGUFInventory:
     return inv
 
 
+def _dated_types(inv: GGUFInventory, mix: str, era: str, im, ov) -> "dict[str, str]":
+    """The types of the dated rules (``gguf@YYYY-MM-DD``), transcribed for dense Llama only."""
+    from .archs import from_gguf
+    from .mixes import tensor_allows_quantization, tensor_types
+    if inv.arch != "llama" or inv.hparams().get("n_expert"):
+        raise NotModelled(f"the rules of {era} for architecture {inv.arch!r}"
+                          f"{' with experts' if inv.arch == 'llama' else ''} (dated rules: dense Llama only)")
+    arch = from_gguf(inv.path)
+    arch = type(arch)(**{**arch.__dict__, "tied_embeddings": not any(t.name == "output.weight" for t in inv.tensors)})
+    by = {t.name(): (tuple(t.ne), ty) for t, ty in tensor_types(arch, mix, era, im, None if ov.is_default else ov)}
+    out = {}
+    for t in inv.tensors:
+        if t.name in by and by[t.name][0] == tuple(t.ne):
+            out[t.name] = by[t.name][1]
+        elif not tensor_allows_quantization(t.name, t.ne):
+            out[t.name] = t.type
+        else:
+            raise NotModelled(f"tensor {t.name} {t.ne} under the rules of {era} (not in the Llama-2-shaped inventory)")
+    return out
+
+
 def predict_inventory(inv: GGUFInventory, mix: "str | None" = None, overrides: "QuantOverrides | None" = None,
-                      imatrix: "bool | None" = None) -> dict:
+                      imatrix: "bool | None" = None, era: str = "gguf") -> dict:
     """Per-tensor prediction for a file: {arch, mix, imatrix, rows: [{name, shape, actual, predicted,
     actual_bytes, predicted_bytes, deviates}], predicted_file_size, actual_file_size, deviations}.
 
@@ -141,8 +162,15 @@ def predict_inventory(inv: GGUFInventory, mix: "str | None" = None, overrides: "
     mix = normalize_mix(mix)
     ov = overrides or QuantOverrides()
     im = imatrix if imatrix is not None else (ov.imatrix if ov.imatrix is not None else inv.imatrix)
-    types = predict_tensor_types(inv.arch, [(t.name, t.ne, t.type) for t in inv.tensors], mix, im, ov,
-                                 hparams=inv.hparams())
+    from .mixes import _rules_date
+    base, date = _rules_date(era)
+    if base != "gguf":
+        raise NotModelled(f"era {era} for a GGUF file")
+    if date == "today":
+        types = predict_tensor_types(inv.arch, [(t.name, t.ne, t.type) for t in inv.tensors], mix, im, ov,
+                                     hparams=inv.hparams())
+    else:
+        types = _dated_types(inv, mix, era, im, ov)
     rows = []
     data = 0
     for t in inv.tensors:
@@ -155,7 +183,7 @@ def predict_inventory(inv: GGUFInventory, mix: "str | None" = None, overrides: "
         rows.append({"name": t.name, "shape": list(t.ne), "actual": t.type, "predicted": p, "actual_bytes": t.nbytes,
                      "predicted_bytes": pb, "deviates": p != t.type})
     predicted = inv.header_bytes_v3 + data
-    return {"path": inv.path, "arch": inv.arch, "mix": mix, "imatrix": bool(im), "overrides": _ov_json(ov),
+    return {"path": inv.path, "arch": inv.arch, "mix": mix, "era": era, "imatrix": bool(im), "overrides": _ov_json(ov),
             "hparams": inv.hparams(), "gguf_version": inv.version, "header_bytes": inv.header_bytes_v3,
             "rows": rows, "predicted_file_size": predicted, "actual_file_size": inv.file_size,
             "difference": inv.file_size - predicted, "deviations": [r for r in rows if r["deviates"]]}
@@ -168,14 +196,14 @@ def _ov_json(ov: QuantOverrides) -> dict:
     return d
 
 
-def predict_file(path, mix=None, overrides=None, imatrix=None) -> dict:
-    return predict_inventory(read_inventory(path), mix, overrides, imatrix)
+def predict_file(path, mix=None, overrides=None, imatrix=None, era: str = "gguf") -> dict:
+    return predict_inventory(read_inventory(path), mix, overrides, imatrix, era)
 
 
-def check_mix(path, mix=None, overrides=None, imatrix=None) -> "list[dict]":
+def check_mix(path, mix=None, overrides=None, imatrix=None, era: str = "gguf") -> "list[dict]":
     """The tensors whose type differs from what llama-quantize would give them (empty: the file
-    follows llama.cpp's mix)."""
-    return predict_file(path, mix, overrides, imatrix)["deviations"]
+    follows llama.cpp's mix; ``era``: the rules of another day, dense Llama only)."""
+    return predict_file(path, mix, overrides, imatrix, era)["deviations"]
 
 
 __all__ = ["FileTensor", "GGUFInventory", "read_inventory", "predict_inventory", "predict_file", "check_mix"]
