@@ -330,3 +330,13 @@ def test_check_mix_with_the_rules_of_another_day(oracle, f16_files, tmp_path):
         ("ffn_gate", "Q2_K", "Q3_K"), ("ffn_up", "Q2_K", "Q3_K")}
     with pytest.raises(S.NotModelled):
         S.check_mix(tmp_path / "q2k.gguf", era="gguf@2023-09-30", overrides=S.QuantOverrides(pure=True))
+
+
+def test_a_shard_of_a_split_file_is_not_modelled(tmp_path):
+    import numpy as np
+    from ggspec.reference import gguf as G
+    p = G.write(tmp_path / "s.gguf", {"general.architecture": "llama", "general.file_type": G.Value(15, G.ValueType.UINT32),
+                                      "split.no": G.Value(0, G.ValueType.UINT16), "split.count": G.Value(3, G.ValueType.UINT16)},
+                {"blk.0.attn_q.weight": np.zeros((8, 32), np.float32)})
+    with pytest.raises(S.NotModelled, match="split GGUF"):
+        S.predict_file(p)

@@ -153,6 +153,10 @@ def predict_inventory(inv: GGUFInventory, mix: "str | None" = None, overrides: "
     Raises ``NotModelled`` (architecture, tensor, ftype or hyper-parameter unknown)."""
     if inv.arch is None:
         raise NotModelled("the architecture: the file has no general.architecture")
+    n_split = inv.metadata.get("split.count")
+    if n_split is not None and int(n_split) > 1:
+        raise NotModelled(f"a split GGUF (shard {int(inv.metadata.get('split.no', 0)) + 1} of {int(n_split)}): the "
+                          f"quantizer's counters and the tied-embedding test need every shard's tensors")
     if mix is None:
         mix = inv.mix
         if mix is None:

@@ -293,6 +293,8 @@ def ram_from_inventory(inv, n_ctx: int = 4096, cache_type: str = "f16", *, types
     if inv.arch is None:
         raise NotModelled("the architecture: the file has no general.architecture")
     arch_spec(inv.arch)
+    if int(inv.metadata.get("split.count") or 1) > 1:
+        raise NotModelled("the RAM of a split GGUF from one shard (the other shards' tensors are not in it)")
     if types is None:
         ts = [(t.name, t.ne, t.type, t.offset, t.offset + t.nbytes) for t in inv.tensors]
     else:
