@@ -28,9 +28,16 @@ def test_vector_files_agree_with_the_registry():
         assert vf.provenance["oracle"] == "llama-cpp-python 0.3.36"
 
 
-def test_total_size_under_30_mb():
+def test_codec_vectors_under_16_mb():
     total = sum(p.stat().st_size for p in vectors.vector_paths())
-    assert total < 30 * 1024 * 1024
+    assert total < 16 * 1024 * 1024
+
+
+def test_whole_vector_set_under_40_mb():
+    """The budget of issue 15: every shipped vector file (codec, gguf, model) together."""
+    root = vectors.vectors_root()
+    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".gguf", ".bin"))
+    assert total < 40 * 1000 * 1000, f"{total / 1e6:.1f} MB"
 
 
 def _ops_with_cases(vf) -> list:

@@ -227,6 +227,542 @@ def random_blocks(t: GGMLType, rng: np.random.Generator):
 
 
 # ------------------------------------------------------------------------------------------------
+# adversarial cases: exact rounding ties, special values, shapes (docs/vectors.md, "Adversarial
+# cases"). Their inputs are constructed here (plain numpy) or, for a few, derived from an oracle
+# output; every expected value still comes from the oracle. They use their own random stream, so
+# the ordinary cases above are unchanged.
+
+F32_SPECIALS = [  # (name, float32 bits) fed to quantizers
+    ("quiet NaN", 0x7FC00000), ("negative quiet NaN", 0xFFC00000), ("signalling NaN", 0x7F800001),
+    ("quiet NaN with payload", 0x7FC12345), ("negative signalling NaN with payload", 0xFFA5A5A5),
+    ("+Inf", 0x7F800000), ("-Inf", 0xFF800000), ("-0", 0x80000000), ("smallest subnormal", 0x00000001),
+    ("largest subnormal", 0x007FFFFF), ("smallest normal", 0x00800000), ("largest finite", 0x7F7FFFFF),
+    ("most negative finite", 0xFF7FFFFF),
+]
+SPECIAL_POSITIONS = (5, 37, 200, 255)  # blocks 0 and 1 of 32-blocks, sub-block 12 of 256-blocks, the last value
+
+
+def adv_rng(t: GGMLType, k: int) -> np.random.Generator:
+    return np.random.default_rng([SEED, zlib.crc32(t.name.encode()), 15, k])
+
+
+def f32_bits(*u) -> np.ndarray:
+    return np.array(u, dtype="<u4").view("<f4").astype(np.float32)
+
+
+def aborts(fn) -> bool:
+    """Run ``fn`` (an oracle call) in a forked child: True when ggml aborts or crashes there."""
+    import os
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child: silence ggml's assertion message, run, report by exit status
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.environ["GGML_NO_BACKTRACE"] = "1"   # no gdb attach on GGML_ASSERT
+            fn()
+            code = 0
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return status != 0
+
+
+def _with(x: np.ndarray, pos, v) -> np.ndarray:
+    x = x.copy()
+    for p in pos:
+        if p < x.shape[-1]:
+            x[..., p] = v
+    return x
+
+
+def special_rows(t: GGMLType, rng) -> list:
+    """One row per special value (injected into a standard normal row), plus whole rows of -0,
+    largest finite values and values far outside fp16 range."""
+    n = N_PER_ROW if t.block_size >= 256 else 2 * max(t.block_size, 32)   # 64 values for 32-blocks
+    base = rng.standard_normal((1, n)).astype(np.float32)
+    out = []
+    pos = sorted({p for p in SPECIAL_POSITIONS if p < n} | {n - 1})
+    for name, bits in F32_SPECIALS:
+        v = f32_bits(bits)[0]
+        out.append((f"normal row with {name} (0x{bits:08x}) at {pos}", ["SpecialInput"], _with(base, pos, v)))
+    out += [
+        ("all -0.0", ["SpecialInput", "Zeros"], np.full((1, n), -0.0, np.float32)),
+        ("largest finite float32 magnitudes, alternating signs", ["SpecialInput"],
+         (np.where(np.arange(n) % 2 == 0, 1, -1) * f32_bits(0x7F7FFFFF)[0]).astype(np.float32)[None]),
+        ("normal row scaled by 1e30 (scales overflow fp16)", ["SpecialInput", "Scaled"], (base * np.float32(1e30))),
+        ("normal row scaled by 1e-42 (float32 subnormals)", ["SpecialInput", "Subnormal"], (base * np.float32(1e-42))),
+        ("normal row scaled by 1e-20 (group maxima between 1e-30 and GROUP_MAX_EPS = 1e-15)", ["Scaled"],
+         (base * np.float32(1e-20))),
+    ]
+    return out
+
+
+def special_imatrices(rng) -> list:
+    n = N_PER_ROW
+    ones = np.ones(n, np.float32)
+    return [
+        ("importance with NaN at 4 columns", ["SpecialImatrix"], _with(ones, SPECIAL_POSITIONS, np.nan)),
+        ("importance with +Inf at 4 columns", ["SpecialImatrix"], _with(ones, SPECIAL_POSITIONS, np.inf)),
+        ("negative importance at 4 columns", ["SpecialImatrix"], _with(ones, SPECIAL_POSITIONS, -2.0)),
+        ("importance 1e30 at 4 columns", ["SpecialImatrix"], _with(ones, SPECIAL_POSITIONS, 1e30)),
+        ("subnormal importance everywhere", ["SpecialImatrix"], np.full(n, 1e-40, np.float32)),
+        ("all-zero importance", ["SpecialImatrix", "ImatrixZeros"], np.zeros(n, np.float32)),
+    ]
+
+
+def _blocks_row(blocks, n=N_PER_ROW) -> np.ndarray:
+    row = np.concatenate([np.asarray(b, np.float32) for b in blocks])
+    assert row.size == n, row.size
+    return row[None]
+
+
+def _halves(lo, hi, k, rng):
+    """k values (j + 0.5) for integers j in [lo, hi), both signs of parity included."""
+    return (rng.integers(lo, hi, k) + 0.5).astype(np.float64)
+
+
+def tie_rows(t: GGMLType, rng) -> list:
+    """Rows whose scaled values land exactly on .5 at the type's rounding sites (and a few that sit
+    one float32 step off them), so that round-half-to-even, half-up, roundf, (int)(x+0.5f) and
+    x/d versus x*(1/d) all give different levels somewhere."""
+    name = t.name
+    out = []
+    qk = t.block_size
+
+    def legacy_symmetric(nmax):       # Q4_0/Q5_0: d = max/-nmax, (int)(x*id + nmax + 0.5f)
+        bl = []
+        for d in (1.0, 0.25, 3.0, 5.0, 7.0, 0.1, 1.0 / 3, 6.0):
+            h = _halves(-nmax, nmax, qk - 2, rng) * d
+            bl.append(np.concatenate([[-nmax * d, nmax * d], h]))   # -max first: d > 0; +max hits the MIN(15/31)
+        return bl
+
+    def legacy_affine(nmax):          # Q4_1/Q5_1: d = (max-min)/nmax, (int)((x-min)*id + 0.5f)
+        bl = []
+        for d, m in ((1.0, 0.0), (1.0, -5.0), (0.25, 0.0), (3.0, 0.0), (5.0, -2.0), (7.0, 1.0), (0.1, 0.0), (6.0, -3.0)):
+            body = _halves(0, nmax, qk - 4, rng) * d + m
+            edge = [m, m + nmax * d, m + np.float32(0.49999997) * d, m + np.float32(0.50000006) * d]
+            bl.append(np.concatenate([edge, body]))
+        return bl
+
+    def q8(nmax=127):                 # Q8_0/Q8_1: d = amax/127, roundf(x*id)
+        bl = []
+        for d in (1.0, 0.125, 3.0, 5.0, 7.0, 0.1, 11.0, 1.0 / 3):
+            h = _halves(-nmax, nmax, qk - 2, rng) * d
+            bl.append(np.concatenate([[nmax * d, -nmax * d], h]))
+        return bl
+
+    if name in ("Q4_0", "Q5_0"):
+        bl = legacy_symmetric(8 if name == "Q4_0" else 16)
+        out.append((f"{name}: -max, +max, then half-integer multiples of d for 8 scales d", ["RoundingTie", "ExactTie"],
+                    _blocks_row(bl)))
+    elif name in ("Q4_1", "Q5_1"):
+        bl = legacy_affine(15 if name == "Q4_1" else 31)
+        out.append((f"{name}: min, max, min + 0.49999997*d, then half-integer levels for 8 (d, min)",
+                     ["RoundingTie", "ExactTie"], _blocks_row(bl)))
+    elif name in ("Q8_0", "Q8_1"):
+        out.append((f"{name}: +-127*d, then half-integer multiples of d for 8 scales d", ["RoundingTie", "ExactTie"],
+                    _blocks_row(q8())))
+    elif name == "Q8_K":
+        bl = []
+        for d in (1.0, 2.0**-5):
+            h = _halves(-127, 127, 255, rng) * d
+            bl.append(np.concatenate([[-127 * d], h]))            # iscale = -127/max = 1/d exactly
+        out.append(("Q8_K: max = -127*d, then half-integer multiples of d (nearest_int ties)",
+                    ["RoundingTie", "ExactTie"], np.stack([b for b in bl])))
+    elif name in ("TQ1_0", "TQ2_0", "Q2_0"):
+        rows = []
+        for d in (1.0, 0.125, 3.0, 1e-3):
+            v = np.resize(np.array([1.0, -0.5, 0.5, 0.49999997, -0.49999997, 0.50000006, -0.50000006, 0.0, -0.0]),
+                          N_PER_ROW)
+            v[0] = 1.0
+            rows.append(v * d)
+        out.append((f"{name}: amax d, values d*(+-0.5, +-0.5 -+ 1 ulp, 0, -0) (lroundf/roundf ties)",
+                    ["RoundingTie", "ExactTie"], np.stack(rows)))
+    elif name == "MXFP4":
+        bl = []
+        mids = np.array([0.5, 1.5, 2.5, 3.5, 5.0, 7.0, 10.0, 0.25, 1.25, 1.75, 2.25, 4.5, 6.5])
+        for e in (0, 3, -4, 10):       # block amax 8 * 2**e: d = 2**e, midpoints between e2m1 levels
+            vals = np.resize(np.concatenate([mids, -mids]), qk) * 2.0**e
+            vals[0] = 8.0 * 2.0**e
+            bl.append(vals)
+        for k in (8, 3, 20, -6):     # amax = the largest float below 2**k: floorf(log2f) rounds up to k
+            below = np.nextafter(np.float32(2.0**k), np.float32(0))
+            vals = rng.uniform(-1, 1, qk) * float(below) * 0.5
+            vals[3] = below
+            bl.append(vals)
+        out.append(("MXFP4: midpoints between e2m1 levels; amax just below a power of two (log2f rounds up)",
+                    ["RoundingTie", "ExactTie"], _blocks_row(bl)))
+    elif name == "NVFP4":
+        out += nvfp4_tie_rows(rng)
+    elif name.startswith(("IQ2", "IQ3", "IQ1")):
+        # grid searches: l = nearest_int(0.5*(id*|x| - 1)) with id = (2*kMaxQ-1)/vmax at the first trial:
+        # integer multiples of vmax/(2*kMaxQ-1) put even values of id*|x| on exact .5 ties
+        top = 15 if name.startswith("IQ3") else 5
+        rows = []
+        for u in (1.0, 0.25, 3.0):
+            v = rng.integers(1, top + 1, N_PER_ROW).astype(np.float64)
+            v[::8] = top
+            rows.append(v * u * np.where(rng.uniform(size=N_PER_ROW) < 0.5, -1, 1))
+        out.append((f"{name}: groups of integer multiples of vmax/{top} (even ones tie in the grid rounding)",
+                    ["RoundingTie", "ExactTie"], np.stack(rows)))
+    if name == "Q1_0":
+        # d = (sequential float sum of |x|)/128: a large first value, then values below its half-ulp;
+        # the sequential sum drops them, a pairwise sum would not, and d lands on either side of an
+        # fp16 rounding mid-point
+        x = np.full(N_PER_ROW, np.float32(7e-6), np.float32) * np.where(np.arange(N_PER_ROW) % 3, 1, -1)
+        x[0], x[128] = np.float32(128.0625 - 0.0003), np.float32(-(128.0625 - 0.0003))
+        out.append(("Q1_0: one large value then values below its half-ulp (sum order shows in fp16 d)",
+                    ["SumOrder"], x[None]))
+    if name == "Q3_K":
+        # sub-blocks for which make_q3_quants changes a level in its 5th refinement pass, and the
+        # resulting scale changes fp16(d) (found by searching random 16-vectors)
+        subs = [f32_bits(*u).astype(np.float64) for u in Q3K_PASS5]
+        rows = []
+        for k in range(len(subs)):
+            row = [subs[k]] + [subs[(k + j) % len(subs)] * 0.5 for j in range(1, 16)]
+            rows.append(np.concatenate(row))
+        out.append(("Q3_K: the largest sub-block needs make_q3_quants' 5th refinement pass",
+                    ["SearchPasses"], np.stack(rows)))
+    return [(c, fl, np.asarray(x, np.float32)) for c, fl, x in out]
+
+
+Q3K_PASS5 = [
+    (3208288379, 1070415812, 1058317908, 1066072813, 1060645639, 1073497155, 3209704585, 3182344688,
+     3216602352, 3215372338, 3189386922, 3219361472, 1054198448, 3216135870, 3221090967, 1061766755),
+    (1066823554, 3213144676, 1057380322, 1067404555, 3211315436, 3193650341, 1060438548, 3223197681,
+     1075278857, 1066259478, 3207364691, 3214789594, 1058180164, 3218210938, 1063812811, 1070108573),
+    (3199592594, 3203629557, 1061089884, 3215636691, 1067810743, 1067611478, 3213679305, 3212906059,
+     1043989221, 3215248116, 1065829345, 1067985447, 1065712287, 1065319984, 3208386350, 3191867370),
+    (1042822047, 1034776926, 3201623081, 1053401328, 1052463450, 1059249672, 3209881811, 3181129041,
+     3205242954, 1051511375, 1062310029, 1060529333, 3195859869, 3204797123, 3208299425, 1029334822),
+]
+
+
+def _ue4m3_code(x: float) -> int:
+    """ue4m3 rounding as ggml_fp32_to_ue4m3 documents it (half-up from bit 19; subnormals
+    (int)(x*512 + 0.5f)); used only to pick NVFP4 inputs near its rounding boundaries."""
+    x = np.float32(x)
+    if not x > 0:
+        return 0
+    x = min(x, np.float32(448.0))
+    bits = int(np.array([x], np.float32).view(np.uint32)[0])
+    e = ((bits >> 23) & 0xFF) - 127 + 7
+    if e <= 0:
+        return min(7, int(np.float32(x * np.float32(512.0)) + np.float32(0.5)))
+    man = ((bits >> 20) & 7) + ((bits >> 19) & 1)
+    if man > 7:
+        man, e = 0, e + 1
+    return 0x7E if e >= 15 else (e << 3) | man
+
+
+def nvfp4_tie_rows(rng) -> list:
+    """NVFP4: sub-block amax/6 exactly on ue4m3 rounding ties (normal and subnormal), with a carry,
+    and amax values where amax/6 and amax*(1/6) fall on different sides of a tie."""
+    targets = []
+    for j in (-3, 0, 2, 5):
+        for m in (0, 2, 4, 6):                         # even mantissa: half-up and half-even differ
+            targets.append((1 + m / 8 + 1 / 16) * 2.0**j)
+        targets.append((1 + 7 / 8 + 1 / 16) * 2.0**j)  # man 111 + round bit: carry into the exponent
+    for m in (0, 1, 2, 4, 6):                          # subnormal ue4m3: (int)(x*512 + 0.5f) ties
+        targets.append((m + 0.5) / 512)
+    amaxes = [np.float32(6.0 * t) for t in targets]
+    # amax/6 vs amax*(1/6): scan float32 neighbours of 6*t for a pair that rounds differently
+    sixth = np.float32(1.0) / np.float32(6.0)
+    found = []
+    for t in targets:
+        a = np.float32(6.0 * t)
+        for k in range(-40, 41):
+            c = np.float32(a + np.float32(k) * np.spacing(a))
+            if _ue4m3_code(np.float32(c / np.float32(6.0))) != _ue4m3_code(np.float32(c * sixth)):
+                found.append(c)
+                break
+    amaxes += found
+    subs = []
+    for a in amaxes:
+        v = rng.uniform(-1, 1, 16) * float(a)
+        v[rng.integers(0, 16)] = a if rng.integers(0, 2) else -a
+        subs.append(v)
+    while len(subs) % 16:
+        subs.append(subs[len(subs) % len(amaxes)])
+    rows = np.concatenate(subs).reshape(-1, N_PER_ROW)
+    return [("NVFP4: sub-block amax/6 on ue4m3 ties (half-up vs half-even, subnormal, carry) and where "
+             "amax/6 and amax*(1/6) round to different scales", ["RoundingTie", "ExactTie"], rows)]
+
+
+def sign_rows(t: GGMLType, rng) -> list:
+    """Blocks whose extremes are +a and -a (which one is 'the' max decides a sign and a clamp):
+    sub-block j+1 is the negation of sub-block j, and each sub-block holds +a and -a."""
+    n = N_PER_ROW
+    sub = 16
+    x = rng.standard_normal(n)
+    x = x.reshape(-1, 2, sub)
+    x[:, 1] = -x[:, 0]
+    row1 = x.reshape(1, n)
+    y = rng.standard_normal((n // sub, sub))
+    a = np.abs(y).max(axis=1) * 1.25
+    y[:, 3] = a
+    y[:, 9] = -a
+    y[::2, [3, 9]] = y[::2, [9, 3]]
+    row2 = y.reshape(1, n)
+    return [("pairs of sub-blocks that are negations of each other", ["OppositeExtremes"], row1.astype(np.float32)),
+            ("each group of 16 holds +a and -a as its extremes (alternating order)", ["OppositeExtremes"],
+             row2.astype(np.float32))]
+
+
+def grid_rows(t: GGMLType, rng) -> list:
+    """Sub-blocks that lie exactly on a level grid, at scales that are powers of two apart (copies of
+    one sub-block at 2**k scales) and at scales whose codes tie; plus a row where every sub-block
+    repeats the first one scaled by 2**k."""
+    n = N_PER_ROW
+    base = rng.standard_normal(16)
+    row = np.concatenate([base * 2.0 ** (k % 7 - 3) * (-1) ** k for k in range(n // 16)])
+    lv = rng.integers(0, 16, (n // 16, 16)).astype(np.float64)
+    lv[:, 0], lv[:, 1] = 0, 15
+    scales = np.array([63, 62.5, 31.5, 2.5, 0.5, 7.5, 12.5, 1.5, 63, 0.25, 4.5, 9.5, 20.5, 33.5, 44.5, 52.5]) / 8
+    row2 = (lv * scales[:, None]).reshape(-1)
+    return [("every group of 16 is the first one times +-2**k", ["PowerOfTwoCopies"], row[None].astype(np.float32)),
+            ("groups of 16 on an integer level grid (0..15) at scales whose 4/6-bit codes tie", ["GridExact", "RoundingTie"],
+             row2[None].astype(np.float32))]
+
+
+def f16_special_rows() -> list:
+    """F16/BF16/F32 quantize: NaN payloads, signalling NaNs, infinities, signed zeros, subnormals,
+    overflow thresholds and exact rounding ties of both conversions."""
+    specials = [b for _, b in F32_SPECIALS]
+    f16_ties = []
+    for h in (0x3C00, 0x3C01, 0x0000, 0x0001, 0x03FF, 0x0400, 0x7BFE, 0x7BFF, 0x3555, 0x1000):
+        lo = np.array([h], np.uint16).view(np.float16).astype(np.float32)[0]
+        hi = np.array([h + 1], np.uint16).view(np.float16).astype(np.float32)[0]
+        mid = np.float32((np.float64(lo) + np.float64(hi)) / 2)       # exact in float32
+        for v in (mid, np.nextafter(mid, np.float32(0)), np.nextafter(mid, np.float32(np.inf))):
+            f16_ties += [int(np.array([v], np.float32).view(np.uint32)[0]), int(np.array([-v], np.float32).view(np.uint32)[0])]
+    f16_ties += [0x477FF000, 0x477FEFFF, 0x477FF001, 0x33000000, 0x33000001, 0x32FFFFFF, 0x33C00000, 0x387FE000]
+    bf16_ties = [0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F808001, 0x7F7F8000, 0x7F7F7FFF, 0xFF7F8000, 0x00008000,
+                 0x00018000, 0x80008000, 0x7F800001, 0x7F80FFFF, 0xFF810000, 0x7FA12345, 0x7F8000FF, 0xFFFFFFFF]
+    u = np.array(specials + f16_ties + bf16_ties, dtype=np.uint32)
+    u = np.resize(u, ((u.size + 7) // 8) * 8)
+    return [("NaN payloads, sNaNs, +-Inf, +-0, subnormals, overflow thresholds, fp16 and bf16 rounding ties",
+             ["SpecialInput", "RoundingTie", "ExactTie"], u.view(np.float32).reshape(1, -1))]
+
+
+def tie_imatrix_cases(t: GGMLType, rng) -> list:
+    """Search-type quantizers with an importance matrix: sub-blocks exactly on the type's level grid
+    (so the fitted scale is exact) plus elements of importance 0 placed exactly on the mid-point
+    between two levels, where the final rounding ties."""
+    out = []
+    if t.name in ("IQ4_NL", "IQ4_XS"):
+        kv = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float64)
+        mids = (kv[:-1] + kv[1:]) / 2
+        rows, ims = [], []
+        for r in range(2):
+            x = np.zeros(N_PER_ROW)
+            im = np.ones(N_PER_ROW)
+            ls = [-32, -16, 8, 4, -2, 1, 16, -4] if t.name == "IQ4_XS" else [1] * 8
+            for ib in range(8):
+                dl = (2.0 ** -(3 + r)) * ls[ib] if t.name == "IQ4_XS" else 2.0 ** -(ib % 4 + 2 * r)
+                L = rng.integers(0, 16, 32)
+                L[:2] = (0, 15)
+                xb = kv[L] * dl
+                tie = rng.choice(np.arange(2, 32), 10, replace=False)
+                xb[tie] = rng.choice(mids, 10) * dl
+                im_b = np.ones(32)
+                im_b[tie] = 0.0
+                x[32 * ib:32 * ib + 32] = xb
+                im[32 * ib:32 * ib + 32] = im_b
+            rows.append(x)
+            ims.append(im)
+        for x, im in zip(rows, ims):
+            out.append((f"{t.name}: groups exactly on the level grid, importance-0 elements on level mid-points",
+                        ["RoundingTie", "ExactTie", "ImatrixZeros"], x[None].astype(np.float32), im.astype(np.float32)))
+    return out
+
+
+def shape_cases(t: GGMLType, rng) -> list:
+    """(comment, flags, x) with other row lengths and row counts: 1 and 2 blocks, many blocks, up to
+    64 rows, and (for block sizes below 256) a row length that is not a multiple of 256."""
+    qk = t.block_size
+    out = []
+    if qk == 1:
+        return [("3 rows of 7 values", ["Shape"], rng.standard_normal((3, 7))),
+                ("1 value", ["Shape"], rng.standard_normal((1, 1)))]
+    nrows = 64 if qk < 256 else 16   # (64 rows of 256 would cost 300 KB per type)
+    out.append((f"{nrows} rows of one block ({qk})", ["Shape", "ManyRows"], rng.standard_normal((nrows, qk))))
+    out.append((f"one row of two blocks ({2 * qk})", ["Shape"], rng.standard_normal((1, 2 * qk))))
+    many = 2048 if qk < 256 else 1024
+    out.append((f"one row of {many // qk} blocks ({many}), each block at its own scale", ["Shape", "ManyBlocks"],
+                rng.standard_normal((1, many)) * np.repeat(10.0 ** rng.uniform(-2, 2, many // qk), qk)))
+    if qk < 256:
+        k = 3 * qk if (3 * qk) % 256 else 5 * qk
+        out.append((f"2 rows of {k} (not a multiple of 256)", ["Shape"], rng.standard_normal((2, k))))
+    return [(c, fl, np.asarray(x, np.float32)) for c, fl, x in out]
+
+
+# Inputs found by searching against the oracle (tests/mutation/search.py): recipe rows for which a
+# plausible mistake in some quantizer gives different bytes than ggml. Each entry is
+# (type, recipe, seed, imatrix recipe or None, the mistake it exposes); the rows are re-made here
+# from the recipe and seed, and their expected bytes come from the oracle like every other case.
+RECIPES = ("normal", "t3", "blocky", "spiky", "uniform", "tiny-groups", "one-big")
+IMATRIX_RECIPES = ("lognormal", "ones", "sparse")
+SEARCHED: list = [
+]
+
+
+def recipe_row(name: str, seed: int, n: int = N_PER_ROW) -> np.ndarray:
+    """A (1, n) float32 row from a named random recipe (independent of the type)."""
+    rng = np.random.default_rng([SEED, 15, 99, RECIPES.index(name), seed])
+    if name == "normal":
+        x = rng.standard_normal(n)
+    elif name == "t3":
+        x = rng.standard_t(3, n)
+    elif name == "blocky":
+        x = rng.standard_normal(n) * np.repeat(10.0 ** rng.uniform(-1, 1, n // 16), 16)
+    elif name == "spiky":
+        x = np.where(rng.uniform(size=n) < 0.05, rng.standard_normal(n) * 10, rng.standard_normal(n) * 0.1)
+    elif name == "uniform":
+        x = rng.uniform(-1, 1, n)
+    elif name == "tiny-groups":     # each group of 16 at a random scale, some groups almost zero
+        x = rng.standard_normal(n) * np.repeat(10.0 ** rng.uniform(-6, 0, n // 16), 16)
+    elif name == "one-big":         # each group of 16: one dominant value, the rest small
+        x = rng.standard_normal(n) * 0.05
+        x[np.arange(0, n, 16) + rng.integers(0, 16, n // 16)] = rng.choice([-1.0, 1.0], n // 16) * rng.uniform(1, 3, n // 16)
+    else:
+        raise ValueError(name)
+    return x.astype(np.float32)[None]
+
+
+def recipe_imatrix(name: str, seed: int, n: int = N_PER_ROW) -> np.ndarray:
+    rng = np.random.default_rng([SEED, 15, 98, IMATRIX_RECIPES.index(name), seed])
+    if name == "lognormal":
+        im = np.exp(rng.standard_normal(n) * 2)
+    elif name == "ones":
+        im = np.ones(n)
+    elif name == "sparse":
+        im = np.where(rng.uniform(size=n) < 0.3, 0.0, rng.uniform(0.1, 4, n))
+    else:
+        raise ValueError(name)
+    return im.astype(np.float32)
+
+
+def searched_cases(t: GGMLType) -> list:
+    """(comment, flags, x, imatrix) for the SEARCHED entries of type t."""
+    out = []
+    for tname, rec, seed, imrec, why in SEARCHED:
+        if tname != t.name:
+            continue
+        im = None if imrec is None else recipe_imatrix(imrec, seed)
+        out.append((f"searched: {rec} row #{seed}" + (f", {imrec} importance" if imrec else "") + f" ({why})",
+                    ["Searched"], recipe_row(rec, seed), im))
+    return out
+
+
+def _f16(raw, off) -> np.float32:
+    return np.frombuffer(raw, "<u2", 1, off).view(np.float16).astype(np.float32)[0]
+
+
+def _k_subblocks(name: str, blk: bytes):
+    """(first index, length, d_j, m_j, nmin, nmax) of each sub-block of a Q2_K/Q4_K/Q5_K/Q6_K block as
+    ggml's quantizer re-derives its final levels: L = nearest_int((x + m_j)/d_j) clamped (ggml-common.h
+    layouts; m_j = 0 for Q6_K)."""
+    out = []
+    if name == "Q2_K":
+        d, dm = _f16(blk, 80), _f16(blk, 82)
+        for j in range(16):
+            sc = blk[j]
+            out.append((16 * j, 16, d * np.float32(sc & 0xF), dm * np.float32(sc >> 4), 0, 3))
+    elif name in ("Q4_K", "Q5_K"):
+        d, dm = _f16(blk, 0), _f16(blk, 2)
+        q = blk[4:16]
+        for j in range(8):
+            if j < 4:
+                sc, m = q[j] & 63, q[j + 4] & 63
+            else:
+                sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)
+                m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4)
+            out.append((32 * j, 32, d * np.float32(sc), dm * np.float32(m), 0, 15 if name == "Q4_K" else 31))
+    elif name == "Q6_K":
+        d = _f16(blk, 208)
+        sc = np.frombuffer(blk, np.int8, 16, 192)
+        for j in range(16):
+            out.append((16 * j, 16, d * np.float32(sc[j]), np.float32(0), -32, 31))
+    return out
+
+
+def _nearest(v) -> int:
+    return int(np.rint(np.float32(v)))  # round half to even, as ggml's nearest_int for small values
+
+
+def level_tie_row(t: GGMLType, oracle: Oracle, x: np.ndarray, imatrix=None, per_sub: int = 2) -> np.ndarray:
+    """Move a few elements of each sub-block onto the float32 neighbourhood of a level mid-point of
+    the block the oracle made, choosing values where (x + m)/d and (x + m)*(1/d) round to different
+    levels (so both the tie rule and the division are pinned down). Done twice, re-quantizing in
+    between, because moving elements can move the scales."""
+    x = np.array(x, np.float32).reshape(-1)
+    with np.errstate(all="ignore"):
+        for _round in range(2):
+            blk = oracle.quantize(t, x[None], imatrix)
+            for first, n, dj, mj, lo, hi in _k_subblocks(t.name, blk):
+                if not (np.isfinite(dj) and dj != 0 and np.isfinite(mj)):
+                    continue
+                v = (x[first:first + n] + mj) / dj
+                frac = np.abs(v - np.floor(v) - np.float32(0.5))
+                ok = (np.floor(v) >= lo) & (np.floor(v) + 1 <= hi)
+                order = [i for i in np.argsort(np.where(ok, frac, np.inf), kind="stable") if ok[i]][:per_sub]
+                inv = np.float32(1) / dj
+                for i in order:
+                    target = np.float32((np.floor(v[i]) + 0.5) * dj) - mj
+                    c = np.float32(target)
+                    for k in range(0, 40):
+                        cand = np.float32(c + np.float32((k + 1) // 2 * (1 if k % 2 else -1)) * np.spacing(c))
+                        a = np.float32(np.float32(cand + mj) / dj)
+                        b = np.float32(np.float32(cand + mj) * inv)
+                        if _nearest(a) != _nearest(b):
+                            x[first + i] = cand
+                            break
+    return x[None]
+
+
+def level_tie_cases(t: GGMLType, oracle: Oracle, rng) -> list:
+    """(comment, flags, x, imatrix) rows for the K-quants whose final levels are re-derived from the
+    stored scales: ordinary rows with elements moved next to level mid-points of the oracle's own
+    block (see level_tie_row)."""
+    if t.name not in ("Q2_K", "Q4_K", "Q5_K", "Q6_K"):
+        return []
+    out = []
+    for k in range(4):
+        x = rng.standard_normal((1, N_PER_ROW)).astype(np.float32) * np.float32(10.0 ** rng.uniform(-2, 2))
+        out.append((f"{t.name}: elements on the float32 neighbourhood of level mid-points (x+m)/d = k+0.5, "
+                    f"where /d and *(1/d) differ", ["RoundingTie", "LevelTie"], level_tie_row(t, oracle, x), None))
+        im = np.exp(rng.standard_normal(N_PER_ROW) * 2).astype(np.float32)
+        out.append((f"{t.name}: as above, with a skewed importance matrix", ["RoundingTie", "LevelTie"],
+                    level_tie_row(t, oracle, x, im), im))
+    return out
+
+
+def exhaustive_blocks(t: GGMLType) -> list:
+    """Dequantize inputs that enumerate a whole scalar format: every fp16 bit pattern (F16), every
+    e8m0 exponent (MXFP4) and every ue4m3 scale byte (NVFP4)."""
+    if t.name == "F16":   # (BF16's widening is a 16-bit shift; its special values are above)
+        raw = np.arange(65536, dtype="<u2").tobytes()
+        return [("every 16-bit pattern 0x0000..0xffff", ["Exhaustive", "SpecialValue"], raw, 65536)]
+    if t.name == "MXFP4":
+        b = np.zeros((256, 17), np.uint8)
+        b[:, 0] = np.arange(256)
+        b[:, 1:] = np.arange(16, dtype=np.uint8) * 0x11            # every code in both nibbles
+        b[:, 1:] = (np.arange(16, dtype=np.uint8) | (np.arange(16, dtype=np.uint8)[::-1] << 4))
+        return [("every e8m0 exponent 0..255, each with all 16 codes", ["Exhaustive", "SpecialScale"], b.tobytes(), 256 * 32)]
+    if t.name == "NVFP4":
+        b = np.zeros((64, 36), np.uint8)
+        b[:, 0:4] = np.arange(256, dtype=np.uint8).reshape(64, 4)
+        b[:, 4:] = np.resize(np.arange(16, dtype=np.uint8) | (np.arange(16, dtype=np.uint8)[::-1] << 4), 32)
+        return [("every ue4m3 scale byte 0..255, with all 16 codes", ["Exhaustive", "SpecialScale"], b.tobytes(), 64 * 64)]
+    return []
+
+
+# ------------------------------------------------------------------------------------------------
 
 def build(t: GGMLType, oracle: Oracle) -> dict:
     rng = rng_for(t)
@@ -236,7 +772,7 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
     deq_src = oracle.dequantize_source(t)
     can_deq = True
 
-    def qtest(comment, flags, x, imatrix):
+    def qtest(comment, flags, x, imatrix, with_deq=True):
         nonlocal tc
         tc += 1
         expected = oracle.quantize(t, x, imatrix)
@@ -245,7 +781,7 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
         if imatrix is not None:
             d["imatrix_f32_hex"] = f32_to_hex(imatrix)
         d["expected_hex"] = expected.hex()
-        if can_deq:
+        if can_deq and with_deq:
             d["dequantized_f32_hex"] = f32_to_hex(oracle.dequantize(t, expected, x.size))
         return d
 
@@ -262,6 +798,66 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
                        "expected_f32_hex": f32_to_hex(oracle.dequantize(t, raw, n))})
     groups.append({"op": "dequantize", "source": deq_src, "tests": dtests})
 
+    # ---- adversarial groups (appended, so the tcIds above stay as they were)
+    skipped: list = []
+
+    def probed(cases, imatrix_of):
+        """Keep the cases on which ggml does not abort (each special input is tried in a child first)."""
+        kept = []
+        for c in cases:
+            comment, flags, x = c[0], c[1], c[2]
+            im = imatrix_of(c)
+            if t.requires_imatrix and im is None:
+                continue
+            if any(f.startswith("Special") for f in flags) and aborts(lambda: oracle.quantize(t, x, im)):
+                skipped.append(f"quantize{'+imatrix' if im is not None else ''}: {comment}: ggml aborts")
+                continue
+            kept.append((comment, flags, x, im))
+        return kept
+
+    def add_groups(cases, imatrix: bool):
+        by_len: dict = {}
+        for comment, flags, x, im in cases:
+            by_len.setdefault(int(x.shape[1]), []).append((comment, flags, x, im))
+        for n_per_row, cs in by_len.items():
+            # the oracle's dequantization is kept only where the blocks hold special values (NaN/Inf
+            # scales); for the other adversarial cases the bytes are what is being pinned down
+            tests = [qtest(c, fl, x, im, with_deq=any(f.startswith("Special") for f in fl)) for c, fl, x, im in cs]
+            groups.append({"op": "quantize", "imatrix": imatrix, "n_per_row": n_per_row, "source": qsrc,
+                           "tests": tests})
+
+    if qsrc:
+        arng = adv_rng(t, 1)
+        plain = t.name in PLAIN
+        if plain:
+            adv = f16_special_rows() + shape_cases(t, arng)
+        else:
+            adv = (special_rows(t, arng) + tie_rows(t, arng) + sign_rows(t, arng) + grid_rows(t, arng)
+                   + shape_cases(t, arng))
+        found = searched_cases(t) + level_tie_cases(t, oracle, adv_rng(t, 2))
+        if not t.requires_imatrix:
+            plain_cases = [(c, fl, x, None) for c, fl, x in adv] + [c for c in found if c[3] is None]
+            add_groups(probed(plain_cases, lambda c: c[3]), imatrix=False)
+        if qsrc == "ggml_quantize_chunk" and t.family != "float":
+            ones = np.ones(N_PER_ROW, np.float32)
+            cases = []
+            if t.requires_imatrix:  # the special, tie, sign and shape rows with a plain importance matrix
+                cases += [(c, fl + ["ImatrixUniform"], x, np.ones(x.shape[1], np.float32)) for c, fl, x in adv]
+            base = arng.standard_normal((1, N_PER_ROW)).astype(np.float32)
+            cases += [(f"standard normal row; {c}", fl, base, im) for c, fl, im in special_imatrices(arng)]
+            cases += tie_imatrix_cases(t, arng)
+            cases += [c for c in found if c[3] is not None]
+            del ones
+            add_groups(probed(cases, lambda c: c[3]), imatrix=True)
+    extra = exhaustive_blocks(t)
+    if extra:
+        dt = []
+        for c, fl, raw, n in extra:
+            tc += 1
+            dt.append({"tcId": tc, "comment": c, "flags": fl, "n": int(n), "input_hex": raw.hex(),
+                       "expected_f32_hex": f32_to_hex(oracle.dequantize(t, raw, n))})
+        groups.append({"op": "dequantize", "source": deq_src, "tests": dt})
+
     return {
         "schema": SCHEMA,
         "type": t.name,
@@ -274,7 +870,8 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
             "ggml": GGML_VERSION,
             "generator": "vectors/generate.py",
             "seed": SEED,
-            "rng": "numpy PCG64, seeded with [seed, crc32(type name)]",
+            "rng": "numpy PCG64, seeded with [seed, crc32(type name)] (adversarial cases: [seed, crc32(type name), 15, k])",
+            **({"ggml_aborts": skipped} if skipped else {}),
         },
         "testGroups": groups,
     }
