@@ -271,13 +271,20 @@ _RE_LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n
 _RE_QWEN2 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
              r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _RE_DEFAULT = [r"[\p{P}\$\+<=>\^~\|]+", _RE_GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"]
-PRE_REGEXES = {
-    "default": _RE_DEFAULT,
-    "gpt-2": [_RE_GPT2], "gpt2": [_RE_GPT2],
-    "llama-bpe": [_RE_LLAMA3], "llama3": [_RE_LLAMA3],
-    "qwen2": [_RE_QWEN2], "stablelm2": [_RE_QWEN2],
-}
-IGNORE_MERGES = ("llama-bpe", "llama3")
+# tokenizer.ggml.pre -> llama.cpp's pre-type group (llama_vocab::impl::load), each group one regex list
+_LLAMA3_PRE = ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+               "jina-v5-nano")
+_GPT2_PRE = ("gpt-2", "gpt2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0",
+             "mellum", "modern-bert", "jina-v1-en", "jina-v2-code", "roberta-bpe", "exaone4", "mpt", "olmo")
+_QWEN2_PRE = ("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2")
+_SMOLLM_PRE = ("smollm", "codeshell", "exaone", "minerva-7b")
+PRE_REGEXES = {"default": _RE_DEFAULT, "": _RE_DEFAULT}
+PRE_REGEXES.update({k: [_RE_LLAMA3] for k in _LLAMA3_PRE})
+PRE_REGEXES.update({k: [_RE_GPT2] for k in _GPT2_PRE})
+PRE_REGEXES.update({k: [_RE_QWEN2] for k in _QWEN2_PRE})
+PRE_REGEXES.update({k: [r"\p{N}", _RE_GPT2] for k in _SMOLLM_PRE})
+# llama.cpp sets ignore_merges (a word that is a token is not split) and add_bos for the llama3 group
+IGNORE_MERGES = _LLAMA3_PRE
 
 
 def _spm_merges(tokens, scores, types) -> "list[tuple[str, str]]":
@@ -367,7 +374,7 @@ def build_tokenizer(md: dict, with_notes: bool = False):
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_REGEXES[pre]]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         tk.decoder = decoders.ByteLevel()
-        add_bos_default = False
+        add_bos_default = pre in _LLAMA3_PRE
     else:
         raise UnsupportedModelError(f"tokenizer model {kind!r} is not handled by the converter "
                                     "(handled: llama = SentencePiece, gpt2 = BPE)")

@@ -244,10 +244,9 @@ def test_tokenizer_matches_llama_cpp(env, work, arch):
     mlx_convert.convert(src, out)
     hf = AutoTokenizer.from_pretrained(str(out))
     llm = llama_cpp.Llama(model_path=str(src), n_ctx=64, verbose=False, vocab_only=True)
-    md = G.read(src).metadata
-    add_bos = bool(md.get("tokenizer.ggml.add_bos_token", arch == "llama"))
+    # add_bos=True is llama_tokenize's add_special: BOS/EOS where the vocabulary says so
     for text in (SAMPLE, " hello world", "a", ""):
-        want = llm.tokenize(text.encode(), add_bos=add_bos, special=False)
+        want = llm.tokenize(text.encode(), add_bos=True, special=False)
         got = hf.encode(text)
         assert got == want, (text, got, want)
         assert hf.decode(want, skip_special_tokens=True) == llm.detokenize(want).decode("utf-8", "replace")
@@ -319,7 +318,7 @@ def test_longrope_with_attn_factor_refused(tmp_path):
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("vocab", ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2"])
+@pytest.mark.parametrize("vocab", ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2", "mpt"])
 def test_real_vocabularies_match_llama_cpp(llama_cpp_vendor, vocab):
     """The tokenizer rebuilt from the real vocabularies llama.cpp ships for its tokenizer tests
     (models/ggml-vocab-*.gguf: SentencePiece llama/phi-3, GPT-2 BPE llama-bpe/qwen2/gpt-2): every test
@@ -335,10 +334,13 @@ def test_real_vocabularies_match_llama_cpp(llama_cpp_vendor, vocab):
     assert notes["unreachable_pieces"] == []
     tk = tokenizers.Tokenizer.from_str(json.dumps(tj))
     llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-    add_bos = bool(md.get("tokenizer.ggml.add_bos_token", md.get("tokenizer.ggml.model") == "llama"))
     texts = (path.parent / (path.name + ".inp")).read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     assert len(texts) > 20
     for tx in texts:
-        want = llm.tokenize(tx.encode(), add_bos=add_bos, special=False)
+        want = llm.tokenize(tx.encode(), add_bos=True, special=False)     # add_special: as the vocab says
         assert tk.encode(tx).ids == want, tx
-        assert tk.decode(want, skip_special_tokens=True) == llm.detokenize(want).decode("utf-8", "replace"), tx
+        # llama-cpp-python's detokenize drops one leading space after a BOS for every vocabulary (a
+        # Python-side rule for SentencePiece's space prefix); for a BPE vocabulary compare the text
+        # after the BOS, which is llama.cpp's token pieces joined
+        ids = want[1:] if md["tokenizer.ggml.model"] == "gpt2" and want[:1] == [llm.token_bos()] else want
+        assert tk.decode(ids, skip_special_tokens=True) == llm.detokenize(ids).decode("utf-8", "replace"), tx
