@@ -197,6 +197,30 @@ class LibGGMLImpl:
                                     ext_factor=p["ext_factor"], attn_factor=p["attn_factor"],
                                     beta_fast=p["beta_fast"], beta_slow=p["beta_slow"])
 
+    def attention(self, q, k, v, params):
+        """llama.cpp's attention op on this (native) libggml-cpu, as one ggml graph."""
+        from . import ggml_graph
+        if self._graph is None:
+            self._graph = ggml_graph.GGMLGraph(self._lib.path)
+        n_kv = int(params["n_kv"])
+        kk = np.zeros((n_kv,) + k.shape[1:], np.float32)
+        vv = np.zeros((n_kv,) + v.shape[1:], np.float32)
+        kk[:k.shape[0]], vv[:v.shape[0]] = k, v
+        n_past, n_new = int(params["n_past"]), int(params["n_new"])
+        cells = np.arange(n_kv)
+        qpos = np.arange(n_past, n_past + n_new)
+        used = n_past + n_new
+        mask = np.where((cells[None, :] < used) & (cells[None, :] <= qpos[:, None]), 0, -np.inf).astype(np.float32)
+        return self._graph.attention(q, kk, vv, mask, float(params["scale"]), type_k=params["type_k"],
+                                     type_v=params["type_v"], flash_attn=bool(params["flash_attn"]),
+                                     n_threads=int(params["n_threads"]))
+
+    def forward(self, model_path, tokens, context, n_predict):
+        """llama.cpp itself (the installed llama-cpp-python build) on the model."""
+        from . import llama_run
+        logits, greedy = llama_run.run(str(model_path), tokens, context, n_predict=n_predict)
+        return np.asarray(logits, np.float32), greedy
+
     def read_gguf(self, path):
         """ggml's gguf_init_from_file, reading the tensor data too (no_alloc = false, as
         gguf_init_from_file does for a caller that asks for a ggml context)."""
