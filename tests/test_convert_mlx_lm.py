@@ -344,3 +344,55 @@ def test_real_vocabularies_match_llama_cpp(llama_cpp_vendor, vocab):
         # after the BOS, which is llama.cpp's token pieces joined
         ids = want[1:] if md["tokenizer.ggml.model"] == "gpt2" and want[:1] == [llm.token_bos()] else want
         assert tk.decode(ids, skip_special_tokens=True) == llm.detokenize(ids).decode("utf-8", "replace"), tx
+
+
+def _real_vocab_model(vocab_path, arch, out, seed=0):
+    """A small random-weight model (64 wide, 2 layers) of ``arch`` around a real vocabulary: every
+    tokenizer.* key of llama.cpp's vocabulary GGUF, F32 weights from tinymodels.tiny_weights_arch."""
+    from ggspec.conformance import tinymodels as T
+    src = G.read(vocab_path)
+    n_vocab = len(src.metadata["tokenizer.ggml.tokens"])
+    spec = T.TinySpec(n_embd=64, n_head=4, n_head_kv=2, n_layer=2, n_ff=128, seed=seed)
+    w = T.tiny_weights_arch(spec, "qwen2" if arch == "qwen2" else "moe" if arch == "moe" else "llama-tied", n_vocab,
+                            n_expert=4)
+    if arch == "llama":
+        w["output.weight"] = (np.random.default_rng(seed).standard_normal((n_vocab, 64)) / 4).astype(np.float32)
+    V, U32, F32 = G.ValueType, G.ValueType.UINT32, G.ValueType.FLOAT32
+    a = "qwen2" if arch == "qwen2" else "llama"
+    md = {"general.architecture": G.Value(a, V.STRING)}
+    for k, v in {"context_length": 512, "embedding_length": 64, "block_count": 2, "feed_forward_length": 128,
+                 "attention.head_count": 4, "attention.head_count_kv": 2, "rope.dimension_count": 16}.items():
+        md[f"{a}.{k}"] = G.Value(v, U32)
+    md[f"{a}.attention.layer_norm_rms_epsilon"] = G.Value(1e-5, F32)
+    md[f"{a}.rope.freq_base"] = G.Value(10000.0, F32)
+    if arch == "moe":
+        md["llama.expert_count"] = G.Value(4, U32)
+        md["llama.expert_used_count"] = G.Value(2, U32)
+    md.update({k: v for k, v in src.values.items() if k.startswith("tokenizer.")})
+    return G.write(out, md, w)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("vocab,arch", [("llama-spm", "llama"), ("qwen2", "qwen2"), ("llama-bpe", "moe")])
+def test_text_generation_real_vocab(env, work, llama_cpp_vendor, vocab, arch):
+    """Text in, text out, with a real vocabulary: mlx_lm.generate's greedy continuation of a prompt
+    equals llama.cpp's (llama-cpp-python, greedy, on the same GGUF in float32)."""
+    import llama_cpp
+    import mlx_lm
+    path = llama_cpp_vendor / "models" / f"ggml-vocab-{vocab}.gguf"
+    if not path.exists():
+        pytest.skip(f"{path} is not in the pinned source")
+    src = _real_vocab_model(path, arch, work / f"real-{vocab}-{arch}.gguf")
+    out = work / f"real-{vocab}-{arch}-mlx"
+    mlx_convert.convert(src, out)
+    model, tok = mlx_lm.load(str(out))
+    prompt = "The quick brown fox jumps over the lazy dog. Once upon a time"
+    llm = llama_cpp.Llama(model_path=str(src), vocab_only=True, verbose=False)
+    ids = llm.tokenize(prompt.encode(), add_bos=True, special=False)
+    assert tok.encode(prompt) == ids
+    want = env.llama_cpp_generate(src, ids, 24, n_ctx=256)
+    from mlx_lm.generate import generate_step
+    got = [int(t) for (t, _), _i in zip(generate_step(mx.array(ids), model, max_tokens=24), range(24))]
+    assert got == want
+    text = mlx_lm.generate(model, tok, prompt=ids, max_tokens=24)
+    assert text == tok.decode(want)
