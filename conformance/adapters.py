@@ -506,6 +506,55 @@ class MLXGGUFImpl:
         raise UnsupportedTypeError("MLX's GGUF loader does not write ggml blocks")
 
 
+class MLXFastImpl:
+    """MLX's fused kernels as mlx-lm uses them: ``mx.fast.rope`` (the rope suite). It has no ggml codec.
+    RoPE: ``traditional=True`` is ggml's normal mode (adjacent pairs), ``False`` NEOX; positions go in
+    as a per-batch ``offset`` vector; frequency factors as mlx-lm's llama3 RoPE passes them
+    (``freqs = base ** (2i / n_dims) * factor_i``, ``base=None``). YaRN (``ext_factor`` != 0) and an
+    ``attn_factor`` != 1 (mlx-lm scales the input itself there) are not in ``mx.fast.rope``: those
+    cases are unsupported. A GPU/SIMD implementation with its own sin/cos: judged within the vectors'
+    native tolerance (``simd``)."""
+
+    name = "mlx-fast"
+    simd = True
+
+    def __init__(self):
+        try:
+            import mlx.core as mx
+        except ImportError as e:
+            raise ImplementationUnavailable(f"mlx is not installed (pip install 'mlx[cpu]==0.32.4'): {e}") from e
+        self._mx = mx
+
+    def supports(self, op, type):
+        return False
+
+    def dequantize(self, type, raw, n):
+        raise UnsupportedTypeError("mx.fast has no ggml dequantizer")
+
+    def quantize(self, type, x, imatrix):
+        raise UnsupportedTypeError("mx.fast has no ggml quantizer")
+
+    def rope(self, x, pos, params):
+        mx = self._mx
+        p = params
+        if p["ext_factor"] != 0.0 or p["attn_factor"] != 1.0:
+            raise UnsupportedTypeError("mx.fast.rope has no YaRN ramp / attention factor")
+        x = np.asarray(x)
+        n_tok, n_head, hd = x.shape
+        a = mx.array(x.reshape(n_tok, n_head, 1, hd))
+        off = mx.array(np.asarray(pos, np.int32))
+        ff = p.get("freq_factors")
+        kw = dict(traditional=(p["mode"] == "normal"), scale=float(p["freq_scale"]), offset=off)
+        if ff is not None:
+            n2 = p["n_dims"] // 2
+            base = np.float32(p["freq_base"]) ** (np.arange(0, p["n_dims"], 2, dtype=np.float32) / np.float32(p["n_dims"]))
+            y = mx.fast.rope(a, p["n_dims"], base=None, freqs=mx.array((base * np.asarray(ff[:n2], np.float32))
+                                                                         .astype(np.float32)), **kw)
+        else:
+            y = mx.fast.rope(a, p["n_dims"], base=float(p["freq_base"]), **kw)
+        return np.array(y).reshape(x.shape).astype(x.dtype)
+
+
 # ------------------------------------------------------------------------------------------------
 
 BUILTIN: dict[str, Callable[[], object]] = {
@@ -515,8 +564,11 @@ BUILTIN: dict[str, Callable[[], object]] = {
     "libggml": LibGGMLImpl,
     "gguf-py": GGUFPyImpl,
     "mlx-gguf": MLXGGUFImpl,
+    "mlx-fast": MLXFastImpl,
 }
 DEFAULT_ORDER = ("reference", "numpy", "mlx", "libggml", "gguf-py", "mlx-gguf")
+# not in a plain `ggspec conform` (ask with --impl): mlx-fast computes RoPE angles its own way, a known
+# and acceptable float32 difference in every case (docs/peers.md), which would only flood the report
 
 
 def _plugin_factories() -> dict[str, Callable[[], object]]:

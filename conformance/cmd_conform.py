@@ -20,6 +20,7 @@ from . import adapters, runner, suites
 
 OWN = ("reference", "numpy", "mlx")
 WIDTH = 100
+PEER_LINES = 6
 
 
 def register(sub) -> None:
@@ -168,7 +169,13 @@ def print_report(reports, sel_suites, missing, named, args, ops=runner.OPS) -> N
     own_fail = [r for r in reports if r.own or named]
     peers = [r for r in reports if not (r.own or named)]
     lines_own = runner.failures(own_fail, args.all_failures)
-    lines_peer = runner.failures(peers, args.all_failures)
+    lines_peer = []
+    for r in peers:                       # the plain report: at most PEER_LINES cells per peer and suite
+        ls = runner.failures([r], args.all_failures)
+        if not (args.detail or args.all_failures) and len(ls) > PEER_LINES:
+            more = len(ls) - PEER_LINES
+            ls = ls[:PEER_LINES] + [f"{r.impl} {r.suite}: ... {more} more (--impl {r.impl} --suite {r.suite})"]
+        lines_peer += ls
     what = "every failing case" if args.all_failures else "first failure of each cell"
     if lines_own:
         print(f"\n{'failures' if named else 'failures in ggspec' + chr(39) + 's own implementations'} ({what}):")

@@ -10,7 +10,8 @@ Rows are the parameter groups (mode x head_dim/n_dims x scaling), columns the in
 ``mode_id``, ``n_dims``, ``freq_base``, ``freq_scale``, ``ext_factor``, ``attn_factor``,
 ``beta_fast``, ``beta_slow``, ``n_ctx_orig``) plus ``freq_factors``: a float32 array or None.
 Results are compared bit for bit (uint32 / uint16 views); a difference only in NaN/zero-sign bits
-is ``nan-bits``. An implementation whose ``simd`` attribute is true (a native build with FMA
+is ``nan-bits``. ``rope`` raising ``ggspec.errors.UnsupportedTypeError`` marks that case unsupported
+(a variant the implementation does not have, e.g. YaRN). An implementation whose ``simd`` attribute is true (a native build with FMA
 contraction or vector math, e.g. llama.cpp's own native build; ``"simd": true`` in an exec hello)
 is judged instead against the group's ``native_max_ulp`` (the distance of llama.cpp's native build,
 measured when the vectors were made; at least 1) times ``SIMD_MARGIN``, in units in the last place.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import Case, Suite, VectorSet, Verdict, register
+from ...errors import UnsupportedTypeError
 from ..compare import describe_bits, float_diff
 
 OPS = ("float32", "float16")
@@ -111,7 +113,10 @@ def judge(case: Case, got, simd: bool = False) -> Verdict:
 def check(impl, case: Case, ctx) -> Verdict:
     g, t = case.data["group"], case.data["test"]
     x = _decode(t["input_hex"], t["dtype"], t["shape"])
-    got = impl.rope(x, np.array(t["pos"], np.int32), params_of(g))
+    try:
+        got = impl.rope(x, np.array(t["pos"], np.int32), params_of(g))
+    except UnsupportedTypeError as e:      # the implementation has no such RoPE variant
+        return Verdict.unsupported(str(e))
     return judge(case, got, bool(getattr(impl, "simd", False)))
 
 
