@@ -69,9 +69,11 @@ class LlamaHParams:
     n_expert: int = 0
     n_expert_used: int = 0
 
+    n_embd_head: int = 0                        # attention.key_length (default n_embd / n_head)
+
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.n_embd_head or self.n_embd // self.n_head
 
     @classmethod
     def from_metadata(cls, md: dict, n_vocab: Optional[int] = None, arch: Optional[str] = None) -> "LlamaHParams":
@@ -102,7 +104,7 @@ class LlamaHParams:
             n_head=n_head, n_head_kv=int(key("attention.head_count_kv", n_head)),
             n_ff=int(key("feed_forward_length", required=True)), n_ctx_train=n_ctx_train,
             rms_eps=float(f32(key("attention.layer_norm_rms_epsilon", required=True))),
-            n_rot=int(key("rope.dimension_count", n_embd // n_head)),
+            n_rot=int(key("rope.dimension_count", key("attention.key_length", n_embd // n_head))),
             rope_freq_base=float(f32(key("rope.freq_base", 10000.0))),
             rope_scaling_type=str(key("rope.scaling.type", "linear")),
             rope_freq_scale_train=float(freq_scale),
@@ -110,6 +112,7 @@ class LlamaHParams:
             n_ctx_orig_yarn=int(key("rope.scaling.original_context_length", n_ctx_train)),
             rope_yarn_log_mul=float(f32(key("rope.scaling.yarn_log_multiplier", 0.0))),
             n_expert=int(key("expert_count", 0)), n_expert_used=int(key("expert_used_count", 0)),
+            n_embd_head=int(key("attention.key_length", n_embd // n_head)),
         )
 
 
@@ -326,6 +329,10 @@ class LlamaModel:
             raise FormatError("missing tensor token_embd.weight", 0)
         n_vocab = ts["token_embd.weight"].ne[1]
         hp = LlamaHParams.from_metadata(metadata, n_vocab=n_vocab, arch=arch)
+        vlen = metadata.get(f"{arch}.attention.value_length")
+        if vlen is not None and int(vlen) != hp.head_dim:
+            raise UnsupportedArchitectureError(f"attention.value_length {vlen} != key_length {hp.head_dim} is not "
+                                               "modelled")
         m = cls(hp, ts, arch)
         m._check()
         return m
@@ -338,6 +345,12 @@ class LlamaModel:
         return cls.from_tensors(md, tensors)
 
     def _check(self) -> None:
+        hp = self.hp
+        if hp.n_rot != hp.head_dim:
+            raise FormatError(f"rope.dimension_count {hp.n_rot} != head size {hp.head_dim}: llama.cpp's {self.arch} "
+                              "graph requires them equal (GGML_ASSERT(n_embd_head == n_rot))", 0)
+        if hp.n_head % max(hp.n_head_kv, 1) or hp.n_head_kv < 1:
+            raise FormatError(f"head_count {hp.n_head} is not a multiple of head_count_kv {hp.n_head_kv}", 0)
         req = _required_tensors(self.hp, self.arch)
         missing = [n for n in req if n not in self.tensors and not (n == "output.weight")]
         bad = [f"{n}: ne {self.tensors[n].ne}, expected {ne}" for n, ne in req.items()
