@@ -115,7 +115,7 @@ def test_inspect_gguf_prediction_and_ram(tmp_path):
     """inspect puts the size model's prediction (from the file's own inventory) and a RAM estimate built on
     the file's actual tensor bytes beside the actual size."""
     pytest.importorskip("gguf", reason="the synthetic models are written with gguf-py")
-    from ggspec.conformance import sizes, tinymodels as tm
+    from ggspec.conformance import tinymodels as tm
     from ggspec.conformance.sizes.synth import SYNTH_SHAPES, write_f16
     path = write_f16(SYNTH_SHAPES["gemma3-270m-like"], tmp_path / "m.gguf")
     r = I.report(path)

@@ -340,3 +340,15 @@ def test_a_shard_of_a_split_file_is_not_modelled(tmp_path):
                 {"blk.0.attn_q.weight": np.zeros((8, 32), np.float32)})
     with pytest.raises(S.NotModelled, match="split GGUF"):
         S.predict_file(p)
+
+
+def test_cli_gptq_and_bad_config(tmp_path, capsys):
+    from ggspec.cli import main
+    assert main(["sizes", "--arch", "llama-2-70b", "--gptq", "--bits", "4", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["bytes"] == S.gptq_file_size(S.ARCHITECTURES["llama-2-70b"], 4, 128, True)
+    assert sum(e["count"] for e in r["breakdown"].values()) == len(S.gptq_tensors(S.ARCHITECTURES["llama-2-70b"], 4, 128))
+    assert main(["sizes", "--hf-config", str(tmp_path / "nope")]) == 2
+    (tmp_path / "config.json").write_text("{not json")
+    assert main(["sizes", "--hf-config", str(tmp_path)]) == 2
+    assert "not a JSON config" in capsys.readouterr().err

@@ -6,13 +6,10 @@ import json
 import math
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
-from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from ...errors import GGSpecError
-from ...reference.types import QK_K, GGMLType, get_type
 from .tokenizer import LLAMA_SPM, TokenizerStats, known_vocab
 
 # ---------------------------------------------------------------------------------------------------
@@ -242,10 +239,7 @@ def get_architecture(name: str) -> LlamaArchitecture:
 def from_hf_config(config: "Mapping | str | Path", name: "str | None" = None) -> LlamaArchitecture:
     """An architecture from a Hugging Face ``config.json`` (a dict, or a path to the file or its folder)."""
     if not isinstance(config, Mapping):
-        p = Path(config)
-        if p.is_dir():
-            p = p / "config.json"
-        config = json.loads(p.read_text())
+        config = _read_config(config)
     c = config
     hf_arch = (c.get("architectures") or ["LlamaForCausalLM"])[0]
     if hf_arch not in ("LlamaForCausalLM", "MistralForCausalLM") or c.get("num_local_experts"):
@@ -561,6 +555,22 @@ def quant_model(arch_name: str, tensors: "Sequence[tuple]", hp: "Mapping") -> "o
                       bool(spec.type_70b(int(n_layer), int(n_head), int(n_head_kv), int(n_expert))))
 
 
+def _read_config(path) -> dict:
+    """A config.json (or the folder holding one) as a dict; typed errors for missing or bad files."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    try:
+        c = json.loads(p.read_text())
+    except OSError as e:
+        raise GGSpecError(f"cannot open {p}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise GGSpecError(f"{p}: not a JSON config ({e})") from None
+    if not isinstance(c, dict):
+        raise GGSpecError(f"{p}: not a JSON object")
+    return c
+
+
 def _hp_get(c: Mapping, *keys, default=None):
     for k in keys:
         if c.get(k) is not None:
@@ -573,10 +583,7 @@ def shape_from_hf_config(config: "Mapping | str | Path", name: "str | None" = No
     ``NotModelled`` for the others."""
     from .mixes import NotModelled
     if not isinstance(config, Mapping):
-        p = Path(config)
-        if p.is_dir():
-            p = p / "config.json"
-        config = json.loads(p.read_text())
+        config = _read_config(config)
     c = dict(config)
     if "text_config" in c and "hidden_size" not in c:  # multimodal wrappers (Gemma 3 4B+)
         c = {**c, **c["text_config"]}

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from dataclasses import dataclass, replace
-from datetime import datetime
 from fractions import Fraction
-from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Sequence
 
 from ...errors import GGSpecError
-from ...reference.types import QK_K, GGMLType, get_type
+from ...reference.types import GGMLType, get_type
 
 # ---------------------------------------------------------------------------------------------------
 # Bits per weight

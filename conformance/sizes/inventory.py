@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ...errors import GGSpecError
-from ...reference.types import get_type
 from .common import tensor_nbytes
 from .layout import _pad
 from .mixes import FTYPES, NotModelled, QuantOverrides, normalize_mix, predict_tensor_types

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import dataclass, replace
-from datetime import datetime
-from fractions import Fraction
-from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from ...errors import GGSpecError
-from ...reference.types import QK_K, GGMLType, get_type
 from .archs import HF_NAMES, LlamaArchitecture, Tensor
 from .common import tensor_nbytes
 from .mixes import FTYPES, _rules_date, normalize_mix, published_mix, tensor_types

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
-from fractions import Fraction
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ...errors import GGSpecError
-from ...reference.types import QK_K, GGMLType, get_type
+from ...reference.types import QK_K, get_type
 from .archs import LlamaArchitecture, Tensor
 from .common import tensor_nbytes
 

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping
 
 from ...errors import GGSpecError
-from ...reference.types import QK_K, GGMLType, get_type
 from .archs import ARCHITECTURES, LlamaArchitecture, llama_architecture
 from .common import round_gb
 from .layout import SAFETENSORS_DTYPE_BYTES, default_inv_freq, ggml_file_size, gptq_file_size, gptq_tensors
-from .mixes import mix_breakdown, normalize_mix, published_mix, tensor_types
+from .mixes import mix_breakdown, published_mix, tensor_types
 from .ram import card_max_ram
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,3 +214,6 @@ def _gptq_breakdown(arch: LlamaArchitecture, bits: int, gs: "int | None", act: b
         kind = name.rsplit(".", 1)[-1] if ".layers." in name and "layernorm" not in name else name.split(".")[-2]
         key = f"{kind} ({dtype})"
         e = out.setdefault(key, {"count": 0, "bytes": 0})
+        e["count"] += 1
+        e["bytes"] += math.prod(shape) * SAFETENSORS_DTYPE_BYTES[dtype]
+    return out

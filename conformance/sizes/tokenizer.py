@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import dataclass, replace
-from datetime import datetime
-from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from ...errors import GGSpecError
-from ...reference.types import QK_K, GGMLType, get_type
 
 # ---------------------------------------------------------------------------------------------------
 # Tokenizer statistics (the vocabulary bytes inside a file)
