@@ -37,13 +37,15 @@ from .common import *  # noqa: F401,F403
 from .tokenizer import *  # noqa: F401,F403
 from .archs import *  # noqa: F401,F403
 from .mixes import *  # noqa: F401,F403
-from .mixes import _QuantState, _gguf_fallback, _gguf_impl_type, _rules_date  # noqa: F401
+from .mixes import (_FALLBACK_2023_10, _FALLBACK_2024_02, _FALLBACK_TODAY, _IQ2_FAMILY, _QuantState,  # noqa: F401
+                    _ggmlv3_mix, _gguf_fallback, _gguf_impl_type, _gguf_mix, _rules_date, _since)
 from .layout import *  # noqa: F401,F403
-from .layout import _pad  # noqa: F401
+from .layout import _SAFETENSORS_DTYPE_ORDER, _pad  # noqa: F401
 from .inventory import *  # noqa: F401,F403
 from .ram import *  # noqa: F401,F403
+from .ram import _pad_to  # noqa: F401
 from .tables import *  # noqa: F401,F403
-from .tables import _gptq_breakdown, _preset_for, _published  # noqa: F401
+from .tables import _MONTHS, _gptq_breakdown, _preset_for, _published, _same_gb, _yes  # noqa: F401
 
 __all__ = [
     "bits_per_weight", "tensor_nbytes", "round_gb", "TokenizerStats", "LLAMA_SPM", "Tensor", "LlamaArchitecture",
