@@ -135,3 +135,18 @@ def test_reference_forward_matches_vectors(case):
         bad = np.argwhere(got.view(np.uint32) != want.view(np.uint32))
         assert bad.size == 0, f"{run['name']}: {len(bad)} logits differ, first at {tuple(bad[0])}"
         assert gen == run["greedy"], run["name"]
+
+
+@pytest.mark.oracle
+def test_forward_vectors_regenerate_identically(oracle, portable, tmp_path):
+    """A sample of the forward cases (one per architecture, with its extra contexts) regenerates
+    byte for byte: the GGUF and the expected logits (the native tolerance excepted)."""
+    names = ["llama-f16-gqa-ntk", "llama-tied-q8_0-gqa", "qwen2-q4_k_m-gqa", "moe-q6_k-gqa"]
+    out = subprocess.run([sys.executable, "-m", "ggspec.vectors.generate_forward", "--out", str(tmp_path),
+                          "--only", ",".join(names)], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    for name in names:
+        assert (tmp_path / "model" / "forward" / f"{name}.gguf").read_bytes() == (FORWARD_DIR / f"{name}.gguf").read_bytes()
+        new = json.loads((tmp_path / "model" / "forward" / f"{name}.json").read_text())
+        old = json.loads((FORWARD_DIR / f"{name}.json").read_text())
+        assert _strip_native(new) == _strip_native(old), name
