@@ -930,7 +930,7 @@ class Backend:
         return self.delegate().quantize(type, x, imatrix)
 
     # ---- rope / attention ----------------------------------------------------------------------------
-    def rope(self, x, pos, p, *, math=None, contract="ggml-x86", theta="ggml") -> np.ndarray:
+    def rope(self, x, pos, p, *, math=None, contract="none", theta="ggml") -> np.ndarray:
         """ggspec.reference.rope.apply_rope in MLX: the rotation in MLX float32 ops (fmaf where the
         oracle fuses), the cos/sin table from the reference (libm's sinf/cosf, as ggml)."""
         return _rope(x, pos, p, math=math, contract=contract, theta=theta)
@@ -1120,7 +1120,7 @@ def _f16_narrow(f):
     return mx.where(mx.isnan(f), nan_bits, f.astype(mx.float16).view(mx.uint16).astype(U32)).astype(mx.uint16)
 
 
-def _rope(x, pos, p, *, math=None, contract="ggml-x86", theta="ggml"):
+def _rope(x, pos, p, *, math=None, contract="none", theta="ggml"):
     from ..reference import rope as R
 
     x = np.asarray(x)
