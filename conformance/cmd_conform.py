@@ -144,8 +144,9 @@ def print_report(reports, sel_suites, missing, named, args, ops=runner.OPS) -> N
     rows = [[name] + [by[(name, s)].summary() if (name, s) in by else "-" for s in names] for name in impl_names]
     print(tabulate(rows, headers=["implementation"] + names, tablefmt="simple"))
     n_files = {s: max((r.files_run for r in reports if r.suite == s), default=0) for s in names}
-    print(_fit("cells: pass N = cases passed; FAIL k/N = failing cells (type x op, or case class) of N run; "
-               "nan-bits = only NaN payload/sign or zero-sign bits differ (fails only with --strict)"))
+    print(_fit("pass N: N cases passed; FAIL k/N and nan-bits k/N: k of the N cells run (a cell is a type x "
+               "operation, a case class, a parameter group...); nan-bits: only NaN payload/sign or zero-sign "
+               "bits differ (fails only with --strict)"))
     for s in sel_suites:
         if s.placeholder or not any(r.files_total for r in reports if r.suite == s.name):
             rs = [r for r in reports if r.suite == s.name]

@@ -129,7 +129,7 @@ class Report:
         if not run:
             return "unsupported"
         if fail:
-            return f"FAIL {len(fail)}/{len(run)} cells"
+            return f"FAIL {len(fail)}/{len(run)}"
         if nan:
             return f"nan-bits {len(nan)}/{len(run)}"
         return f"pass {cases}"
