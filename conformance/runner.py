@@ -274,6 +274,7 @@ class Context:
     quiet: bool = False
     tmpdir: str = ""
     _sandboxes: dict = field(default_factory=dict)
+    _warned: set = field(default_factory=set)
 
     def isolate(self, impl, method: str, *args):
         """Call ``impl.method(*args)`` in a child process with the time and memory limits
@@ -360,11 +361,10 @@ def _run_case(impl, suite, case, o: Outcome, ctx: Context):
     o.seconds += time.perf_counter() - t0
     o.warnings += len(caught) + getattr(v, "warnings", 0)
     if caught and not ctx.quiet:
-        seen = set()
-        for w in caught:
-            k = (str(w.message), w.category)
-            if k not in seen:
-                seen.add(k)
+        for w in caught:               # each distinct warning once per run
+            k = (str(w.message), w.category, w.filename, w.lineno)
+            if k not in ctx._warned:
+                ctx._warned.add(k)
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     text = v.text or ""
     if v.kind != "pass" and not text.startswith("tcId"):
