@@ -191,10 +191,31 @@ def deq_verdict(impl, t, case, raw, n, expected, what) -> "tuple[str, str | None
     return _float_verdict(case, np.asarray(got, dtype=np.float32).reshape(-1), expected, what)
 
 
+def _element_floats(name: str, raw: bytes):
+    """The values of a plain float tensor's bytes (F32, F16, BF16) and their compare width, else None."""
+    if name == "F32" and len(raw) % 4 == 0:
+        return np.frombuffer(raw, "<f4"), 4
+    if name == "F16" and len(raw) % 2 == 0:
+        return np.frombuffer(raw, "<f2"), 2
+    if name == "BF16" and len(raw) % 2 == 0:
+        return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32), 4
+    return None
+
+
 def q_verdict(impl, t, case) -> "tuple[str, str | None]":
-    got = impl.quantize(t, case.x, case.imatrix)
-    err = _bytes_failure(case, bytes(got), case.expected, t.type_size)
-    return ("pass", None) if err is None else ("fail", err)
+    got = bytes(impl.quantize(t, case.x, case.imatrix))
+    err = _bytes_failure(case, got, case.expected, t.type_size)
+    if err is None:
+        return "pass", None
+    # plain float types: bytes that differ only in NaN payload/sign or zero sign are the nan-bits class
+    g, e = _element_floats(t.name, got), _element_floats(t.name, case.expected)
+    if g is not None and e is not None and g[0].size == e[0].size:
+        d = float_diff(g[0], e[0], g[1])
+        if d is not None and d["kind"] == "nan-bits":
+            return "nan-bits", err + f" (values: {d['n']} differ, all of them NaN payload/sign or zero sign)"
+        if d is not None and d["k_nan"]:
+            err += f" ({d['k_nan']} of the {d['n']} differing values only in NaN/zero-sign bits)"
+    return "fail", err
 
 
 def _check_deq(impl, t, case, raw, n, expected, what):

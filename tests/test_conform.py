@@ -379,3 +379,28 @@ def test_mix_and_gguf_vectors_regenerate_identically(oracle, tmp_path):
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
         assert (tmp_path / rel).read_bytes() == (vectors_root() / rel).read_bytes(), rel
+
+
+def test_quantize_to_plain_floats_has_the_nan_bits_class_too():
+    """F16 output whose bytes differ only in NaN payloads is nan-bits; a changed number is a FAIL."""
+    from ggspec import reference
+    from ggspec.conformance.vectors import QuantizeCase
+    from ggspec.reference.types import get_type
+    x = np.array([[1.0, np.nan, -0.0, 2.5] * 8], np.float32)
+    want = reference.quantize("F16", x)
+    case = QuantizeCase("F16", 1, "", [], x, None, want, None)
+
+    class Impl:
+        def __init__(self, out):
+            self.out = out
+
+        def quantize(self, t, x, imatrix):
+            return self.out
+    h = np.frombuffer(want, np.uint16).copy()
+    h[1] ^= 0x0001                        # a NaN with another payload
+    h[2] ^= 0x8000                        # +0 instead of -0
+    kind, text = runner.q_verdict(Impl(h.tobytes()), get_type("F16"), case)
+    assert kind == "nan-bits" and "byte 2" in text
+    h[0] ^= 0x0001                        # 1.0 -> 1.0009765625: a real difference
+    kind, text = runner.q_verdict(Impl(h.tobytes()), get_type("F16"), case)
+    assert kind == "fail" and "only in NaN/zero-sign bits" in text
