@@ -142,3 +142,14 @@ def test_iq1s_grid_and_iq4nl_values_match_ggml(oracle):
     qs = bytes(j | ((15 - j) << 4) for j in range(16))
     y = oracle.to_float("IQ4_NL", struct.pack("<H", F16[1.0]) + qs, 32)
     assert np.array_equal(y[:16], kv.astype(np.float32)) and np.array_equal(y[16:], kv[::-1].astype(np.float32))
+
+
+def test_tables_regenerate_identically(tmp_path):
+    from ggspec.conformance import oracle_setup
+    src = oracle_setup.source_root()
+    if not (src / "vendor" / "llama.cpp" / "ggml" / "src" / "ggml-common.h").is_file():
+        pytest.skip(f"llama.cpp's source is not at {src} (ggspec oracle setup --source)")
+    from ggspec.vectors import generate_tables
+    assert generate_tables.main(["--out", str(tmp_path), "--source", str(src)]) == 0
+    for p in TABLES:
+        assert (tmp_path / "tables" / p.name).read_bytes() == p.read_bytes(), p.name
