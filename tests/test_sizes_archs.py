@@ -300,8 +300,13 @@ def test_published_L_and_XL_names():
     big = dict((t.name(), ty) for t, ty in S.tensor_types(a, "Q4_K_L"))
     assert {n for n in base if base[n] != big[n]} == {"token_embd.weight", "output.weight"}
     assert big["token_embd.weight"] == big["output.weight"] == "Q8_0"
+    # on top of a day's rules: only token_embd and output change (their types are used as given)
+    dated = dict((t.name(), ty) for t, ty in S.tensor_types(a, "Q4_K_M", "gguf@2024-08-01"))
+    dated_l = dict((t.name(), ty) for t, ty in S.tensor_types(a, "Q4_K_L", "gguf@2024-08-01"))
+    assert {n for n in dated if dated[n] != dated_l[n]} == {"token_embd.weight", "output.weight"}
+    assert dated_l == big  # no dense-Llama rule changed between August 2024 and today for these shapes
     with pytest.raises(S.NotModelled):
-        S.tensor_types(a, "Q4_K_L", "gguf@2024-01-01")
+        S.tensor_types(a, "Q4_K_M", "gguf@2024-01-01", overrides=S.QuantOverrides(pure=True))
 
 
 def test_table_rows_with_L_suffix_and_imatrix_header(tmp_path):
@@ -352,3 +357,11 @@ def test_cli_gptq_and_bad_config(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{not json")
     assert main(["sizes", "--hf-config", str(tmp_path)]) == 2
     assert "not a JSON config" in capsys.readouterr().err
+
+
+def test_mix_from_published_file_names():
+    from ggspec.conformance.sizes.tables import _mix_from_name
+    assert _mix_from_name("llama-2-70b.Q4_K_M.gguf") == "Q4_K_M"
+    assert _mix_from_name("Meta-Llama-3.1-70B-Instruct-Q4_K_L.gguf") == "Q4_K_L"
+    assert _mix_from_name("Meta-Llama-3.1-70B-Instruct-Q8_0-00001-of-00002.gguf") == "Q8_0"
+    assert _mix_from_name("llama-2-70b.ggmlv3.q4_0.bin") == "q4_0"

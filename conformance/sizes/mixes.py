@@ -416,9 +416,25 @@ def _gguf_mix(arch: LlamaArchitecture, mix: str, date: str, imatrix: "bool | Non
               overrides: "QuantOverrides | None" = None) -> list[tuple[Tensor, str]]:
     """Tensor types of a GGUF file made by llama-quantize from an F16/F32 conversion (rules at ``date``)."""
     tensors = arch.tensors("gguf")
-    if overrides is not None and not overrides.is_default:
-        if date != "today":
-            raise NotModelled(f"llama-quantize's overrides with the rules of {date} (only today's rules have them)")
+    if overrides is not None and not overrides.is_default and date != "today":
+        # --token-embedding-type / --output-tensor-type replace the type of token_embd / output.weight as
+        # given (no fallback, no counter involved), so they apply on top of any day's rules; the other
+        # options interact with the counters and fallbacks of the day: not modelled
+        rest = replace(overrides, token_embedding_type=None, output_tensor_type=None)
+        if not rest.is_default:
+            raise NotModelled(f"--tensor-type / --pure / --leave-output-tensor with the rules of {date} "
+                              f"(only --token-embedding-type and --output-tensor-type are modelled there)")
+        if arch.tied_embeddings and overrides.output_tensor_type and not overrides.token_embedding_type:
+            raise NotModelled(f"--output-tensor-type on tied embeddings with the rules of {date}")
+        dated = _gguf_mix(arch, mix, date, imatrix, None)
+        out = []
+        for t, ty in dated:
+            if t.role == "token_embd" and overrides.token_embedding_type:
+                ty = overrides.token_embedding_type
+            elif t.role == "output" and overrides.output_tensor_type:
+                ty = overrides.output_tensor_type
+            out.append((t, ty))
+        return out
     if mix in ("F32", "F16", "BF16") and (overrides is None or overrides.is_default):  # the converter's output (convert.py: 1-D tensors stay F32)
         return [(t, mix if t.n_dims == 2 else "F32") for t in tensors]
     if date != "today" and mix not in GGMLV3_MIXES:

@@ -165,7 +165,7 @@ def evaluate_table(table: Table, arch: "LlamaArchitecture | None" = None, era: "
                      breakdown=_gptq_breakdown(arch, bits, gs, act))
         else:
             try:
-                label = row.get("quant_method") or row.get("mix") or row["name"].rsplit(".", 2)[-2]
+                label = row.get("quant_method") or row.get("mix") or _mix_from_name(row["name"])
                 mix, ov = published_mix(label)
                 im = _yes(row["imatrix"]) if row.get("imatrix") else _header_imatrix(table)
                 types = tensor_types(arch, mix, kind, im, ov)
@@ -188,6 +188,14 @@ def evaluate_table(table: Table, arch: "LlamaArchitecture | None" = None, era: "
             r["ram_ok"] = _same_gb(r["predicted_ram_gb"], r["published_ram_gb"])
         results.append(r)
     return results
+
+
+def _mix_from_name(name: str) -> str:
+    """The mix in a published file name: ``llama-2-70b.Q4_K_M.gguf``, ``Meta-Llama-3.1-70B-Instruct-Q4_K_L.gguf``,
+    ``...-Q8_0-00001-of-00002.gguf`` (a split) -> the last '-'/'.'-separated part before the extension."""
+    stem = re.sub(r"\.(gguf|bin)$", "", name.strip(), flags=re.IGNORECASE)
+    stem = re.sub(r"-\d{5}-of-\d{5}$", "", stem)
+    return re.split(r"[-.]", stem)[-1]
 
 
 def _header_imatrix(table: Table) -> "bool | None":
