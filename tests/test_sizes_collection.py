@@ -127,13 +127,15 @@ def test_known_vocab_bytes_recomputed_from_llama_cpps_vocab_files(llama_cpp_vend
     # every tokenizer.* key/value of vendor/llama.cpp/models/ggml-vocab-<name>.gguf (chat template excluded),
     # read with gguf-py, against the numbers the size model keeps
     gguf = pytest.importorskip("gguf")
-    from ggspec.conformance.sizes.tokenizer import KNOWN_VOCAB_KV_BYTES
+    from ggspec.conformance.sizes.tokenizer import KNOWN_VOCAB_KV_BYTES, KNOWN_VOCAB_MERGES
     for n_vocab, (name, kv_bytes) in KNOWN_VOCAB_KV_BYTES.items():
         path = llama_cpp_vendor / "models" / f"ggml-vocab-{name}.gguf"
         r = gguf.GGUFReader(str(path))
         n = sum(sum(p.nbytes for p in f.parts) for k, f in r.fields.items()
                 if k.startswith("tokenizer.") and k != "tokenizer.chat_template")
         assert (len(r.fields["tokenizer.ggml.tokens"].data), n) == (n_vocab, kv_bytes), name
+        merges = r.fields.get("tokenizer.ggml.merges")
+        assert (len(merges.data) if merges is not None else 0) == KNOWN_VOCAB_MERGES[n_vocab], name
 
 
 def test_llama31_70b_table_shape_uses_the_llama3_vocabulary_and_rope_freqs(tmp_path):

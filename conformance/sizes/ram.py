@@ -122,7 +122,7 @@ def overhead_bytes(n_vocab: int = 32000, n_merges: int = 0) -> int:
 def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: int = 4096,
                  cache_type: str = "f16", mmap: bool = True, n_gpu_layers: int = 0, *,
                  n_prompt: "int | None" = None, n_batch: int = 512, n_ubatch: int = 512, n_outputs: int = 1,
-                 repack: "Sequence[str] | None" = None, overhead: int = FIXED_OVERHEAD_BYTES,
+                 repack: "Sequence[str] | None" = None, overhead: "int | None" = None,
                  overrides=None, imatrix: "bool | None" = None) -> dict[str, int]:
     """Peak resident memory (bytes, by component) of llama.cpp running the model on the CPU.
 
@@ -171,6 +171,9 @@ def ram_estimate(arch: LlamaArchitecture, mix: str, era: str = "gguf", n_ctx: in
         compute = compute_buffer_bytes(arch, n_kv, nt, min(n_outputs, nt), {ty for _, ty in types})
     else:
         compute = 0
+    if overhead is None:  # the fixed part, with the vocabulary's share (known BPE vocabularies: their merges)
+        from .tokenizer import KNOWN_VOCAB_MERGES
+        overhead = overhead_bytes(arch.n_vocab, KNOWN_VOCAB_MERGES.get(arch.n_vocab, 0))
     out = {"weights": weights, "repack": repacked, "kv_cache": kv, "compute": compute, "overhead": overhead}
     out["total"] = sum(out.values())
     # mmapped file pages are clean page cache: the kernel can drop them under memory pressure (and read

@@ -73,6 +73,10 @@ KNOWN_VOCAB_KV_BYTES: dict[int, tuple[str, int]] = {
 }
 
 
+# their BPE merges (tokenizer.ggml.merges counts of the same files): what the vocabulary costs in RAM
+KNOWN_VOCAB_MERGES: dict[int, int] = {128256: 280147, 102400: 99757, 151936: 151387, 50257: 50000, 32064: 0}
+
+
 def known_vocab(n_vocab: int) -> "TokenizerStats | None":
     """The statistics of a vocabulary llama.cpp ships with exactly ``n_vocab`` tokens (None if none)."""
     if n_vocab not in KNOWN_VOCAB_KV_BYTES:
