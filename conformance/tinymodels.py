@@ -3,7 +3,7 @@
     spec = TinySpec(n_head=4, n_head_kv=1, rope="yarn", wtype="Q8_0", seed=3)
     path = write_tiny_llama(spec, "/tmp/m.gguf")          # via gguf-py (GGUFWriter)
     md, tensors = read_gguf(path)                          # via gguf-py (GGUFReader): raw bytes
-    model = LlamaModel.from_tensors(md, tensors)           # ggspec.reference.llama
+    model = LlamaModel.from_gguf(path)                     # ggspec.reference.llama
 
 Vocabulary: a SentencePiece ("llama") vocabulary of <unk>, <s>, </s>, the 256 byte tokens
 <0x00>..<0xFF> and a few word pieces -- the smallest llama.cpp's SPM loader takes without warnings
@@ -220,34 +220,6 @@ def read_gguf(path) -> "tuple[dict, dict]":
     return md, tensors
 
 
-def load_reference(path, dequantize=None):
-    """LlamaModel from a GGUF written here (gguf-py reader)."""
-    from ..reference.llama import LlamaModel
-    md, tensors = read_gguf(path)
-    return LlamaModel.from_tensors(md, tensors, dequantize or dequantizer_for(tensors))
-
-
-def _ref_supports(op: str, tname: str) -> bool:
-    from .. import reference
-    try:
-        return reference.supports(op, tname)
-    except ImportError:         # the family module has not landed yet
-        return False
-
-
-def dequantizer_for(tensors) -> "callable":
-    """ggspec.reference.dequantize when the reference has every type used, else the oracle's to_float
-    for the missing ones (the quantizer families land separately)."""
-    from .. import reference
-
-    def deq(tname, raw, n):
-        if _ref_supports("dequantize", tname):
-            return reference.dequantize(tname, raw, n)
-        from . import libggml
-        return libggml.load().to_float(tname, raw, n)
-    return deq
-
-
 # ------------------------------------------------------------------------------------------------
 # llama.cpp (the oracle) on the same file
 # ------------------------------------------------------------------------------------------------
@@ -288,36 +260,6 @@ def spec_matrix(wtypes=("F32", "F16"), ropes=ROPE_CONFIGS, layouts=HEAD_LAYOUTS)
             for lname, nkv in layouts.items():
                 out.append((lname, TinySpec(n_head_kv=nkv, rope=rp, wtype=wt, seed=len(out))))
     return out
-
-
-def compare(spec: TinySpec, tokens, *, workdir, n_ctx: int = 512, act: str = "ggml", decode_steps: int = 0,
-            kv_f32: bool = True, ref_rope=None) -> dict:
-    """Our logits vs llama.cpp's for one tiny model: max |diff|, max |diff| / max |logit|, argmax agreement.
-
-    ``ref_rope``: override the reference's RoPE parameters (to show a wrong configuration is detected).
-    """
-    from ..reference.llama import ContextParams
-    from ..reference.attention import KVCache
-
-    path = Path(workdir) / f"{spec.name()}.gguf"
-    if not path.exists():
-        write_tiny_llama(spec, path)
-    model = load_reference(path)
-    cp = ContextParams(n_ctx=n_ctx)
-    if ref_rope is not None:
-        model.rope_params = lambda cp=None, _r=ref_rope: _r
-    theirs = llama_cpp_logits(path, tokens, n_ctx=n_ctx, kv_f32=kv_f32, decode_steps=decode_steps)
-    cache = KVCache(model.hp.n_layer, kv_dtype="f32" if kv_f32 else "f16")
-    ours = [model.forward(tokens, cache=cache, cp=cp, act=act)]
-    for step in range(decode_steps):
-        nxt = int(np.argmax(theirs[len(tokens) - 1 + step]))
-        ours.append(model.forward([nxt], cache=cache, cp=cp, act=act))
-    ours = np.concatenate(ours)
-    d = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
-    scale = float(np.abs(theirs).max())
-    return {"max_abs": float(d.max()), "max_rel": float(d.max() / scale), "scale": scale,
-            "argmax_agree": float(np.mean(ours.argmax(1) == theirs.argmax(1))),
-            "rope": model.rope_params(cp), "n": int(ours.shape[0])}
 
 
 # ------------------------------------------------------------------------------------------------
