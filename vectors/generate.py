@@ -409,6 +409,18 @@ def tie_rows(t: GGMLType, rng) -> list:
             rows.append(v * u * np.where(rng.uniform(size=N_PER_ROW) < 0.5, -1, 1))
         out.append((f"{name}: groups of integer multiples of vmax/{top} (even ones tie in the grid rounding)",
                     ["RoundingTie", "ExactTie"], np.stack(rows)))
+    if name == "Q2_K":
+        # groups of 16 exactly on the 2-bit grid (levels 0..3) at scales s_j and offsets -m_j with
+        # max s = max m = 15: the 4-bit codes nearest_int(15/max*s) = nearest_int(s) tie at s = k + 0.5
+        sc = np.array([15, 0.5, 2.5, 4.5, 6.5, 8.5, 10.5, 12.5, 1.5, 3.5, 14.5, 0.49999997, 5.5, 7.5, 9.5, 11.5])
+        rows = []
+        for with_min in (False, True):
+            L = rng.integers(0, 4, (16, 16)).astype(np.float64)
+            L[:, 0], L[:, 1] = 0, 3
+            m = np.roll(sc, 5) if with_min else np.zeros(16)
+            rows.append((L * sc[:, None] - m[:, None]).reshape(-1))
+        out.append(("Q2_K: groups exactly on the level grid with scales and mins k + 0.5 (4-bit code ties)",
+                    ["RoundingTie", "ExactTie", "GridExact"], np.stack(rows)))
     if name == "Q1_0":
         # d = (sequential float sum of |x|)/128: a large first value, then values below its half-ulp;
         # the sequential sum drops them, a pairwise sum would not, and d lands on either side of an
@@ -428,6 +440,39 @@ def tie_rows(t: GGMLType, rng) -> list:
         out.append(("Q3_K: the largest sub-block needs make_q3_quants' 5th refinement pass",
                     ["SearchPasses"], np.stack(rows)))
     return [(c, fl, np.asarray(x, np.float32)) for c, fl, x in out]
+
+
+# (scales, weight sums) for which make_qp_quants (the scales-of-scales fit of the K-quants with an
+# importance matrix) changes a level in its 5th refinement pass and fp16(d) with it; found by
+# searching random vectors. qp_pass5_cases realizes them as sub-blocks exactly on the level grid
+# at those scales, with importances that make the sub-block weight sums equal the weights.
+QP_PASS5 = {
+    8: ((1038172435, 1024307484, 1058771809, 1015158601, 1052296593, 1063642131, 1048324080, 1052049412),
+        (1086614485, 1144423832, 1092924301, 1048676738, 1037049552, 1107315249, 1032371222, 1025164578)),
+    16: ((1048845149, 1057384216, 1058530606, 1026193042, 1025666753, 1056157993, 1050388124, 1059507270,
+          1064846345, 1061785315, 1059997185, 1058337025, 1058085445, 1058428654, 1060605700, 1060433703),
+         (1008008583, 1072344916, 1025023330, 1058115739, 1122878389, 1065675961, 1078048983, 1073595703,
+          1037802419, 1062867056, 986510655, 1038120156, 1007815607, 1079444413, 1043134144, 1061399328)),
+}
+
+
+def qp_pass5_cases(t: GGMLType, rng) -> list:
+    if t.name in ("Q4_K", "Q5_K"):
+        n, sub, nmax, factor = 8, 32, 15 if t.name == "Q4_K" else 31, 2.0
+    elif t.name == "Q2_K":
+        n, sub, nmax, factor = 16, 16, 3, 1.0
+    else:
+        return []
+    xs, ws = QP_PASS5[n]
+    sc, w = f32_bits(*xs), f32_bits(*ws)
+    L = rng.integers(0, nmax + 1, (n, sub))
+    L[:, 0], L[:, 1] = 0, nmax
+    x = (L.astype(np.float32) * sc[:, None]).astype(np.float32).reshape(-1)
+    sumx2 = np.add.accumulate(np.concatenate([[np.float32(0)], x * x]), dtype=np.float32)[-1]
+    sigma2 = np.float32(np.float32(factor) * sumx2) / np.float32(256)
+    qw = (np.repeat(w / np.float32(sub), sub) / np.sqrt(sigma2 + x * x)).astype(np.float32)
+    return [(f"{t.name}: sub-blocks on the level grid whose scales need make_qp_quants' 5th refinement pass",
+             ["SearchPasses", "GridExact"], x[None], qw)]
 
 
 Q3K_PASS5 = [
@@ -608,6 +653,9 @@ def shape_cases(t: GGMLType, rng) -> list:
 RECIPES = ("normal", "t3", "blocky", "spiky", "uniform", "tiny-groups", "one-big")
 IMATRIX_RECIPES = ("lognormal", "ones", "sparse")
 SEARCHED: list = [
+    ("Q2_K", "one-big", 1, "sparse", "make_qkx3 trial scale in double"),
+    ("IQ2_XXS", "blocky", 0, "lognormal", "IQ2_XXS needs its last trial scale"),
+    ("IQ2_XXS", "spiky", 34, "sparse", "IQ2_XXS's make_qp_quants needs its 5th pass"),
 ]
 
 
@@ -834,7 +882,7 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
         else:
             adv = (special_rows(t, arng) + tie_rows(t, arng) + sign_rows(t, arng) + grid_rows(t, arng)
                    + shape_cases(t, arng))
-        found = searched_cases(t) + level_tie_cases(t, oracle, adv_rng(t, 2))
+        found = searched_cases(t) + level_tie_cases(t, oracle, adv_rng(t, 2)) + qp_pass5_cases(t, adv_rng(t, 3))
         if not t.requires_imatrix:
             plain_cases = [(c, fl, x, None) for c, fl, x in adv] + [c for c in found if c[3] is None]
             add_groups(probed(plain_cases, lambda c: c[3]), imatrix=False)
