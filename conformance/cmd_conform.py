@@ -52,10 +52,13 @@ def register(sub) -> None:
     p.add_argument("--junit-xml", default=None, metavar="PATH",
                    help="also write a JUnit XML report: one testcase per (implementation, suite, subject, op)")
     p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds per isolated call or exec request (default 30; a first call may build tables: "
-                        "ggml's IQ1_S grid takes seconds)")
+                   help="seconds per exec request (default 30; a first request may build tables: ggml's IQ1_S "
+                        "grid takes seconds)")
+    p.add_argument("--parse-timeout", type=float, default=3.0,
+                   help="seconds per isolated parser call of a Python adapter (gguf suite; default 3: the files "
+                        "are a few hundred bytes)")
     p.add_argument("--memory-limit", type=int, default=1024,
-                   help="MiB of address space per isolated parser call (default 1024)")
+                   help="MiB of address space above its start for the isolated parser (default 1024)")
     p.set_defaults(func=run)
 
 
@@ -86,7 +89,7 @@ def run(args) -> int:
         raise GGSpecError(f"unknown operation(s) {bad}; choose from {runner.OPS}")
     named = bool(args.impl or args.exec_cmds)
     impls, missing = _implementations(args)
-    ctx = runner.Context(timeout=args.timeout, memory=args.memory_limit << 20, strict=args.strict, quiet=args.quiet)
+    ctx = runner.Context(timeout=args.parse_timeout, memory=args.memory_limit << 20, strict=args.strict, quiet=args.quiet)
     tty = not args.quiet and sys.stderr.isatty()
     reports: "list[runner.Report]" = []
     files_run: dict = {}

@@ -300,7 +300,7 @@ def test_a_lenient_gguf_reader_fails_naming_the_case(fakes, capsys):
 
 @needs_gguf_vectors
 def test_hang_crash_and_blowup_are_verdicts_and_the_run_goes_on(fakes, capsys):
-    code, out = conform(capsys, "--impl", f"{fakes}:hostile", "--suite", "gguf", "--timeout", "3",
+    code, out = conform(capsys, "--impl", f"{fakes}:hostile", "--suite", "gguf", "--parse-timeout", "3",
                         "--memory-limit", "256", "--json")
     doc = json.loads(out)
     kinds = {}

@@ -353,7 +353,21 @@ def cases():
     add("invalid", "name", "a 64-byte tensor name (ggml allows 63)", ["LongName"], b.build())
     b = base().kv("", "UINT8", 1)
     add("invalid", "name", "an empty key", ["EmptyKey"], b.build())
+
+    # from the project's fuzz corpus: arrays whose claimed counts (or nesting) run far past the end,
+    # files on which a reader that loops over the claimed count never returns
+    corpus = Path(__file__).resolve().parent.parent / "tests" / "fuzz" / "corpus" / "gguf"
+    for name, what in FUZZ_FILES:
+        data = (corpus / name).read_bytes()
+        add("invalid", "fuzz", f"fuzz corpus {name}: {what}", ["FuzzCorpus", "HugeCount"], data)
     return out
+
+
+FUZZ_FILES = (
+    ("bad-array-count-huge.gguf", "a UINT8 array claiming 2^62 items in a 64-byte file"),
+    ("fuzz-024e089de44625de.gguf", "arrays of arrays 16 deep, each claiming more items than the file holds"),
+    ("fuzz-241e23049b02ed65.gguf", "a big-endian file whose array claims more items than the file holds"),
+)
 
 
 # ------------------------------------------------------------------------------------------------
