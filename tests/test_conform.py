@@ -374,9 +374,12 @@ def test_mix_and_gguf_vectors_regenerate_identically(oracle, tmp_path):
     import subprocess
     import sys
     from ggspec.conformance.vectors import vectors_root
-    for mod, rel in (("generate_mix", "mix/mix.json"), ("generate_gguf", "gguf/gguf.json")):
-        out = subprocess.run([sys.executable, "-m", f"ggspec.vectors.{mod}", "--out", str(tmp_path)],
-                             capture_output=True, text=True, timeout=600)
+    from pathlib import Path
+    corpus = str(Path(__file__).parent / "fuzz" / "corpus" / "gguf")
+    for mod, rel, extra in (("generate_mix", "mix/mix.json", []),
+                            ("generate_gguf", "gguf/gguf.json", ["--corpus", corpus])):
+        out = subprocess.run([sys.executable, "-m", f"ggspec.vectors.{mod}", "--out", str(tmp_path), *extra],
+                             capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
         assert out.returncode == 0, out.stderr[-2000:]
         assert (tmp_path / rel).read_bytes() == (vectors_root() / rel).read_bytes(), rel
 

@@ -174,7 +174,11 @@ NEG_ZERO = bytes.fromhex("00000080")
 # ------------------------------------------------------------------------------------------------
 # the cases: (result, category or reason, comment, flags, bytes, construction or None)
 
-def cases():
+CORPUS = [Path(__file__).resolve().parent.parent / "tests" / "fuzz" / "corpus" / "gguf",
+          Path.cwd() / "tests" / "fuzz" / "corpus" / "gguf"]
+
+
+def cases(corpus: "Path | None" = None):
     out = []
 
     def add(result, cat, comment, flags, b: "Builder | bytes", construction=None, **kw):
@@ -356,7 +360,9 @@ def cases():
 
     # from the project's fuzz corpus: arrays whose claimed counts (or nesting) run far past the end,
     # files on which a reader that loops over the claimed count never returns
-    corpus = Path(__file__).resolve().parent.parent / "tests" / "fuzz" / "corpus" / "gguf"
+    corpus = corpus or next((c for c in CORPUS if c.is_dir()), None)
+    if corpus is None:
+        raise SystemExit(f"the fuzz corpus is not at {CORPUS[0]} or {CORPUS[1]}: pass --corpus DIR")
     for name, what in FUZZ_FILES:
         data = (corpus / name).read_bytes()
         add("invalid", "fuzz", f"fuzz corpus {name}: {what}", ["FuzzCorpus", "HugeCount"], data)
@@ -414,13 +420,15 @@ def _version(pkg):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).parent), help="vectors directory (default: in place)")
+    ap.add_argument("--corpus", default=None, help="the repository's tests/fuzz/corpus/gguf (default: found "
+                                                   "next to the package or under the current directory)")
     args = ap.parse_args(argv)
     import tempfile
     from ggspec.conformance import libggml
     from ggspec.conformance.suites.gguf import SCHEMA, diff
     if libggml.installed_version() != libggml.ORACLE_VERSION:
         raise SystemExit(f"needs {libggml.ORACLE_PACKAGE}=={libggml.ORACLE_VERSION} (found {libggml.installed_version()})")
-    cs = cases()
+    cs = cases(Path(args.corpus) if args.corpus else None)
     with tempfile.TemporaryDirectory() as d:
         paths = []
         for i, c in enumerate(cs):
