@@ -108,6 +108,30 @@ def test_wrong_answers_fail_with_the_case(client, capsys):
     assert re.search(r"py-lie Q4_0 dequantize: tcId \d+.*: index \d+: got 0x00000000", " ".join(out.split()))
 
 
+B64_CLIENT = textwrap.dedent('''
+    import base64, json, sys
+    import numpy as np
+    from ggspec import reference
+    print(json.dumps({"hello": "ggspec-exec/1", "name": "py-b64", "encoding": "base64",
+                      "supports": [["codec", "dequantize", "Q8_0"]]}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        assert "input_b64" in req and "input_hex" not in req
+        y = reference.dequantize("Q8_0", base64.b64decode(req["input_b64"]), req["n"])
+        print(json.dumps({"id": req["id"], "f32_b64": base64.b64encode(np.asarray(y, "<f4").tobytes()).decode()}),
+              flush=True)
+''')
+
+
+def test_base64_payloads(tmp_path, capsys):
+    path = tmp_path / "b64.py"
+    path.write_text(B64_CLIENT)
+    code, out = conform(capsys, "--exec", f"{sys.executable} {path}", "--suite", "codec", "--types", "Q8_0",
+                        "--json")
+    o = json.loads(out)["implementations"][0]["results"]["Q8_0"]["dequantize"]
+    assert code == 0 and o["status"] == "pass" and o["passed"] > 20
+
+
 def test_a_program_without_hello_is_an_error(tmp_path):
     from ggspec.errors import GGSpecError
     from ggspec.conformance.exec_protocol import ExecImpl
