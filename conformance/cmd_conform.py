@@ -9,6 +9,7 @@ reflects ggspec's own implementations (reference, numpy, mlx).
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
@@ -57,6 +58,9 @@ def register(sub) -> None:
     p.add_argument("--parse-timeout", type=float, default=3.0,
                    help="seconds per isolated parser call of a Python adapter (gguf suite; default 3: the files "
                         "are a few hundred bytes)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="implementations run in parallel worker processes (default: up to 4, the CPU count; "
+                        "1: one after the other in this process)")
     p.add_argument("--memory-limit", type=int, default=1024,
                    help="MiB of address space above its start for the isolated parser (default 1024)")
     p.set_defaults(func=run)
@@ -89,17 +93,25 @@ def run(args) -> int:
         raise GGSpecError(f"unknown operation(s) {bad}; choose from {runner.OPS}")
     named = bool(args.impl or args.exec_cmds)
     impls, missing = _implementations(args)
-    ctx = runner.Context(timeout=args.parse_timeout, memory=args.memory_limit << 20, strict=args.strict, quiet=args.quiet)
+    opts = dict(timeout=args.parse_timeout, memory=args.memory_limit << 20, strict=args.strict, quiet=args.quiet)
+    ctx = runner.Context(**opts)
     tty = not args.quiet and sys.stderr.isatty()
     reports: "list[runner.Report]" = []
     files_run: dict = {}
+    # implementations a worker process can rebuild run in parallel; the rest here, one after the other
+    specs = _rebuild_specs(impls, args)
+    jobs = args.jobs if args.jobs is not None else min(os.cpu_count() or 1, 4)
+    parallel = {}
+    if jobs > 1 and sum(1 for sp in specs if sp) > 1:
+        parallel = _run_parallel(impls, specs, jobs, args, [s.name for s in sel_suites], types, ops, opts, tty)
     try:
         for suite in sel_suites:
-            vsets = suite.load(args.vectors)
-            select = None
-            if suite.name == "codec":
-                select = (lambda c: (types is None or c.subject in types) and c.op in ops)
-            for impl in impls:
+            vsets = suite.load(args.vectors) if len(parallel) < len(impls) else []
+            select = _select(suite.name, types, ops)
+            for i, impl in enumerate(impls):
+                if i in parallel:
+                    reports.append(parallel[i][suite.name])
+                    continue
                 def progress(what, name=impl.name, s=suite.name):
                     if tty:
                         print(f"\r{name} {s}: {str(what)[-50:]:<50}", end="", file=sys.stderr, flush=True)
@@ -125,6 +137,67 @@ def run(args) -> int:
         return status
     print_report(reports, sel_suites, missing, named, args, ops)
     return status
+
+
+def _select(suite_name, types, ops):
+    if suite_name != "codec":
+        return None
+    return lambda c: (types is None or c.subject in types) and c.op in ops
+
+
+def _rebuild_specs(impls, args) -> list:
+    """For each implementation, the --impl spec a worker process rebuilds it from, or None."""
+    if args.exec_cmds:
+        return [None] * len(impls)
+    if args.impl:
+        return list(args.impl) + [None] * (len(impls) - len(args.impl))
+    out = []
+    for impl in impls:
+        ok = impl.name in adapters.BUILTIN and type(impl).__module__ == adapters.__name__
+        out.append(impl.name if ok else None)
+    return out
+
+
+def _worker(spec, libggml, suite_names, vectors, types, ops, opts):
+    """One implementation, every selected suite, in a worker process: {suite name: Report}."""
+    impl = adapters.get_implementation(spec, libggml)
+    ctx = runner.Context(**opts)
+    out = {}
+    try:
+        for name in suite_names:
+            suite = suites.get(name)
+            out[name] = runner.run_suite(impl, suite, suite.load(vectors), ctx, _select(name, types, ops), None,
+                                         own=impl.name in OWN)
+    finally:
+        ctx.close()
+    return out
+
+
+def _run_parallel(impls, specs, jobs, args, suite_names, types, ops, opts, tty) -> dict:
+    """{index: {suite: Report}} for the implementations run in worker processes (spawned, so no
+    library state is forked); an implementation whose worker fails runs here instead."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    todo = [i for i, sp in enumerate(specs) if sp]
+    if tty:
+        print(f"\rrunning {len(todo)} implementations in {min(jobs, len(todo))} worker processes...",
+              end="", file=sys.stderr, flush=True)
+    out = {}
+    try:
+        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as ex:
+            futs = {ex.submit(_worker, specs[i], args.libggml, suite_names, args.vectors, types, ops, opts): i
+                    for i in todo}
+            for f in cf.as_completed(futs):
+                try:
+                    out[futs[f]] = f.result()
+                except Exception as e:  # noqa: BLE001 - run it here instead
+                    print(f"ggspec: worker for {impls[futs[f]].name} failed ({type(e).__name__}: {e}); "
+                          f"running it in this process", file=sys.stderr)
+    except (OSError, RuntimeError) as e:
+        print(f"ggspec: no worker processes ({e}); running one implementation after the other", file=sys.stderr)
+    if tty:
+        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    return out
 
 
 def exit_status(reports, named: bool, strict: bool) -> int:

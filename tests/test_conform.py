@@ -409,3 +409,19 @@ def test_quantize_to_plain_floats_has_the_nan_bits_class_too():
     h[0] ^= 0x0001                        # 1.0 -> 1.0009765625: a real difference
     kind, text = runner.q_verdict(Impl(h.tobytes()), get_type("F16"), case)
     assert kind == "fail" and "only in NaN/zero-sign bits" in text
+
+
+def test_parallel_workers_give_the_same_report_as_one_process(fakes, capsys):
+    def strip(doc):
+        for r in doc["implementations"]:
+            for c in r["results"].values():
+                for o in c.values():
+                    o.pop("seconds")
+                    o.pop("warnings")
+        return doc
+    args = ["--impl", "reference", "--impl", f"{fakes}:flushnan", "--suite", "codec,gguf", "--types", "F16,Q4_0",
+            "--json", "--quiet"]
+    c1, one = conform(capsys, *args, "--jobs", "1")
+    c2, two = conform(capsys, *args, "--jobs", "2")
+    assert c1 == c2 == 1
+    assert strip(json.loads(one)) == strip(json.loads(two))
