@@ -74,16 +74,9 @@ def _run(args) -> int:
     hp = model.hp
     _log(f"{args.model}: {model.arch}, {hp.n_layer} layers, n_embd {hp.n_embd}, heads {hp.n_head}/{hp.n_head_kv}, "
          f"n_vocab {hp.n_vocab}", quiet)
-    cache = model.new_cache(cp)
     _log(f"evaluating {len(tokens)} prompt tokens ...", quiet)
-    rows = [model.forward(tokens, cp, cache)]
-    gen = []
-    for i in range(args.n_predict):
-        gen.append(int(np.argmax(rows[-1][-1])))
-        _log(f"  token {i + 1}/{args.n_predict}: {gen[-1]}", quiet)
-        if i < args.n_predict - 1:
-            rows.append(model.forward([gen[-1]], cp, cache))
-    logits = np.concatenate(rows)
+    logits, gen = model.run(tokens, cp, args.n_predict,
+                            progress=lambda i, n: _log(f"  greedy token {i}/{n}", quiet))
     elapsed = time.perf_counter() - t0
     last = logits[len(tokens) - 1]
     k = max(1, min(args.top_k, last.size))

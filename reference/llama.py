@@ -520,19 +520,26 @@ class LlamaModel:
             out = (out + y[:, j]).astype(f32)
         return out
 
-    def generate(self, tokens: Sequence[int], n_new: int, *, cp: Optional[ContextParams] = None) -> "list[int]":
-        """Greedy decoding: the prompt as llama.cpp evaluates it, then one token at a time."""
+    def run(self, tokens: Sequence[int], cp: Optional[ContextParams] = None, n_predict: int = 0,
+            progress: Optional[Callable[[int, int], None]] = None) -> "tuple[np.ndarray, list[int]]":
+        """The prompt as llama.cpp evaluates it, then ``n_predict`` greedy tokens one at a time (each
+        the argmax of the previous row, fed back). Returns (logits float32 (len(tokens) +
+        max(n_predict - 1, 0), n_vocab), the greedy tokens); ``progress(i, n_predict)`` after each."""
         cp = cp or ContextParams()
         cache = self.new_cache(cp)
-        logits = self.forward(tokens, cp, cache)
-        out = []
-        for _ in range(n_new):
-            nxt = int(np.argmax(logits[-1]))
-            out.append(nxt)
-            if len(out) == n_new:
-                break
-            logits = self.forward([nxt], cp, cache)
-        return out
+        rows = [self.forward(tokens, cp, cache)]
+        gen: "list[int]" = []
+        for i in range(n_predict):
+            gen.append(int(np.argmax(rows[-1][-1])))
+            if progress:
+                progress(i + 1, n_predict)
+            if i < n_predict - 1:
+                rows.append(self.forward([gen[-1]], cp, cache))
+        return np.concatenate(rows), gen
+
+    def generate(self, tokens: Sequence[int], n_new: int, *, cp: Optional[ContextParams] = None) -> "list[int]":
+        """Greedy decoding: the prompt as llama.cpp evaluates it, then one token at a time."""
+        return self.run(tokens, cp, n_new)[1]
 
 
 def _gguf_to_source(g) -> "tuple[dict, TensorSource]":

@@ -43,19 +43,8 @@ def model_file(workdir, spec, writer=T.write_tiny_llama):
 
 def check(portable, path, tokens, cp, n_predict=0):
     want, want_gen = portable.call(RUN, "run", str(path), list(tokens), dataclasses.asdict(cp), n_predict=n_predict)
-    m = LlamaModel.from_gguf(path)
-    if n_predict:
-        cache = m.new_cache(cp)
-        rows = [m.forward(tokens, cp, cache)]
-        gen = []
-        for i in range(n_predict):
-            gen.append(int(np.argmax(rows[-1][-1])))
-            if i < n_predict - 1:
-                rows.append(m.forward([gen[-1]], cp, cache))
-        got = np.concatenate(rows)
-        assert gen == want_gen, f"greedy continuation differs: {gen} vs {want_gen}"
-    else:
-        got = m.forward(tokens, cp)
+    got, gen = LlamaModel.from_gguf(path).run(tokens, cp, n_predict)
+    assert gen == want_gen, f"greedy continuation differs: {gen} vs {want_gen}"
     assert np.array_equal(np.asarray(want, f32).view(np.uint32), got.view(np.uint32)), first_diff(want, got)
 
 

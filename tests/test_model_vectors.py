@@ -122,15 +122,7 @@ def test_reference_forward_matches_vectors(case):
     doc = json.loads((FORWARD_DIR / case["vectors"]).read_text())
     m = LlamaModel.from_gguf(path)
     for run in doc["runs"]:
-        cp = ContextParams(**run["context"])
-        cache = m.new_cache(cp)
-        rows = [m.forward(run["tokens"], cp, cache)]
-        gen = []
-        for i in range(run["n_predict"]):
-            gen.append(int(np.argmax(rows[-1][-1])))
-            if i < run["n_predict"] - 1:
-                rows.append(m.forward([gen[-1]], cp, cache))
-        got = np.concatenate(rows)
+        got, gen = m.run(run["tokens"], ContextParams(**run["context"]), run["n_predict"])
         want = _f32(run["expected_logits_f32_hex"], run["logits_shape"])
         bad = np.argwhere(got.view(np.uint32) != want.view(np.uint32))
         assert bad.size == 0, f"{run['name']}: {len(bad)} logits differ, first at {tuple(bad[0])}"

@@ -112,13 +112,4 @@ def reference_forward(model_path, tokens, context, n_predict):
     """ggspec's reference answering the suite (used by the reference adapter)."""
     from ...reference.llama import ContextParams, LlamaModel
 
-    m = LlamaModel.from_gguf(model_path)
-    cp = ContextParams(**context)
-    cache = m.new_cache(cp)
-    rows = [m.forward(tokens, cp, cache)]
-    gen = []
-    for i in range(n_predict):
-        gen.append(int(np.argmax(rows[-1][-1])))
-        if i < n_predict - 1:
-            rows.append(m.forward([gen[-1]], cp, cache))
-    return np.concatenate(rows), gen
+    return LlamaModel.from_gguf(model_path).run(tokens, ContextParams(**context), n_predict)
