@@ -342,6 +342,8 @@ def cases(corpus: "Path | None" = None):
         patch_info(b"q", "ne0", "<Q", 31))
     add("invalid", "alignment", "a tensor offset that is not a multiple of the alignment", ["Misaligned"],
         patch_info(b"q", "offset", "<Q", 8))
+    add("invalid", "alignment", "a tensor offset of 40 with alignment 32: inside the file, overlapping nothing",
+        ["Misaligned"], patch_info(b"q", "offset", "<Q", 40))
     add("invalid", "overlap", "two tensors at the same offset", ["Overlap"], patch_info(b"q", "offset", "<Q", 0))
     add("invalid", "alignment", "a tensor offset past the end of the file", ["OffsetPastEnd"],
         patch_info(b"q", "offset", "<Q", 2**40))
