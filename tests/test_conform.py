@@ -425,3 +425,28 @@ def test_parallel_workers_give_the_same_report_as_one_process(fakes, capsys):
     c2, two = conform(capsys, *args, "--jobs", "2")
     assert c1 == c2 == 1
     assert strip(json.loads(one)) == strip(json.loads(two))
+
+
+def test_quantized_blocks_whose_values_differ_only_in_nan_bits_are_nan_bits():
+    """A Q8_0 block whose fp16 scale is a NaN with another payload decodes to NaNs either way."""
+    import struct
+    from ggspec.conformance.vectors import QuantizeCase
+    from ggspec.reference.types import get_type
+    x = np.zeros((1, 32), np.float32)
+    want = struct.pack("<H", 0x7E00) + bytes(range(1, 33))       # d = qNaN
+    case = QuantizeCase("Q8_0", 1, "", [], x, None, want, None)
+
+    class Impl:
+        def __init__(self, out):
+            self.out = out
+
+        def quantize(self, t, x, imatrix):
+            return self.out
+    kind, text = runner.q_verdict(Impl(struct.pack("<H", 0x7E01) + bytes(range(1, 33))), get_type("Q8_0"), case)
+    assert kind == "nan-bits" and "byte 0" in text
+    kind, text = runner.q_verdict(Impl(struct.pack("<H", 0x3C00) + bytes(range(1, 33))), get_type("Q8_0"), case)
+    assert kind == "fail"
+    zero = bytes(2) + bytes(range(1, 33))                          # d = 0: every qs decodes to 0
+    case0 = QuantizeCase("Q8_0", 2, "", [], x, None, zero, None)
+    kind, text = runner.q_verdict(Impl(bytes(2) + bytes(32)), get_type("Q8_0"), case0)
+    assert kind == "fail" and "decode to the same values" in text
