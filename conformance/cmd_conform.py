@@ -174,30 +174,51 @@ def _worker(spec, libggml, suite_names, vectors, types, ops, opts):
 
 
 def _run_parallel(impls, specs, jobs, args, suite_names, types, ops, opts, tty) -> dict:
-    """{index: {suite: Report}} for the implementations run in worker processes (spawned, so no
-    library state is forked); an implementation whose worker fails runs here instead."""
+    """{index: {suite: Report}} for the implementations run in worker processes: each a fresh
+    ``python`` running ``_worker_main`` (no fork of this process's library state, no re-import of the
+    caller's main script), job and result as pickles over its stdin/stdout. An implementation whose
+    worker fails runs here instead."""
     import concurrent.futures as cf
-    import multiprocessing as mp
+    import pickle
+    import subprocess
     todo = [i for i, sp in enumerate(specs) if sp]
     if tty:
         print(f"\rrunning {len(todo)} implementations in {min(jobs, len(todo))} worker processes...",
               end="", file=sys.stderr, flush=True)
+
+    def one(i):
+        job = pickle.dumps((list(sys.path), specs[i], args.libggml, suite_names, args.vectors, types, ops, opts))
+        p = subprocess.run([sys.executable, "-c", "from ggspec.conformance.cmd_conform import _worker_main; "
+                            "_worker_main()"], input=job, stdout=subprocess.PIPE, stderr=None)
+        if p.returncode != 0:
+            raise RuntimeError(f"worker exit status {p.returncode}")
+        return pickle.loads(p.stdout)
     out = {}
-    try:
-        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as ex:
-            futs = {ex.submit(_worker, specs[i], args.libggml, suite_names, args.vectors, types, ops, opts): i
-                    for i in todo}
-            for f in cf.as_completed(futs):
-                try:
-                    out[futs[f]] = f.result()
-                except Exception as e:  # noqa: BLE001 - run it here instead
-                    print(f"ggspec: worker for {impls[futs[f]].name} failed ({type(e).__name__}: {e}); "
-                          f"running it in this process", file=sys.stderr)
-    except (OSError, RuntimeError) as e:
-        print(f"ggspec: no worker processes ({e}); running one implementation after the other", file=sys.stderr)
+    with cf.ThreadPoolExecutor(max_workers=min(jobs, len(todo))) as ex:
+        futs = {ex.submit(one, i): i for i in todo}
+        for f in cf.as_completed(futs):
+            try:
+                out[futs[f]] = f.result()
+            except Exception as e:  # noqa: BLE001 - run it here instead
+                print(f"ggspec: worker for {impls[futs[f]].name} failed ({type(e).__name__}: {e}); "
+                      f"running it in this process", file=sys.stderr)
     if tty:
         print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
     return out
+
+
+def _worker_main():
+    """A worker process: the job from stdin, the reports to stdout (anything else written to stdout
+    by a library goes to stderr)."""
+    import pickle
+    result = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    path, spec, libggml, suite_names, vectors, types, ops, opts = pickle.loads(sys.stdin.buffer.read())
+    sys.path[:] = path
+    out = _worker(spec, libggml, suite_names, vectors, types, ops, opts)
+    result.write(pickle.dumps(out))
+    result.flush()
 
 
 def exit_status(reports, named: bool, strict: bool) -> int:
