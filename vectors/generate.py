@@ -297,6 +297,8 @@ def special_rows(t: GGMLType, rng) -> list:
         ("normal row scaled by 1e-42 (float32 subnormals)", ["SpecialInput", "Subnormal"], (base * np.float32(1e-42))),
         ("normal row scaled by 1e-20 (group maxima between 1e-30 and GROUP_MAX_EPS = 1e-15)", ["Scaled"],
          (base * np.float32(1e-20))),
+        ("normal row scaled by 5e-15 (group maxima above 1e-15, fitted scales below it)", ["Scaled"],
+         (base * np.float32(5e-15))),
     ]
     return out
 
@@ -429,6 +431,13 @@ def tie_rows(t: GGMLType, rng) -> list:
         x[0], x[128] = np.float32(128.0625 - 0.0003), np.float32(-(128.0625 - 0.0003))
         out.append(("Q1_0: one large value then values below its half-ulp (sum order shows in fp16 d)",
                     ["SumOrder"], x[None]))
+    if name in ("Q3_K", "Q6_K"):
+        # a largest sub-block whose scale m makes fp16(1/(-k/m)) and fp16(m/-k) differ (ggml stores
+        # d = 1/iscale with iscale = -32/m (Q3_K) or -128/m (Q6_K)); the others are it times 1/2
+        g = f32_bits(*(D_DIRECT_Q3K if name == "Q3_K" else D_DIRECT_Q6K)).astype(np.float64)
+        row = np.concatenate([g] + [g * 0.5 * (-1) ** j for j in range(1, 16)])
+        out.append((f"{name}: the stored d is 1/iscale, not max_scale/-k (they differ in fp16 here)",
+                    ["Searched", "ScaleRounding"], row[None]))
     if name == "Q3_K":
         # sub-blocks for which make_q3_quants changes a level in its 5th refinement pass, and the
         # resulting scale changes fp16(d) (found by searching random 16-vectors)
@@ -474,6 +483,11 @@ def qp_pass5_cases(t: GGMLType, rng) -> list:
     return [(f"{t.name}: sub-blocks on the level grid whose scales need make_qp_quants' 5th refinement pass",
              ["SearchPasses", "GridExact"], x[None], qw)]
 
+
+D_DIRECT_Q6K = (3207699166, 1033164601, 1059204048, 1063251713, 3193465692, 1049768031, 1007452389, 1056690071,
+                3203128185, 3176825254, 3196658003, 3198493459, 3203732774, 3193107795, 1045531156, 3175066647)
+D_DIRECT_Q3K = (1039273180, 3209905508, 1051121375, 3197850377, 3165247570, 1054877943, 1053312883, 1052605067,
+                1031031544, 1046156031, 3196307523, 1047921873, 1050312344, 3194677588, 1039807054, 1055719191)
 
 Q3K_PASS5 = [
     (3208288379, 1070415812, 1058317908, 1066072813, 1060645639, 1073497155, 3209704585, 3182344688,
@@ -553,7 +567,12 @@ def sign_rows(t: GGMLType, rng) -> list:
     y[:, 9] = -a
     y[::2, [3, 9]] = y[::2, [9, 3]]
     row2 = y.reshape(1, n)
+    z = rng.standard_normal((n // 32, 32))
+    z[::2] = 0.0                                       # all-zero groups of 32 between ordinary ones
+    row3 = z.reshape(1, n)
     return [("pairs of sub-blocks that are negations of each other", ["OppositeExtremes"], row1.astype(np.float32)),
+            ("every other group of 32 all zero (the zero-group paths of the searches)", ["Zeros", "Sparse"],
+             row3.astype(np.float32)),
             ("each group of 16 holds +a and -a as its extremes (alternating order)", ["OppositeExtremes"],
              row2.astype(np.float32))]
 
@@ -712,7 +731,7 @@ def _f16(raw, off) -> np.float32:
 
 
 def _k_subblocks(name: str, blk: bytes):
-    """(first index, length, d_j, m_j, nmin, nmax) of each sub-block of a Q2_K/Q4_K/Q5_K/Q6_K block as
+    """(first index, length, d_j, m_j, nmin, nmax) of each sub-block of a Q2_K..Q6_K block as
     ggml's quantizer re-derives its final levels: L = nearest_int((x + m_j)/d_j) clamped (ggml-common.h
     layouts; m_j = 0 for Q6_K)."""
     out = []
@@ -731,6 +750,13 @@ def _k_subblocks(name: str, blk: bytes):
                 sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)
                 m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4)
             out.append((32 * j, 32, d * np.float32(sc), dm * np.float32(m), 0, 15 if name == "Q4_K" else 31))
+    elif name == "Q3_K":
+        d = _f16(blk, 108)
+        sc = blk[96:108]
+        for j in range(16):
+            low = sc[j] & 0xF if j < 8 else sc[j - 8] >> 4
+            high = (sc[8 + j % 4] >> (2 * (j // 4))) & 3
+            out.append((16 * j, 16, d * np.float32((low | (high << 4)) - 32), np.float32(0), -4, 3))
     elif name == "Q6_K":
         d = _f16(blk, 208)
         sc = np.frombuffer(blk, np.int8, 16, 192)
@@ -777,7 +803,7 @@ def level_tie_cases(t: GGMLType, oracle: Oracle, rng) -> list:
     """(comment, flags, x, imatrix) rows for the K-quants whose final levels are re-derived from the
     stored scales: ordinary rows with elements moved next to level mid-points of the oracle's own
     block (see level_tie_row)."""
-    if t.name not in ("Q2_K", "Q4_K", "Q5_K", "Q6_K"):
+    if t.name not in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
         return []
     out = []
     for k in range(4):
