@@ -33,7 +33,7 @@ with atheris.instrument_imports():
     import ggspec.reference.legacy  # noqa: F401
     if FMT == "ggml":
         import ggspec.reference.ggml_legacy  # noqa: F401
-    import harness
+    import gguf_harness as harness
 
 from ggspec.errors import GGSpecError  # noqa: E402
 

@@ -17,7 +17,7 @@ from ggspec.errors import FormatError, GGSpecError
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 sys.path.insert(0, str(HERE))
-import harness  # noqa: E402
+import gguf_harness as harness  # noqa: E402
 
 FORMATS = [f for f in ("gguf", "ggml") if importlib.util.find_spec(
     {"gguf": "ggspec.reference.gguf", "ggml": "ggspec.reference.ggml_legacy"}[f]) is not None]
