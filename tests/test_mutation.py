@@ -22,8 +22,8 @@ HERE = Path(__file__).resolve().parent / "mutation"
 
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-harness = importlib.import_module("harness")
-catalogue = importlib.import_module("catalogue")
+harness = importlib.import_module("mutation_harness")
+catalogue = importlib.import_module("mutation_catalogue")
 
 # codec mutants the shipped vectors do not kill yet (each one listed in docs/vectors.md); empty is the goal
 KNOWN_SURVIVORS: set = {"q3-accept-no-sl2-check", "qp-trial-split"}

@@ -7,7 +7,7 @@
     python tests/mutation/run.py --json > score.json
 
 Each mutant is applied to a copy of the reference and checked with
-``ggspec conform --impl ggspec_mutant_impl:make --strict`` (see harness.py).
+``ggspec conform --impl ggspec_mutant_impl:make --strict`` (see mutation_harness.py).
 Exit status 1 when a codec mutant survives.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import catalogue  # noqa: E402
-import harness  # noqa: E402
+import mutation_catalogue as catalogue  # noqa: E402
+import mutation_harness as harness  # noqa: E402
 
 
 def select(ids="", family="", suite="", sample=0, seed=0):

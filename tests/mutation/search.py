@@ -4,7 +4,7 @@
 
 For each mutant and each of its types, rows from the recipes of ``vectors/generate.py`` (``RECIPES``,
 with and without an importance matrix where the type takes one) are quantized by the oracle and by
-the mutated reference (imported in this process from a throw-away copy, see harness.py); the first
+the mutated reference (imported in this process from a throw-away copy, see mutation_harness.py); the first
 (recipe, seed) whose bytes differ is printed as an entry for ``SEARCHED`` in vectors/generate.py.
 Needs the oracle. Bounded: at most ``--seeds`` rows per recipe and ``--budget`` seconds per mutant.
 """
@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import catalogue  # noqa: E402
-import harness  # noqa: E402
+import mutation_catalogue as catalogue  # noqa: E402
+import mutation_harness as harness  # noqa: E402
 
 
 def search(m, seeds: int, budget: float, oracle, gen):

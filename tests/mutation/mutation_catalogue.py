@@ -1,6 +1,6 @@
 """The catalogue: one-line mistakes an implementer of ggml's formats plausibly makes.
 
-Each entry changes one line of a copy of the reference (see harness.py). Families:
+Each entry changes one line of a copy of the reference (see mutation_harness.py). Families:
 
     fp        fp16 / bf16 / e8m0 / ue4m3 conversions (reference/fp.py)
     helpers   shared quantizer helpers: nearest_int, roundf, C casts, sums, the scale searches
@@ -22,9 +22,9 @@ here (docs/vectors.md lists the ones that were proven equivalent and left out).
 from __future__ import annotations
 
 try:
-    from harness import Mutant  # run.py / tests put this directory on sys.path
+    from mutation_harness import Mutant  # run.py / tests put this directory on sys.path
 except ImportError:  # imported as a package module
-    from .harness import Mutant
+    from .mutation_harness import Mutant
 
 FP, LEG, KQ, IQ = "reference/fp.py", "reference/legacy.py", "reference/kquants.py", "reference/iquants.py"
 SE, TE, F4, LB = "reference/search.py", "reference/ternary.py", "reference/fp4.py", "reference/lowbit.py"
