@@ -3,8 +3,9 @@
 Default report (fits 100 columns): one summary line per implementation with a cell per suite, then the
 first failure of each failing cell. ``--detail`` (implied by ``--impl`` / ``--exec``) adds one table
 per implementation and suite. Exit status: with ``--impl`` / ``--exec``, 1 on any FAIL (or broken
-adapter; nan-bits too with ``--strict``); without them, peers' failures are findings and the status
-reflects ggspec's own implementations (reference, numpy, mlx).
+adapter; nan-bits too with ``--strict``, and always for ggspec's own implementations -- reference,
+numpy, mlx -- which define the format, NaN bits included); without them, peers' failures are findings
+and the status reflects ggspec's own implementations.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--detail", action="store_true", help="one table per implementation and suite")
     p.add_argument("--all-failures", action="store_true", help="list every failing tcId, not the first per cell")
-    p.add_argument("--strict", action="store_true", help="nan-bits cells fail the run too")
+    p.add_argument("--strict", action="store_true",
+                   help="nan-bits cells fail the run too (always so for ggspec's own reference/numpy/mlx)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress, and the implementations' warnings are counted per cell, not printed")
     p.add_argument("--junit-xml", default=None, metavar="PATH",
@@ -222,8 +224,13 @@ def _worker_main():
 
 
 def exit_status(reports, named: bool, strict: bool) -> int:
+    """1 when a report in the pool fails. ggspec's own implementations (reference, numpy, mlx) are
+    always judged strictly: they define the format, so a NaN payload or zero sign that differs from
+    ggml's is a failure for them (a mistake such as keeping an f32 NaN payload in f16 must fail
+    ``ggspec conform --impl reference``); other implementations get the ``nan-bits`` class, which
+    fails only with ``--strict``."""
     pool = reports if named else [r for r in reports if r.own]
-    return 1 if any(r.failed_strict(strict) for r in pool) else 0
+    return 1 if any(r.failed_strict(strict or r.own) for r in pool) else 0
 
 
 def _fit(line: str, width: int = WIDTH, indent: str = "    ") -> str:

@@ -114,8 +114,13 @@ FAKES = textwrap.dedent('''
                 out = ["Q4_K" if t["name"].endswith("attn_v.weight") else ty for t, ty in zip(model["tensors"], out)]
             return out
 
+    class OwnNanSign(NanSign):
+        """A mistake in ggspec's own reference that changes only NaN signs (e.g. an edited copy)."""
+        name = "reference"
+
     def mixoff(): return MixOff()
     def nansign(): return NanSign()
+    def ownnansign(): return OwnNanSign()
     def ropeoffsimd(): return RopeOffSimd()
     def ropeulp(): return RopeUlp()
     def flushnan(): return FlushNaN()
@@ -174,6 +179,14 @@ def test_nan_bits_is_its_own_class_and_fails_only_with_strict(fakes, capsys):
     code, _ = conform(capsys, "--impl", f"{fakes}:nansign", "--suite", "codec", "--types", "F16",
                       "--ops", "dequantize", "--strict")
     assert code == 1
+
+
+def test_own_implementations_are_judged_strictly(fakes, capsys):
+    """ggspec's reference defines the format: a NaN-sign-only difference there fails without --strict
+    (the issue-15 mutants "keep the NaN payload" must fail `ggspec conform --impl reference`)."""
+    code, out = conform(capsys, "--impl", f"{fakes}:ownnansign", "--suite", "codec", "--types", "F16",
+                        "--ops", "dequantize")
+    assert "nan-bits" in out and code == 1
 
 
 def test_a_real_nan_defect_fails_with_comment_and_flags(fakes, capsys):
