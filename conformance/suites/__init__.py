@@ -122,6 +122,26 @@ class Suite:
     extra: dict = field(default_factory=dict)
 
 
+def load_test_groups(path, case_of: "Callable[[dict, dict], tuple]") -> "list[VectorSet]":
+    """A Wycheproof-style file (``testGroups`` of ``tests``) as one VectorSet, or ``[]`` when absent.
+    ``case_of(group, test)`` -> ``(subject, op, data)`` of each case."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        return []
+    doc = json.loads(p.read_text())
+    n = sum(len(g["tests"]) for g in doc["testGroups"])
+
+    def cases():
+        for g in doc["testGroups"]:
+            for t in g["tests"]:
+                subject, op, data = case_of(g, t)
+                yield Case(int(t["tcId"]), t.get("comment", ""), list(t.get("flags", [])), subject, op, data, str(p))
+    return [VectorSet(str(p), doc.get("provenance", {}), cases, n)]
+
+
 def register(suite: Suite) -> Suite:
     _REGISTRY[suite.name] = suite
     return suite

@@ -20,12 +20,11 @@ the group's ``native_max_abs`` (llama.cpp's native SIMD build's measured distanc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from . import Case, Suite, VectorSet, Verdict, register
+from . import Case, Suite, Verdict, load_test_groups, register
 from ..compare import describe_bits, float_diff
 
 OPS = ("mul_mat_softmax", "flash_attn_ext")
@@ -44,18 +43,7 @@ def _f32(h: str, shape) -> np.ndarray:
 
 
 def load(root):
-    p = vector_path(root)
-    if not p.is_file():
-        return []
-    doc = json.loads(p.read_text())
-    n = sum(len(g["tests"]) for g in doc["testGroups"])
-
-    def cases():
-        for g in doc["testGroups"]:
-            for t in g["tests"]:
-                yield Case(int(t["tcId"]), t.get("comment", ""), list(t.get("flags", [])), g["name"], g["op"],
-                           {"group": g, "test": t}, str(p))
-    return [VectorSet(str(p), doc.get("provenance", {}), cases, n)]
+    return load_test_groups(vector_path(root), lambda g, t: (g["name"], g["op"], {"group": g, "test": t}))
 
 
 def inputs(case: Case):

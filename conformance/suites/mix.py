@@ -18,10 +18,9 @@ shipped case: the oracle's API cannot take one); ``overrides`` a dict with any o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from . import Case, Suite, VectorSet, Verdict, register
+from . import Case, Suite, Verdict, load_test_groups, register
 
 OPS = ("default", "overrides")
 
@@ -34,18 +33,8 @@ def vector_path(root=None) -> Path:
 
 
 def load(root):
-    p = vector_path(root)
-    if not p.is_file():
-        return []
-    doc = json.loads(p.read_text())
-    n = sum(len(g["tests"]) for g in doc["testGroups"])
-
-    def cases():
-        for g in doc["testGroups"]:
-            for t in g["tests"]:
-                yield Case(int(t["tcId"]), t.get("comment", ""), list(t.get("flags", [])), g["model"]["name"],
-                           "overrides" if t.get("overrides") else "default", {"model": g["model"], "test": t}, str(p))
-    return [VectorSet(str(p), doc.get("provenance", {}), cases, n)]
+    return load_test_groups(vector_path(root), lambda g, t: (
+        g["model"]["name"], "overrides" if t.get("overrides") else "default", {"model": g["model"], "test": t}))
 
 
 def judge(case: Case, got) -> Verdict:

@@ -19,12 +19,11 @@ measured when the vectors were made; at least 1) times ``SIMD_MARGIN``, in units
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from . import Case, Suite, VectorSet, Verdict, register
+from . import Case, Suite, Verdict, load_test_groups, register
 from ...errors import UnsupportedTypeError
 from ..compare import describe_bits, float_diff
 
@@ -57,18 +56,7 @@ def _decode(h: str, dtype: str, shape) -> np.ndarray:
 
 
 def load(root):
-    p = vector_path(root)
-    if not p.is_file():
-        return []
-    doc = json.loads(p.read_text())
-    n = sum(len(g["tests"]) for g in doc["testGroups"])
-
-    def cases():
-        for g in doc["testGroups"]:
-            for t in g["tests"]:
-                yield Case(int(t["tcId"]), t.get("comment", ""), list(t.get("flags", [])), g["name"], t["dtype"],
-                           {"group": g, "test": t}, str(p))
-    return [VectorSet(str(p), doc.get("provenance", {}), cases, n)]
+    return load_test_groups(vector_path(root), lambda g, t: (g["name"], t["dtype"], {"group": g, "test": t}))
 
 
 def params_of(group: dict) -> dict:
