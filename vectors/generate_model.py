@@ -162,7 +162,12 @@ ATTENTION_CASES = [  # (name, n_head, n_head_kv, head_dim, n_past, n_new, flags)
     ("gqa-prompt-65", 2, 1, 32, 0, 65, ["GQA", "FlashTiled"]),
     ("mqa-decode-512", 2, 1, 32, 257, 1, ["MQA", "Decode", "FlashSplitKV"]),
     ("mha-two-windows", 1, 1, 32, 257, 3, ["MHA", "KVWindow512"]),
+    # adversarial magnitudes: scores of hundreds (exp underflows; ggml_v_expf's |n| > 126 and > 192
+    # branches, subnormal and zero probabilities) and scores near zero (a flat softmax)
+    ("gqa-saturated", 4, 2, 32, 20, 4, ["GQA", "ExpUnderflow", "LargeScores"]),
+    ("mqa-flat", 2, 1, 32, 30, 2, ["MQA", "TinyScores"]),
 ]
+Q_GAIN = {"gqa-saturated": 40.0, "mqa-flat": 1e-20}
 THREAD_CASES = {"mqa-decode-512"}   # the only kernel whose bits depend on the thread count
 
 
@@ -197,6 +202,7 @@ def build_attention(ops: Ops) -> dict:
                         continue
                     rng = np.random.default_rng([SEED, zlib.crc32(f"attn{name}{type_k}{type_v}".encode())])
                     q, k, v, mask, n_kv = _attention_inputs(rng, nh, nkv, d, n_past, n_new)
+                    q = (q * F32(Q_GAIN.get(name, 1.0))).astype(F32)
                     scale = float(kq_scale(d))
                     kw = dict(type_k=type_k, type_v=type_v, flash_attn=flash, n_threads=n_threads)
                     y = ops.portable("attention", q, k, v, mask, scale, **kw)
