@@ -106,3 +106,75 @@ def test_forward_peak_rss_7b_widths(benchmark):
     benchmark.extra_info.update({"file_bytes": size, "peak_rss_bytes": int(peak),
                                  "overhead_bytes": int(peak - size), "kv_cache_7b_n_ctx512": kv_7b,
                                  "forward_seconds": seconds})
+
+
+def write_7b_shaped(path: Path, wtype: str = "Q4_K") -> Path:
+    """A file with Llama-2-7B's shapes (32 layers, n_embd 4096, n_ff 11008, 32 heads, 32,000 tokens),
+    every matrix ``wtype``: one random matrix per shape, quantized once by libggml and written for
+    every layer (the forward pass does not care that layers repeat; writing stays cheap)."""
+    import gguf
+    from ggspec.conformance import libggml, tinymodels as T
+
+    E, F, V, L = 4096, 11008, 32000, 32
+    rng = np.random.default_rng(7)
+    lib = libggml.load()
+
+    def q(rows, cols, gain=1.0):
+        x = (rng.standard_normal((rows, cols)) * (gain / np.sqrt(cols))).astype(np.float32)
+        return np.frombuffer(lib.quantize(wtype, x), np.uint8).reshape(rows, -1)
+
+    qt = getattr(gguf.GGMLQuantizationType, wtype)
+    sq, ff_in, ff_out = q(E, E, 2.0), q(F, E), q(E, F)
+    emb = (rng.standard_normal((V, E))).astype(np.float32)
+    emb_q = np.frombuffer(lib.quantize(wtype, emb), np.uint8).reshape(V, -1)
+    out_q = q(V, E, 2.0)
+    norm = (1 + 0.1 * rng.standard_normal(E)).astype(np.float32)
+    wr = gguf.GGUFWriter(str(path), "llama")
+    wr.add_context_length(4096)
+    wr.add_embedding_length(E)
+    wr.add_block_count(L)
+    wr.add_feed_forward_length(F)
+    wr.add_head_count(32)
+    wr.add_head_count_kv(32)
+    wr.add_layer_norm_rms_eps(1e-5)
+    wr.add_rope_dimension_count(128)
+    tokens, scores, types = T.vocabulary(V - 259)
+    wr.add_tokenizer_model("llama")
+    wr.add_token_list(tokens)
+    wr.add_token_scores(scores)
+    wr.add_token_types(types)
+    wr.add_tensor("token_embd.weight", emb_q, raw_dtype=qt)
+    wr.add_tensor("output_norm.weight", norm)
+    wr.add_tensor("output.weight", out_q, raw_dtype=qt)
+    for il in range(L):
+        b = f"blk.{il}."
+        wr.add_tensor(b + "attn_norm.weight", norm)
+        for n in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            wr.add_tensor(b + n + ".weight", sq, raw_dtype=qt)
+        wr.add_tensor(b + "ffn_norm.weight", norm)
+        wr.add_tensor(b + "ffn_gate.weight", ff_in, raw_dtype=qt)
+        wr.add_tensor(b + "ffn_up.weight", ff_in, raw_dtype=qt)
+        wr.add_tensor(b + "ffn_down.weight", ff_out, raw_dtype=qt)
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    return path
+
+
+@pytest.mark.skipif(not os.environ.get("GGSPEC_BENCH_7B"), reason="set GGSPEC_BENCH_7B=1: writes a 3.8 GB "
+                    "7B-shaped file and runs the reference forward over it (minutes on 2 cores)")
+def test_forward_peak_rss_7b_full(benchmark):
+    BENCH.mkdir(parents=True, exist_ok=True)
+    path = BENCH / "llama7b-shaped-Q4_K.gguf"
+    if not path.exists():
+        write_7b_shaped(path.with_suffix(".tmp")).rename(path)
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", RSS_CODE, str(path)], capture_output=True, text=True, check=True)
+        return [float(v) for v in out.stdout.split()]
+
+    seconds, peak = benchmark.pedantic(run, rounds=1, iterations=1)
+    size = path.stat().st_size
+    benchmark.extra_info.update({"file_bytes": size, "peak_rss_bytes": int(peak), "overhead_bytes": int(peak - size),
+                                 "forward_seconds": seconds, "target_bytes": size + 2 * 2 ** 30})
