@@ -18,8 +18,11 @@ when every vector passes.
 
 Codec mutants run first on the types named in the catalogue (``types``), which is enough to kill
 them in most cases; a survivor there is run again on every type before it is called a survivor
-(``--hint-only`` skips that). RoPE and GGUF mutants run through ``ggspec conform --suite rope`` /
-``--suite gguf`` when the CLI has those suites; otherwise they are reported as ``no-suite``.
+(``--hint-only`` skips that). RoPE, GGUF and model-layer mutants run through ``ggspec conform
+--suite rope`` / ``gguf`` / ``attention`` / ``forward`` / ``mix`` (the mutant's ``suite``) when the
+CLI has that suite; otherwise they are reported as ``no-suite``. A mutant whose copy raises on a
+vector (an exception, not a wrong answer) counts as killed too: ``ggspec conform`` reports the cell
+as FAIL (``raised <Type>``).
 """
 
 from __future__ import annotations
@@ -72,14 +75,15 @@ class Mutant:
     """
 
     id: str
-    family: str          # fp, helpers, legacy, kquants, iquants, ternary, fp4, lowbit, rope, gguf
+    family: str          # fp, helpers, legacy, kquants, iquants, ternary, fp4, lowbit, rope, gguf,
+                         # attention, forward, mix
     path: str
     old: str
     new: str
     why: str
     anchor: str = ""
     types: tuple = ()    # codec types where the mistake shows (the quick first run)
-    suite: str = "codec"
+    suite: str = "codec"  # codec, rope, gguf, attention, forward, mix
 
 
 @dataclass
@@ -164,7 +168,7 @@ def _suites_available() -> set:
     suites = {"codec"}
     if "--suite" in out.stdout:
         suites.add("--suite")
-        for s in ("rope", "gguf"):
+        for s in ("rope", "gguf", "attention", "forward", "mix"):
             if re.search(rf"\b{s}\b", out.stdout):
                 suites.add(s)
     return suites

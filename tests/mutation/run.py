@@ -1,6 +1,7 @@
 """Run the mutation catalogue against the shipped vectors and print the score per family.
 
-    python tests/mutation/run.py                          # all mutants (codec, rope, gguf)
+    python tests/mutation/run.py                          # all mutants (codec, rope, gguf, attention,
+                                                          # forward, mix)
     python tests/mutation/run.py --family fp,legacy       # some families
     python tests/mutation/run.py --ids q8_0-half-even     # some mutants
     python tests/mutation/run.py --sample 8 --seed 3      # a random sample
@@ -8,7 +9,7 @@
 
 Each mutant is applied to a copy of the reference and checked with
 ``ggspec conform --impl ggspec_mutant_impl:make --strict`` (see mutation_harness.py).
-Exit status 1 when a codec mutant survives.
+Exit status 1 when a codec, attention, forward or mix mutant survives.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ids", default="")
     ap.add_argument("--family", default="")
-    ap.add_argument("--suite", default="", help="codec, rope, gguf (comma-separated)")
+    ap.add_argument("--suite", default="", help="codec, rope, gguf, attention, forward, mix (comma-separated)")
     ap.add_argument("--sample", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hint-only", action="store_true", help="run codec mutants on their hinted types only")
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
         other = [r for r in results if r.status not in ("killed", "nan-bits", "survived")]
         for r in other:
             print(f"not counted: {r.id}: {r.status} {r.detail[:200]}")
-    return 1 if any(r.status == "survived" and r.suite == "codec" for r in results) else 0
+    gate = ("codec", "attention", "forward", "mix")
+    return 1 if any(r.status == "survived" and r.suite in gate for r in results) else 0
 
 
 if __name__ == "__main__":
