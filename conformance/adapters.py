@@ -47,6 +47,7 @@ class ImplementationUnavailable(GGSpecError):
 
 class ReferenceImpl:
     name = "reference"
+    gguf_extensions = ("version1", "big-endian")   # reads GGUF v1 and big-endian files (gguf suite)
 
     def __init__(self):
         from .. import reference
@@ -330,6 +331,7 @@ class GGUFPyImpl:
     """gguf-py's numpy quantizers (``gguf.quants``); it takes no importance matrix."""
 
     name = "gguf-py"
+    gguf_extensions = ("big-endian",)    # GGUFReader reads big-endian files, not version 1
 
     def __init__(self):
         try:
@@ -431,8 +433,10 @@ def ggufpy_parse(r) -> dict:
             kv.append({"key": name, "type": vt, "value": scalar(vt, f.parts[f.data[0]])})
     tensors = [{"name": t.name, "type": int(t.tensor_type), "ne": [int(x) for x in t.shape],
                 "offset": int(t.data_offset) - int(r.data_offset)} for t in r.tensors]
-    return {"version": version, "alignment": int(r.alignment), "data_offset": int(r.data_offset), "kv": kv,
-            "tensors": tensors}
+    # without tensors gguf-py's data_offset is the end of the header padded to the alignment, a position
+    # nothing is read from (ggml's is the end of the header): report "no data section"
+    return {"version": version, "alignment": int(r.alignment),
+            "data_offset": int(r.data_offset) if tensors else None, "kv": kv, "tensors": tensors}
 
 
 VALUE_TYPES_BY_ID = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY",

@@ -9,7 +9,8 @@ JSON, one object per line, UTF-8:
         "supports": [["codec", "dequantize", "Q4_0"], ["codec", "quantize", "*"], ["gguf", "*", "*"]]}
 
    ``supports`` lists (suite, column, row) triples of the report's tables, ``"*"`` matching any:
-   codec ``(codec, dequantize | quantize | quantize+imatrix, TYPE)``, gguf ``(gguf, *, *)``,
+   codec ``(codec, dequantize | quantize | quantize+imatrix, TYPE)``, gguf ``(gguf, *, *)`` (plus
+   ``(gguf, extension, version1 | big-endian)`` to claim those GGUF extensions),
    rope ``(rope, float32 | float16, *)``. Optional ``"encoding": "base64"`` asks for binary
    payloads in base64 (fields ending ``_b64`` instead of ``_hex``); optional ``"simd": true``
    declares a SIMD build, judged by the model suites within the vectors' native tolerance.
@@ -215,4 +216,7 @@ class ExecImpl:
             return Verdict("raised", f"error reply: {str(reply['error'])[:200]}")
         if self.simd:
             reply.setdefault("simd", True)
+        if suite.name == "gguf":      # the GGUF extensions the hello claims (conformance/suites/gguf.py)
+            from .suites.gguf import claimed_extensions
+            reply["_claims"] = sorted(claimed_extensions(self))
         return suite.exec_reply(case, reply)

@@ -11,7 +11,12 @@ Each case is designed as valid, invalid or acceptable, then given to libggml's
 * invalid: ggml must reject it;
 * acceptable: where ggml and other readers legitimately differ. ``oracle`` records what ggml did;
   ``expected`` is ggml's parse when ggml accepts, else the construction, checked against gguf-py's
-  GGUFReader where gguf-py reads the file (``expected_source`` says which).
+  GGUFReader where gguf-py reads the file (``expected_source`` says which);
+* extension: version 1 and big-endian files, which ggml 0.3.36 rejects (it must). Each is the twin
+  of a little-endian version 3 file written with the same keys, values and tensors, which ggml must
+  accept; ``expected`` is ggml's parse of that twin (for version 1, ``version`` and ``data_offset``
+  come from the version 1 layout, which is shorter), checked against the construction and, for
+  big-endian files, against gguf-py's GGUFReader.
 
 A case whose designed verdict the oracle contradicts stops the generator. The output is
 deterministic (no randomness).
@@ -181,13 +186,19 @@ CORPUS = [Path(__file__).resolve().parent.parent / "tests" / "fuzz" / "corpus" /
 def cases(corpus: "Path | None" = None):
     out = []
 
-    def add(result, cat, comment, flags, b: "Builder | bytes", construction=None, **kw):
+    def add(result, cat, comment, flags, b: "Builder | bytes", construction=None, twin=None, **kw):
         if isinstance(b, Builder):
             data = b.build(**kw)
             construction = b.construction() if construction is None else construction
         else:
             data = b
-        out.append((result, cat, comment, flags, data, construction))
+        out.append((result, cat, comment, flags, data, construction, twin.build(**kw) if twin else None))
+
+    def ext(cat, comment, flags, make):
+        """An extension case: ``make(version, order)`` builds the file; its twin is the same content
+        as a little-endian version 3 file."""
+        v, o = (1, "<") if cat == "version1" else (3, ">")
+        add("extension", cat, comment, flags, make(v, o), twin=make(3, "<"))
 
     # ---------------- valid
     add("valid", "minimal", "no key-value pairs, no tensors", ["Empty"], Builder())
@@ -240,14 +251,14 @@ def cases(corpus: "Path | None" = None):
     b.tensor("n" * 63, 0, [1]).tensor("ü.weight", 0, [1])
     add("valid", "tensors", "a 63-byte tensor name (the longest ggml allows), a UTF-8 name", ["LongName"], b)
 
+    # ---------------- extension (version 1, big-endian), each the twin of a file ggml parses
+    ext("version1", "version 1 (32-bit counts): ggml no longer reads it, gguf-py neither",
+        ["Version1"], lambda v, o: two_tensors(version=v, order=o))
+    ext("big-endian", "a big-endian version 3 file: ggml on a little-endian host refuses it, gguf-py reads it",
+        ["BigEndian"], lambda v, o: two_tensors(version=v, order=o).kv("k", "ARRAY", [1, 2], "INT32")
+        .kv("f", "FLOAT32", 0.25))
+
     # ---------------- acceptable
-    b = two_tensors(version=1)
-    add("acceptable", "version1", "version 1 (32-bit counts): ggml no longer reads it, gguf-py neither",
-        ["Version1"], b)
-    b = two_tensors(order=">")
-    b.kv("k", "ARRAY", [1, 2], "INT32").kv("f", "FLOAT32", 0.25)
-    add("acceptable", "big-endian", "a big-endian version 3 file: ggml on a little-endian host refuses it, "
-        "gguf-py reads it", ["BigEndian"], b)
     b = base()
     b.kv("nested", "ARRAY", [("ARRAY", [1, 2], "UINT8"), ("ARRAY", [3], "UINT8")], "ARRAY")
     add("acceptable", "nested-array", "an array of arrays: ggml rejects it, the format allows it",
@@ -368,7 +379,78 @@ def cases(corpus: "Path | None" = None):
     for name, what in FUZZ_FILES:
         data = (corpus / name).read_bytes()
         add("invalid", "fuzz", f"fuzz corpus {name}: {what}", ["FuzzCorpus", "HugeCount"], data)
+    adversarial(add, ext)
     return out
+
+
+def rich(version=3, order="<") -> Builder:
+    """Every scalar type, arrays of every item type, special floats, and tensors of 1 to 4
+    dimensions (one of them empty) with general.alignment 64: a file that exercises every
+    count, length, dimension and offset field."""
+    b = Builder(version=version, order=order, alignment=64).kv("general.alignment", "UINT32", 64)
+    b.kv("general.architecture", "STRING", "llama")
+    for vt, v in [("UINT8", 0xA5), ("INT8", -2), ("UINT16", 0xBEEF), ("INT16", -300), ("UINT32", 0xDEADBEEF),
+                  ("INT32", -70000), ("FLOAT32", NAN_PAYLOAD), ("BOOL", 1), ("UINT64", 0x0102030405060708),
+                  ("INT64", -0x0102030405060708), ("FLOAT64", -2.5e-300), ("FLOAT32", 0.1)]:
+        b.kv(f"s.{len(b.kvs)}", vt, v)
+    for vt, v in [("UINT8", [1, 254]), ("INT8", [-3, 4]), ("UINT16", [0x1234, 0xFFFE]), ("INT16", [-2, 0x7FFE]),
+                  ("UINT32", [0x01020304]), ("INT32", [-5, 6, 7]), ("FLOAT32", [1.0, -0.0]), ("BOOL", [0, 1]),
+                  ("STRING", ["tok", "", "ü"]), ("UINT64", [2**40 + 3]), ("INT64", [-2**40]), ("FLOAT64", [0.5])]:
+        b.kv(f"a.{vt.lower()}", "ARRAY", v, vt)
+    b.kv("a.empty", "ARRAY", [], "STRING").kv("name", "STRING", "ein Name")
+    b.tensor("token_embd.weight", 0, [4, 3]).tensor("blk.0.q", 8, [32, 2, 1, 2]).tensor("e", 0, [2, 0, 3])
+    b.tensor("blk.0.k", 1, [6, 1, 2]).tensor("out", 12, [256])
+    return b
+
+
+def _aligned_head(al=32) -> Builder:
+    """One F32 tensor whose tensor infos end exactly on a multiple of ``al`` (no padding)."""
+    for n in range(1, 64):
+        b = base().tensor("t" * n, 0, [2])
+        if len(b.header() + b.kv_bytes() + b.info_bytes()) % al == 0:
+            return b
+    raise AssertionError("no name length puts the data section on the alignment")
+
+
+def adversarial(add, ext):
+    """Cases that separate a plausible mistake from ggml (tests/mutation/mutation_catalogue.py, gguf)."""
+    ext("version1", "version 1, every value type, arrays of every item type, tensors of 1-4 dimensions, "
+        "alignment 64: 32-bit counts, lengths and dimensions, 64-bit offsets", ["Version1"], rich)
+    ext("big-endian", "big-endian, every value type, arrays of every item type, tensors of 1-4 dimensions, "
+        "alignment 64", ["BigEndian"], rich)
+    add("valid", "alignment", "tensor infos end exactly on the alignment: no padding before the data",
+        ["NoPadding"], _aligned_head())
+    b = base().tensor("empty", 0, [0])
+    add("valid", "tensors", "the only tensor has no elements: the file ends at the (padded) data section",
+        ["ZeroElements"], b)
+    head = b.header() + b.kv_bytes() + b.info_bytes()
+    assert len(head) % 32, "the header must not be aligned"
+    add("invalid", "truncation", "the only tensor has no elements and the file ends before the padding "
+        "of the data section", ["Truncated", "ZeroElements"], head)
+    b = base().tensor("x", 0, [32, 1, 1, 1, 1])
+    add("invalid", "n_dims", "n_dims = 5 with the fifth dimension 1, everything else consistent",
+        ["TooManyDims"], b.build())
+    b = base().tensor("x", 0, [2**32, 2**32, 0])
+    add("invalid", "overflow", "ne = (2^32, 2^32, 0): ne0*ne1 overflows int64 before the zero dimension",
+        ["DimOverflow", "ZeroElements"], b.build())
+    for v in (2**63, 2**64 - 1):
+        b = base().tensor("x", 0, [0, v])
+        add("invalid", "overflow", f"ne = (0, {v}): a negative dimension (as int64) after a zero one",
+            ["NegativeDim", "ZeroElements"], b.build())
+    b = base().tensor("ü" * 32, 0, [1])
+    add("invalid", "name", "a tensor name of 32 characters but 64 bytes of UTF-8 (ggml counts bytes)",
+        ["LongName", "Utf8"], b.build())
+    b = base().tensor("x", 2, [16, 2])
+    add("invalid", "shape", "Q4_0 of 16 x 2: 32 values, but a row of 16 is not a multiple of the block "
+        "size 32", ["BadRowLength"], b.build())
+    b = base().tensor("a", 0, [16], offset=0).tensor("b", 0, [8], offset=32)
+    add("invalid", "overlap", "the second tensor starts inside the first (bytes 32..64 of 0..64)", ["Overlap"],
+        b.build())
+    b = base().kv("k", "ARRAY", [1, 2, 3], "UINT8")
+    u = b.build()
+    i = u.index(struct.pack("<IQ", 0, 3)) + 4
+    add("invalid", "overflow", "a UINT8 array count of 2^64 - 1 (-1 as int64) with 3 items present",
+        ["HugeCount", "HugeArray"], u[:i] + struct.pack("<Q", 2**64 - 1) + u[i + 8:])
 
 
 FUZZ_FILES = (
@@ -432,17 +514,48 @@ def main(argv=None) -> int:
         raise SystemExit(f"needs {libggml.ORACLE_PACKAGE}=={libggml.ORACLE_VERSION} (found {libggml.installed_version()})")
     cs = cases(Path(args.corpus) if args.corpus else None)
     with tempfile.TemporaryDirectory() as d:
-        paths = []
+        paths, twins = [], []
         for i, c in enumerate(cs):
             p = f"{d}/c{i}.gguf"
             Path(p).write_bytes(c[4])
             paths.append(p)
-        parses, lib = _oracle_parse(paths)
-        groups = {"valid": [], "invalid": [], "acceptable": []}
+            if c[6] is not None:
+                Path(f"{d}/c{i}-twin.gguf").write_bytes(c[6])
+                twins.append(f"{d}/c{i}-twin.gguf")
+        parses, lib = _oracle_parse(paths + twins)
+        parses, twin_parses = parses[:len(paths)], iter(parses[len(paths):])
+        groups = {"valid": [], "invalid": [], "acceptable": [], "extension": []}
         tc = 0
-        for (result, cat, comment, flags, data, construction), parse, path in zip(cs, parses, paths):
+        for (result, cat, comment, flags, data, construction, twin), parse, path in zip(cs, parses, paths):
             tc += 1
             t = {"tcId": tc, "comment": comment, "flags": flags}
+            if result == "extension":
+                tp = next(twin_parses)
+                if parse is not None:
+                    raise SystemExit(f"tc {tc}: ggml accepts an extension file (it rejects v1 and big-endian): {comment}")
+                if tp is None:
+                    raise SystemExit(f"tc {tc}: ggml rejects the little-endian version 3 twin: {comment}")
+                expected = dict(tp)
+                source = "libggml gguf_init_from_file on the little-endian version 3 twin (the same keys, values " \
+                         "and tensors"
+                if cat == "version1":
+                    expected["version"], expected["data_offset"] = 1, construction["data_offset"]
+                    source += "); version and data_offset from the version 1 layout"
+                else:
+                    source += ", every number byte-swapped)"
+                d_ = diff(expected, construction)
+                if d_:
+                    raise SystemExit(f"tc {tc}: the twin's parse differs from the construction: {d_}")
+                theirs, src = _ggufpy_parse(path)
+                if theirs is not None:
+                    d_ = diff(theirs, expected)
+                    if d_:
+                        raise SystemExit(f"tc {tc}: gguf-py's parse differs from the twin's: {d_}")
+                    source += f"; equal to {src} on this file"
+                t.update(category=cat, oracle="reject", gguf_py="accept" if theirs is not None else "reject",
+                         file_hex=data.hex(), expected=expected, expected_source=source)
+                groups[result].append(t)
+                continue
             if result == "valid":
                 if parse is None:
                     raise SystemExit(f"tc {tc} designed valid, but ggml rejects it: {comment}")

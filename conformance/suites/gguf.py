@@ -6,9 +6,15 @@ Every case is a small GGUF file (``file_hex``) with a ``result``:
   ``gguf_init_from_file`` gives;
 * ``invalid``: it must reject it (``reason`` names the class: truncation, magic, version, overflow,
   alignment, overlap, duplicate, type, shape, name, ...). Accepting it is a FAIL naming the case;
-* ``acceptable``: ggml and other readers legitimately differ (``flags`` say how: version 1,
-  big-endian, nested arrays, offset gaps, ...). Rejecting is fine; accepting must give ``expected``
-  when the case has one.
+* ``acceptable``: ggml and other readers legitimately differ (``flags`` say how: nested arrays,
+  offset gaps, ...). Rejecting is fine; accepting must give ``expected`` when the case has one;
+* ``extension``: a file in a form of GGUF that ggml no longer reads but other readers do: version 1
+  (``extension/version1``) and big-endian files (``extension/big-endian``). Each is the *twin* of a
+  file the oracle parses (the same content written as version 1, or byte-swapped), and ``expected``
+  is the oracle's parse of that twin (``expected_source`` says what, if anything, comes from the
+  construction). An implementation that claims the extension (``claimed_extensions``) must accept it
+  and return ``expected``, as for ``valid``; one that does not claim it may reject it (the case is
+  then ``unsupported``, not a FAIL), and if it accepts it the parse must be right.
 
 Rows are the case classes (``valid/values``, ``invalid/truncation``, ...), the columns ``valid``,
 ``invalid``, ``acceptable``. Every parser call runs in a child process with a time and a memory limit
@@ -26,7 +32,10 @@ The parse, as JSON (what ``read_gguf(path)`` returns; an implementation rejects 
              "value": [{"item_type": "UINT8", "value": [1]}]}],
      "tensors": [{"name": "w", "type": 2, "ne": [32, 4, 1, 1], "offset": 0}]}
 
-``data_offset`` is compared only when there are tensors. ``ne`` is padded with 1 to four
+``data_offset`` is where the data section starts (ggml's ``gguf_get_data_offset``: the end of the
+tensor infos padded to the alignment when there are tensors, not padded when there are none). A parse
+of a file without tensors may give ``null`` instead (no data section); a number must be ggml's.
+``ne`` is padded with 1 to four
 dimensions (ggml's ``ne``); ``offset`` is relative to the data
 section; ``type`` is the ggml type id. BOOL values are JSON booleans, integers up to 32 bits JSON
 numbers, strings JSON strings.
@@ -45,7 +54,8 @@ from pathlib import Path
 from . import Case, Suite, VectorSet, Verdict, register
 
 SCHEMA = "ggspec-gguf-vectors/1"
-OPS = ("valid", "invalid", "acceptable")
+OPS = ("valid", "invalid", "acceptable", "extension")
+EXTENSIONS = ("version1", "big-endian")
 VALUE_TYPES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY",
                "UINT64", "INT64", "FLOAT64")
 _FLOAT_FMT = {"FLOAT32": "<f", "FLOAT64": "<d"}
@@ -72,12 +82,11 @@ def scalar_json(vtype: str, value):
 def canonical(parse: dict) -> dict:
     """Normalise an implementation's parse (ne padded to 4, ints as ints) for comparison.
 
-    ``data_offset`` counts only when the file has tensors: without tensors there is no data section
-    (ggml puts it right after the header, gguf-py pads it to the alignment; neither is wrong)."""
+    ``data_offset`` may be ``None`` only when the file has no tensors (no data section)."""
+    do = parse["data_offset"]
     out = {"version": int(parse["version"]), "alignment": int(parse["alignment"]),
-           "data_offset": int(parse["data_offset"]), "kv": list(parse.get("kv", [])), "tensors": []}
-    if not parse.get("tensors"):
-        out["data_offset"] = None
+           "data_offset": None if do is None and not parse.get("tensors") else int(do),
+           "kv": list(parse.get("kv", [])), "tensors": []}
     for t in parse.get("tensors", []):
         ne = [int(x) for x in t["ne"]]
         out["tensors"].append({"name": t["name"], "type": int(t["type"]), "ne": ne + [1] * (4 - len(ne)),
@@ -92,6 +101,8 @@ def diff(got: dict, expected: dict) -> "str | None":
     except Exception as e:
         return f"the parse is malformed ({type(e).__name__}: {e})"
     e = canonical(expected)
+    if g["data_offset"] is None and not e["tensors"]:
+        g["data_offset"] = e["data_offset"]      # "no data section": a file without tensors has none
     return _diff(g, e, "")
 
 
@@ -175,9 +186,32 @@ def case_file(case: Case) -> str:
     return d["path"]
 
 
-def judge(case: Case, accepted: bool, parse, why: str = "") -> Verdict:
+def claimed_extensions(impl) -> set:
+    """The GGUF extensions (``EXTENSIONS``) an implementation claims to read.
+
+    A Python adapter claims them with an attribute ``gguf_extensions = ("version1", "big-endian")``;
+    an ``--exec`` program with hello ``supports`` triples ``["gguf", "extension", "version1"]`` (the
+    row named explicitly: ``"*"`` claims no extension). Nothing claimed: none."""
+    ext = getattr(impl, "gguf_extensions", None)
+    if ext is not None:
+        return {str(e) for e in ext}
+    out = set()
+    for s, col, row in getattr(impl, "supports_list", ()) or ():
+        if s == "gguf" and col == "extension" and row != "*":
+            out.add(row.split("/", 1)[-1])
+    return out
+
+
+def judge(case: Case, accepted: bool, parse, why: str = "", claims: "set | None" = None) -> Verdict:
     t, result = case.data["test"], case.data["result"]
     expected = t.get("expected")
+    if result == "extension":
+        ext = case.subject.partition("/")[2]
+        if ext in (claims or ()):
+            if not accepted:
+                return Verdict.fail(f"rejected a {ext} file (an extension it claims): {why[:200]}")
+        elif not accepted:
+            return Verdict.unsupported(f"rejected; the implementation does not claim the GGUF extension {ext!r}")
     if not accepted:
         if result == "valid":
             return Verdict.fail(f"rejected a valid file: {why[:200]}")
@@ -195,17 +229,17 @@ def judge(case: Case, accepted: bool, parse, why: str = "") -> Verdict:
 def check(impl, case: Case, ctx) -> Verdict:
     path = case_file(case)
     r = ctx.isolate(impl, "read_gguf", path)
-    v = _from_call(case, r)
+    v = _from_call(case, r, claimed_extensions(impl))
     v.warnings = r.warnings
     return v
 
 
-def _from_call(case, r) -> Verdict:
+def _from_call(case, r, claims=None) -> Verdict:
     if r.kind == "ok":
-        return judge(case, True, r.value)
+        return judge(case, True, r.value, claims=claims)
     if r.kind == "raised":
         # an exception is how a reader rejects a file; on a valid file it is a FAIL with its type
-        return judge(case, False, None, f"raised {r.error}")
+        return judge(case, False, None, f"raised {r.error}", claims)
     return Verdict(r.kind, f"{r.kind}: {r.error}")
 
 
@@ -214,10 +248,11 @@ def exec_request(case: Case) -> dict:
 
 
 def exec_reply(case: Case, reply: dict) -> Verdict:
+    claims = set(reply.get("_claims") or ())     # added by the exec adapter from the hello
     if "result" in reply:
-        return judge(case, True, reply["result"])
+        return judge(case, True, reply["result"], claims=claims)
     if "reject" in reply or "error" in reply:
-        return judge(case, False, None, str(reply.get("reject") or reply.get("error")))
+        return judge(case, False, None, str(reply.get("reject") or reply.get("error")), claims)
     return Verdict.fail(f"reply has neither result nor reject: {str(reply)[:120]}")
 
 
