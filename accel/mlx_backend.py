@@ -39,7 +39,8 @@ values is one MLX graph on the calling thread and MLX's result buffer is returne
 array (no copy); a larger one is cut into CHUNK_ELEMENTS chunks, a contiguous run of them per
 Python thread, each thread with its own CPU stream (MLX runs a stream's ops on one thread), each
 chunk's result copied into the output. The raw bytes enter MLX about SEGMENT_BYTES at a time;
-chunks are views of them.
+chunks are views of them. F32 and BF16 on the CPU device are not MLX ops: their to_float is a bit
+copy / shift, written straight into the output (``BIT_COPIES``).
 
 Optional Metal kernels (``mx.fast.metal_kernel``) for Q4_0, Q8_0, Q4_K, Q6_K and IQ2_XXS live in
 ``ggspec.accel._mlx.metal``; they are used only when ``mx.metal.is_available()``.
@@ -47,7 +48,6 @@ Optional Metal kernels (``mx.fast.metal_kernel``) for Q4_0, Q8_0, Q4_K, Q6_K and
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -64,8 +64,10 @@ from ..reference.types import QK_K, live_type
 
 F32, U16, U32, I32, U64, I64 = mx.float32, mx.uint16, mx.uint32, mx.int32, mx.uint64, mx.int64
 
-# elements per chunk: the temporaries of one chunk (4 MB each) stay in cache and MLX's buffer pool
-CHUNK_ELEMENTS = 1 << 20
+# elements per chunk: the temporaries of one chunk (2 MB each) stay in the 1-2 MB L2 / the L3 and
+# MLX's buffer pool. 512 K was faster than 1 M for 10 of 11 types in an interleaved A/B run on the
+# 2-core dev machine (256 K: MLX's per-eval hand-off to the stream thread starts to dominate).
+CHUNK_ELEMENTS = 1 << 19
 # raw bytes copied into MLX at a time by each thread of a multi-chunk dequantize (whole chunks)
 SEGMENT_BYTES = 1 << 22
 # a tensor of up to SINGLE_CHUNKS * CHUNK_ELEMENTS values is dequantized as one chunk on the
@@ -76,7 +78,7 @@ SEGMENT_BYTES = 1 << 22
 # from the allocator), but 2-3x slower than the chunked path when the results are kept, as real
 # callers do: MLX's CPU allocator caches at most 32 MB of buffers and its fresh buffers use 4 KB
 # pages (numpy's large arrays get huge pages), so every fresh 16 MB buffer costs ~4000 faults.
-# Chunks of 1M values keep every MLX buffer at 4 MB, inside that cache.
+# Chunks of 512 K values keep every MLX buffer at 2 MB, inside that cache.
 SINGLE_CHUNKS = 1
 
 
@@ -929,16 +931,11 @@ class Backend:
     def quantize(self, type, x, imatrix=None) -> bytes:
         return self.delegate().quantize(type, x, imatrix)
 
-    # ---- rope / attention ----------------------------------------------------------------------------
+    # ---- rope --------------------------------------------------------------------------------
     def rope(self, x, pos, p, *, math=None, contract="none", theta="ggml") -> np.ndarray:
         """ggspec.reference.rope.apply_rope in MLX: the rotation in MLX float32 ops (fmaf where the
         oracle fuses), the cos/sin table from the reference (libm's sinf/cosf, as ggml)."""
         return _rope(x, pos, p, math=math, contract=contract, theta=theta)
-
-    def attention(self, q, k, v, q_pos, k_pos, *, scale=None, causal=True) -> np.ndarray:
-        """ggspec.reference.attention.attention in MLX: float64 matmuls and softmax sum on the CPU,
-        each rounded once to float32 where the reference rounds."""
-        return _attention(q, k, v, q_pos, k_pos, scale=scale, causal=causal)
 
     # ---- dequantize ----------------------------------------------------------------------------------
     def dequantize(self, type, raw, n, out: "np.ndarray | None" = None) -> np.ndarray:
@@ -963,6 +960,8 @@ class Backend:
             out = out.reshape(-1)
         if nb == 0:
             return np.zeros(0, np.float32) if out is None else out
+        if t.name in BIT_COPIES and self.device == mx.cpu:
+            return _bit_copy(t.name, mv, n, out, self.threads)
         blocks = np.frombuffer(mv, dtype=np.uint8, count=need).reshape(nb, t.type_size)
         if self._metal is not None and self._metal.supports(t.name):
             y = self._metal.dequantize(t.name, blocks, n)
@@ -1020,6 +1019,40 @@ class Backend:
         return out
 
 
+# F32 and BF16 on the CPU device: no arithmetic at all, ggml's to_float is a copy of the bits (F32)
+# or the bits shifted into the high half (GGML_BF16_TO_FP32). An MLX op costs a copy of the input into
+# MLX and a copy of its result out around that one pass; writing the output directly is one pass
+# (measured, 16.8 M BF16 weights on 2 threads: 0.58x numpy as an MLX cast, docs/performance.md). So
+# these two are written straight into the output (an MLX buffer's numpy view in mlx_gguf.load), on
+# the backend's threads; every other type is decoded by MLX ops.
+BIT_COPIES = ("F32", "BF16")
+BIT_COPY_CHUNK = 1 << 21
+
+
+def _bit_copy(name: str, mv, n: int, out, threads: int) -> np.ndarray:
+    if out is None:
+        out = np.empty(n, np.float32)
+    o32 = out.view(np.uint32)
+    if name == "F32":
+        src = np.frombuffer(mv, dtype="<u4", count=n)
+
+        def work(lo, hi):
+            np.copyto(o32[lo:hi], src[lo:hi])
+    else:
+        src = np.frombuffer(mv, dtype="<u2", count=n)
+
+        def work(lo, hi):                               # GGML_BF16_TO_FP32: bits << 16
+            np.left_shift(src[lo:hi], 16, out=o32[lo:hi], dtype=np.uint32)
+    starts = range(0, n, BIT_COPY_CHUNK)
+    if threads > 1 and len(starts) > 1:
+        for f in [_pool(threads).submit(work, lo, min(lo + BIT_COPY_CHUNK, n)) for lo in starts]:
+            f.result()
+    else:
+        for lo in starts:
+            work(lo, min(lo + BIT_COPY_CHUNK, n))
+    return out
+
+
 # MLX keeps freed buffers for reuse up to a cache limit, 32 MB by default on the CPU. One 1M-weight
 # chunk on two threads needs more than that in flight, so with the default every chunk allocated fresh
 # buffers and paid their page faults again: 5-8x slower, erratically, once other allocations had
@@ -1050,7 +1083,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 # --------------------------------------------------------------------------------------------------
-# RoPE and attention (float32 semantics of ggspec.reference.rope / .attention), on the CPU stream
+# RoPE (float32 semantics of ggspec.reference.rope), on the CPU stream
 
 F64 = mx.float64
 
@@ -1072,35 +1105,6 @@ def fmaf(a, b, c):
     away = (err > 0) == (s > 0)                          # toward err: away from zero iff same sign
     stepped = mx.where(away, sbits + 1, sbits - 1).view(F64)
     return mx.where(fix, stepped, s).astype(F32)
-
-
-def exp_f64(x):
-    """exp of a float64 MLX array, accurate to about 1 ulp of float64, from float64 + - * only.
-
-    MLX's own mx.exp works in float32 precision even on float64 arrays (relative error ~1e-6), so
-    the softmax of the reference (``f32(exp(f64(z - m)))``) needs this: Cody-Waite reduction
-    x = n*ln2 + r (|r| <= ln2/2), a degree-13 Taylor polynomial for exp(r) (truncation < 2**-56),
-    and 2**n from exponent bits. Rounded to float32 it equals numpy's exp rounded to float32 except
-    when the float64 values straddle a float32 rounding boundary (probability ~2**-28 per value).
-    """
-    ln2_hi = 6.93147180369123816490e-01           # fdlibm: 32 trailing zero bits, so n*ln2_hi is exact
-    ln2_lo = 1.90821492927058770002e-10
-    c = lambda v: mx.array(v, F64)                 # noqa: E731
-    xs = mx.clip(x, -746.0, 709.79)
-    n = mx.round(xs * c(1.44269504088896338700e+00))
-    r = (xs - n * c(ln2_hi)) - n * c(ln2_lo)
-    poly = c(1.0 / math.factorial(13))
-    for k in range(12, -1, -1):
-        poly = poly * r + c(1.0 / math.factorial(k))
-    # 2**n in two normal factors (n may be as small as -1075)
-    n1 = mx.floor(n / 2)
-    n2 = n - n1
-    p1 = ((n1.astype(I64) + 1023) << 52).view(F64)
-    p2 = ((n2.astype(I64) + 1023) << 52).view(F64)
-    y = (poly * p1) * p2
-    y = mx.where(x > 709.78, c(np.inf), y)
-    y = mx.where(x < -745.2, c(0.0), y)
-    return mx.where(mx.isnan(x), x, y)
 
 
 def _f16_widen(h):
@@ -1168,46 +1172,6 @@ def _rope(x, pos, p, *, math=None, contract="none", theta="ggml"):
         out = mx.concatenate([rot, xf[..., p.n_dims:]], axis=-1)
         mx.eval(out)
         return np.array(memoryview(out), dtype=np.float32).reshape(x.shape)
-
-
-def _attention(q, k, v, q_pos, k_pos, *, scale=None, causal=True):
-    from ..reference import attention as A
-
-    q = np.asarray(q, dtype=np.float32)
-    k = np.asarray(k, dtype=np.float32)
-    v = np.asarray(v, dtype=np.float32)
-    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
-        raise ShapeError("q, k, v must be (n_tokens, n_heads, head_dim)")
-    n_q, n_head, d = q.shape
-    n_k, n_head_kv, dk = k.shape
-    if v.shape[:2] != (n_k, n_head_kv):
-        raise ShapeError(f"v shape {v.shape} does not match k {k.shape}")
-    if dk != d:
-        raise ShapeError("q and k head sizes differ")
-    if n_head_kv <= 0 or n_head % n_head_kv:
-        raise ShapeError(f"n_head_kv {n_head_kv} must divide n_head {n_head}")
-    group = n_head // n_head_kv
-    sc = A.kq_scale(d) if scale is None else np.float32(scale)
-    with mx.stream(mx.cpu):
-        qh = mx.array(q).transpose(1, 0, 2).astype(F64)                          # (n_head, n_q, d)
-        kh = mx.repeat(mx.array(k).transpose(1, 0, 2), group, axis=0).astype(F64)  # head h reads kv h // group
-        vh = mx.repeat(mx.array(v).transpose(1, 0, 2), group, axis=0).astype(F64)
-        s = (qh @ kh.transpose(0, 2, 1)).astype(F32)                            # 1. KQ, float64 sum, one rounding
-        z = s * mx.array(sc, F32)                                                # 2. scale
-        if causal:
-            qp = mx.array(np.asarray(q_pos).reshape(-1, 1))
-            kp = mx.array(np.asarray(k_pos).reshape(1, -1))
-            z = z + mx.where(kp <= qp, mx.array(0.0, F32), mx.array(-np.inf, F32))   # mask
-        else:
-            z = z + mx.zeros((n_q, n_k), F32)
-        m = z.max(axis=-1, keepdims=True)                                        # 3. softmax
-        e = exp_f64((z - m).astype(F64)).astype(F32)
-        S = e.astype(F64).sum(axis=-1, keepdims=True)
-        p = e * (1.0 / S).astype(F32)
-        o = (p.astype(F64) @ vh).astype(F32)                                     # 4. KQV
-        out = o.transpose(1, 0, 2)
-        mx.eval(out)
-        return np.array(memoryview(out), dtype=np.float32)
 
 
 def _metal_available() -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("mlx.core", reason="mlx is not installed (pip install 'mlx[cpu]')")
+mx = pytest.importorskip("mlx.core", reason="mlx is not installed (pip install 'mlx[cpu]')")
 
 from ggspec.accel import mlx_backend  # noqa: E402
 from ggspec.conformance.compare import assert_bits_equal  # noqa: E402
@@ -270,7 +270,37 @@ def test_chunk_boundaries_two_threads(oracle, name, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["F16", "BF16"])
-def test_every_16_bit_pattern(oracle, name):
-    # F16 goes through ggml's conversion table, BF16 through MLX's own cast (when it is the bit shift)
+def test_every_16_bit_pattern(oracle, name, monkeypatch):
+    # F16 goes through ggml's conversion table; BF16 on the CPU device is the direct bit shift
+    # (mlx_backend.BIT_COPIES), here over chunks of 1000 values on the backend's threads
+    monkeypatch.setattr(mlx_backend, "BIT_COPY_CHUNK", 1000)
     t = live_type(name)
     _check(oracle, t, np.arange(65536, dtype="<u2").view(np.uint8).reshape(-1, 2))
+
+
+def test_bf16_mlx_op_every_pattern(oracle):
+    """The MLX op for BF16 (used on the GPU device, where BIT_COPIES does not apply): every pattern
+    through the dequantizer itself, on the CPU stream."""
+    t = live_type("BF16")
+    raw = np.arange(65536, dtype="<u2").view(np.uint8).reshape(-1, 2)
+    with mx.stream(mx.cpu):
+        y = MX._deq.BF16(mx.array(raw))
+        mx.eval(y)
+    assert_bits_equal(np.array(memoryview(y), dtype=np.float32).reshape(-1),
+                      oracle.to_float(t, raw.tobytes(), 65536), "BF16 as an MLX op")
+
+
+def test_f32_bit_copy_keeps_every_nan(monkeypatch):
+    """F32 is stored as is (ggml has no to_float for it; get_rows memcpys the row): the direct path
+    must return the input bits, NaN payloads, signalling NaNs and -0 included, threaded."""
+    monkeypatch.setattr(mlx_backend, "BIT_COPY_CHUNK", 1000)
+    rng = np.random.default_rng(5)
+    w = rng.integers(0, 2 ** 32, 20001, dtype=np.uint64).astype(np.uint32)
+    w[::7] = (w[::7] & np.uint32(0x803FFFFF)) | np.uint32(0x7F800001)       # sNaN with payloads, both signs
+    w[1::13] = 0x80000000
+    raw = w.astype("<u4").tobytes()
+    got = MX.dequantize("F32", raw, w.size)
+    assert_bits_equal(got, w.view(np.float32), "F32 bit copy")
+    out = np.empty(w.size, np.float32)
+    assert np.shares_memory(MX.dequantize("F32", raw, w.size, out=out), out)
+    assert_bits_equal(out, got, "F32 bit copy into out=")
