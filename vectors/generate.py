@@ -484,6 +484,49 @@ def qp_pass5_cases(t: GGMLType, rng) -> list:
              ["SearchPasses", "GridExact"], x[None], qw)]
 
 
+# make_qp_quants' trial scales iscale_is = (0.1f*is + nmax)/max (nmax = 63 for Q4_K/Q5_K, 15 for
+# Q2_K): rows where that level rounding sits on (or one float32 step from) a .5 tie, so that
+# computing it as nmax/max + 0.1f*is/max (one ulp off for this max) changes a stored 6-/4-bit code.
+# Each row is one block of sub-blocks holding a single non-zero value a_j (the rest 0):
+#  * sub-block 0: a = 1, importance 0 -> make_qkx3_quants keeps its first guess, scale
+#    m = 1/(nsub/1) (nsub = 15, 31, 3), the max of the scales;
+#  * sub-block 1: a = QP_TRIAL[...] (float32 bits), importance 0 -> scale t = 1/(nsub/a), which the
+#    trial scale is maps to k + 0.5 within an ulp (k = 31/34 for Q4_K, 36/32 Q5_K, 7/8 Q2_K);
+#  * sub-blocks 2..: "selectors", scale exactly i*m/(nmax + 0.1*is) for a few i (importance 0 at the
+#    value, 1 on the zeros, so the scale is again 1/(nsub/a) while the sub-block weight sum is > 0):
+#    they make trial `is` the best one; the importance-0 scales do not enter any error or sum, so
+#    make_qp_quants' refinement leaves their levels as the trial rounded them.
+# Found with tests/mutation/search.py-style scanning of consecutive floats a (docs/vectors.md).
+QP_TRIAL = {  # type -> ((is, float32 bits of a for sub-block 1), ...)
+    "Q4_K": ((4, 0x3EFE6285), (-1, 0x3F0C69D2)),
+    "Q5_K": ((4, 0x3F1361B8), (-3, 0x3F04B205)),
+    "Q2_K": ((4, 0x3EF959C3), (-2, 0x3F1306EB)),
+}
+
+
+def qp_trial_cases(t: GGMLType) -> list:
+    if t.name not in QP_TRIAL:
+        return []
+    nb, sub, nsub, nq = {"Q4_K": (8, 32, 15, 63), "Q5_K": (8, 32, 31, 63), "Q2_K": (16, 16, 3, 15)}[t.name]
+    m = float(np.float32(1.0) / (np.float32(nsub) / np.float32(1.0)))
+    its = [34, 22, 58, 17, 28, 54] if nq == 63 else [7, 11, 5, 9, 13, 6, 10, 3, 12, 4, 8, 14, 2, 9]
+    rows, ims = [], []
+    for is_, bits in QP_TRIAL[t.name]:
+        x = np.zeros(N_PER_ROW, np.float32)
+        qw = np.ones(N_PER_ROW, np.float32)
+        x[0], x[sub] = 1.0, f32_bits(bits)[0]
+        qw[:2 * sub] = 0.0
+        for b in range(2, nb):
+            x[b * sub + 3] = np.float32(its[(b - 2) % len(its)] * m / (nq + 0.1 * is_) * nsub)
+            qw[b * sub + 3] = 0.0
+        rows.append(x)
+        ims.append(qw)
+    return [(f"{t.name}: make_qp_quants' trial scale (0.1f*is + nmax)/max, is = {is_}, rounds a sub-block "
+             f"scale on a .5 tie (importance-0 sub-blocks; one-value sub-blocks as selectors)",
+             ["RoundingTie", "SearchTrials", "ImatrixZeros"], r[None], q)
+            for (is_, _), r, q in zip(QP_TRIAL[t.name], rows, ims)]
+
+
 D_DIRECT_Q6K = (3207699166, 1033164601, 1059204048, 1063251713, 3193465692, 1049768031, 1007452389, 1056690071,
                 3203128185, 3176825254, 3196658003, 3198493459, 3203732774, 3193107795, 1045531156, 3175066647)
 D_DIRECT_Q3K = (1039273180, 3209905508, 1051121375, 3197850377, 3165247570, 1054877943, 1053312883, 1052605067,
@@ -912,7 +955,8 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
         else:
             adv = (special_rows(t, arng) + tie_rows(t, arng) + sign_rows(t, arng) + grid_rows(t, arng)
                    + shape_cases(t, arng))
-        found = searched_cases(t) + level_tie_cases(t, oracle, adv_rng(t, 2)) + qp_pass5_cases(t, adv_rng(t, 3))
+        found = (searched_cases(t) + level_tie_cases(t, oracle, adv_rng(t, 2)) + qp_pass5_cases(t, adv_rng(t, 3))
+                 + qp_trial_cases(t))
         if not t.requires_imatrix:
             plain_cases = [(c, fl, x, None) for c, fl, x in adv] + [c for c in found if c[3] is None]
             add_groups(probed(plain_cases, lambda c: c[3]), imatrix=False)
