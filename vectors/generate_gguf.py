@@ -451,6 +451,21 @@ def adversarial(add, ext):
     i = u.index(struct.pack("<IQ", 0, 3)) + 4
     add("invalid", "overflow", "a UINT8 array count of 2^64 - 1 (-1 as int64) with 3 items present",
         ["HugeCount", "HugeArray"], u[:i] + struct.pack("<Q", 2**64 - 1) + u[i + 8:])
+    b = Builder().kv("general.alignment", "UINT32", 0).kv("general.architecture", "STRING", "x")
+    add("invalid", "alignment", "general.alignment = 0 in a file without tensors (nothing is aligned, "
+        "ggml checks it anyway)", ["BadAlignmentKey", "NoTensors"], b.build())
+    u = base().kv("s", "STRING", "a string value at the end").build()
+    add("invalid", "truncation", "a file without tensors truncated inside its last string value",
+        ["Truncated", "NoTensors"], u[:-5])
+    b = base().kv("flags", "ARRAY", [1, 2, 0, 255], "BOOL")
+    add("acceptable", "bool", "a BOOL array with bytes 2 and 255: ggml reads true (any non-zero byte)",
+        ["BoolByte"], b, construction=False)
+    b = base().tensor("scalar", 0, [])
+    add("invalid", "truncation", "a 0-d F32 tensor (one element, 4 bytes) whose data is missing: the file "
+        "ends at the data section", ["Truncated", "ZeroDims"], b.build()[:-32])
+    b = base().tensor("", 0, [2]).tensor("x", 0, [1])
+    add("valid", "tensors", "a tensor with an empty name (ggml allows it; keys must not be empty)",
+        ["EmptyName"], b)
 
 
 FUZZ_FILES = (
