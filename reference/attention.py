@@ -266,7 +266,7 @@ def _one_chunk(q, cache, layer, mask, scale, c0, c1, normalize=True):
 
     Returns VKQ (n_tokens, n_head, DV) float32 normalized, or (M, S, VKQ) unnormalized.
     """
-    from .matmul import mul_mat
+    from .matmul import _add, mul_mat
 
     n_tokens, n_head, d = q.shape
     n_kv = mask.shape[1]
@@ -303,14 +303,16 @@ def _one_chunk(q, cache, layer, mask, scale, c0, c1, normalize=True):
             vs = np.where(new_max, one, e).astype(f32)
             M2 = np.where(new_max, s, M)
             v_c = vh[c][None, :, :]
+            # ggml_vec_mad_f16 / _f32: y[i] += x[i]*v, compiled as (x[i]*v) + y[i]: when both are NaN
+            # the product's NaN comes out (x86 addss keeps its first operand's)
             if f16_acc:
                 scaled = _f16r(VKQ * ms[..., None])
                 acc = np.where(new_max[..., None], scaled, VKQ)
-                acc = _f16r(acc + v_c * vs[..., None])
+                acc = _f16r(_add((v_c * vs[..., None]).astype(f32), acc))
             else:
                 scaled = (VKQ * ms[..., None]).astype(f32)
                 acc = np.where(new_max[..., None], scaled, VKQ)
-                acc = (acc + (v_c * vs[..., None]).astype(f32)).astype(f32)
+                acc = _add((v_c * vs[..., None]).astype(f32), acc).astype(f32)
             S2 = ((S * ms).astype(f32) + vs).astype(f32)
             VKQ = np.where(live[..., None], acc, VKQ)
             S = np.where(live, S2, S)

@@ -172,8 +172,15 @@ def soft_max_ext(x, mask=None, scale: float = 1.0) -> np.ndarray:
         with np.errstate(all="ignore"):
             w = (w + f32(1.0) * np.broadcast_to(m.astype(f32), shape)).astype(f32)
     w2 = w.reshape(-1, shape[-1])
-    mx = np.max(w2, axis=1) if shape[-1] else np.full(w2.shape[0], -np.inf, f32)
-    # C's MAX(a, b) = a > b ? a : b keeps the first of equal values; only the value matters here
+    if not np.isnan(w2).any():
+        mx = np.max(w2, axis=1) if shape[-1] else np.full(w2.shape[0], -np.inf, f32)
+    else:
+        # ggml_vec_max_f32: max = -INFINITY; max = MAX(max, x[i]) with MAX(a, b) = a > b ? a : b, so a
+        # NaN is taken and forgotten again at the next element (only a NaN in the last place stays);
+        # np.max would keep any NaN (and not its bits)
+        mx = np.full(w2.shape[0], -np.inf, f32)
+        for i in range(shape[-1]):
+            mx = np.where(mx > w2[:, i], mx, w2[:, i])
     y, s = vec_soft_max(w2, mx.astype(f32))
     inv = (1.0 / s).astype(f32)            # sum = 1.0/sum (double); ggml_vec_scale_f32 takes a float
     return (y * inv[:, None]).astype(f32).reshape(shape)
