@@ -69,6 +69,8 @@ def test_reference_attention_matches_vectors(group):
         cache.store(0, _f32(t["k_f32_hex"], (n_past + n_new, nkv, d)), _f32(t["v_f32_hex"], (n_past + n_new, nkv, d)), cells)
         q = _f32(t["q_f32_hex"], (n_new, nh, d))
         mask = cache.mask(range(n_past, n_past + n_new), cache.n_kv())
+        for row in t.get("fully_masked", []):
+            mask[row, :] = -np.inf
         scale = _f32(t["scale_f32_hex"], (1,))[0]
         if p["flash_attn"]:
             got = A.flash_attn_ext(q, cache, 0, mask, scale, n_threads=p["n_threads"])

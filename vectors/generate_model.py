@@ -170,6 +170,70 @@ ATTENTION_CASES = [  # (name, n_head, n_head_kv, head_dim, n_past, n_new, flags)
 Q_GAIN = {"gqa-saturated": 40.0, "mqa-flat": 1e-20}
 THREAD_CASES = {"mqa-decode-512"}   # the only kernel whose bits depend on the thread count
 
+# discriminating cases (each found by a mutant of the reference that every other case let through;
+# docs/vectors.md) and special values. (name, n_head, n_head_kv, head_dim, n_past, n_new, flags)
+EXTRA_CASES = [
+    # the tiled kernel from exactly 64 tokens, with a GQA head mapping (h // 2 != h % 2)
+    ("gqa-prompt-64", 4, 2, 8, 0, 64, ["GQA", "FlashTiled", "TileBoundary"]),
+    # split-KV with 3 threads over 512 used cells: 3 live chunks of 171/171/170 (merge order, ceil)
+    ("mqa-decode-512-full", 2, 1, 8, 511, 1, ["MQA", "Decode", "FlashSplitKV", "ThreeThreads"]),
+    # special values (see _specials)
+    ("special-q", 2, 1, 32, 2, 2, ["SpecialValues", "NaN", "Inf", "SignedZero", "Subnormal"]),
+    ("special-kv-f16-range", 2, 1, 32, 2, 2, ["SpecialValues", "F16Overflow", "Subnormal", "SignedZero"]),
+    ("special-masked-inf-v", 2, 1, 32, 2, 2, ["SpecialValues", "Inf", "NaN", "MaskedCell"]),
+    ("special-nan-kv", 2, 1, 32, 2, 2, ["SpecialValues", "NaN", "NaNPayload"]),
+    ("fully-masked-row", 2, 1, 32, 2, 2, ["FullyMaskedRow"]),
+]
+FULLY_MASKED = {"fully-masked-row": [0]}   # query rows whose every cell is -inf
+
+
+def _extra_in_group(name, flash, type_k, type_v, n_threads) -> bool:
+    # head_dim 8 keeps these small; the oracle stores an F16/Q8_0 cache in rows of 32, so F32 only
+    if name == "gqa-prompt-64":
+        return flash and (type_k, type_v) == ("F32", "F32") and n_threads == 1   # the tiled kernel
+    if name == "mqa-decode-512-full":
+        return flash and (type_k, type_v) == ("F32", "F32") and n_threads == 3   # split-KV
+    return n_threads == 1
+
+
+def _bits(u: int) -> np.float32:
+    return np.array([u], np.uint32).view(F32)[0]
+
+
+def _specials(name, q, k, v):
+    """Write the special values of case ``name`` into q, k, v (float32 arrays, modified in place).
+    Cells 0..3 are used; query 0 sits at position 2 (cell 3 is its future), query 1 at 3."""
+    if name == "special-q":
+        q[0, 0, 3] = _bits(0x7FC01234)                 # quiet NaN with a payload
+        q[0, 1, :] = F32(-0.0)                         # all -0: every score 0, a flat softmax
+        q[0, 1, 5] = F32(0.0)
+        q[1, 0, 1] = F32(np.inf)
+        q[1, 0, 2] = F32(-np.inf)                      # + and - Inf in one row: NaN scores
+        q[1, 1, :4] = np.array([1e-40, -1e-45, 1.2e-38, -3e-39], F32)   # float subnormals (fp16: 0)
+        q[1, 1, 4] = F32(70000.0)                      # overflows when q is rounded to fp16
+    elif name == "special-kv-f16-range":
+        k[0, 0, 0] = F32(65519.0)                      # rounds to 65504 in fp16
+        k[1, 0, 1] = F32(-65504.0)
+        k[2, 0, 2] = F32(3e-6)                         # an fp16 subnormal
+        k[2, 0, 3] = F32(1e-9)                         # below fp16's range: 0
+        v[1, 0, 0] = F32(100000.0)                     # overflows fp16: Inf
+        v[1, 0, 1] = F32(-65520.0)                     # the first value that rounds to -Inf in fp16
+        v[1, 0, 2] = F32(65519.996)                    # still 65504
+        v[2, 0, 3] = F32(6e-8)                         # the smallest fp16 subnormal, about
+        v[2, 0, 4] = F32(-0.0)
+        v[0, 0, 5] = F32(1e-40)                        # float subnormal
+        v[3, 0, 6] = F32(7e4)                          # overflow in the future cell of query 0
+    elif name == "special-masked-inf-v":
+        v[3, 0, 0] = F32(np.inf)                       # cell 3 is masked for query 0, visible to query 1
+        v[3, 0, 1] = _bits(0xFFC00000)                 # -NaN (x86's default NaN)
+        v[3, 0, 2] = F32(-np.inf)
+        k[3, 0, 7] = F32(1e4)                          # a large score for query 1 only
+    elif name == "special-nan-kv":
+        v[1, 0, 0] = _bits(0x7FC12345)                 # quiet NaN with a payload (fp16: 0x7E00)
+        v[0, 0, 9] = _bits(0x7F812345)                 # signalling NaN with a payload
+        v[2, 0, 10] = _bits(0xFFA00001)                # negative signalling NaN
+        k[3, 0, 4] = _bits(0x7FC0BEEF)                 # NaN key in query 0's future cell
+
 
 def _attention_inputs(rng, n_head, n_head_kv, d, n_past, n_new):
     n_used = n_past + n_new
@@ -194,29 +258,42 @@ def build_attention(ops: Ops) -> dict:
         for type_k, type_v in (("F16", "F16"), ("F32", "F32"), ("F16", "F32"), ("Q8_0", "F16"), ("Q8_0", "Q8_0")):
             if type_v == "Q8_0" and not flash:
                 continue          # llama.cpp refuses a quantized V cache without flash attention
-            for n_threads in ((1, 2) if flash else (1,)):
+            for n_threads in ((1, 2, 3) if flash else (1,)):
                 tests = []
                 worst = 0.0
-                for name, nh, nkv, d, n_past, n_new, flags in ATTENTION_CASES:
-                    if n_threads != 1 and name not in THREAD_CASES:
+                for name, nh, nkv, d, n_past, n_new, flags in ATTENTION_CASES + EXTRA_CASES:
+                    if any(name == e[0] for e in EXTRA_CASES):
+                        if not _extra_in_group(name, flash, type_k, type_v, n_threads):
+                            continue
+                    elif n_threads != 1 and (n_threads != 2 or name not in THREAD_CASES):
                         continue
                     rng = np.random.default_rng([SEED, zlib.crc32(f"attn{name}{type_k}{type_v}".encode())])
                     q, k, v, mask, n_kv = _attention_inputs(rng, nh, nkv, d, n_past, n_new)
                     q = (q * F32(Q_GAIN.get(name, 1.0))).astype(F32)
+                    _specials(name, q, k, v)
+                    for row in FULLY_MASKED.get(name, []):
+                        mask[row, :] = F32(-np.inf)
                     scale = float(kq_scale(d))
                     kw = dict(type_k=type_k, type_v=type_v, flash_attn=flash, n_threads=n_threads)
                     y = ops.portable("attention", q, k, v, mask, scale, **kw)
                     yn = ops.native.attention(q, k, v, mask, scale, **kw)
-                    worst = max(worst, float(np.max(np.abs(y.astype(np.float64) - yn))))
+                    fin = np.isfinite(y) & np.isfinite(yn)     # special values: NaN/Inf outputs carry no distance
+                    if fin.any():
+                        worst = max(worst, float(np.max(np.abs(y[fin].astype(np.float64) - yn[fin]))))
                     tc += 1
                     n_used = n_past + n_new
-                    tests.append({
+                    test = {
                         "tcId": tc, "comment": f"{name}: {n_head_desc(nh, nkv)}, {n_past} cached + {n_new} new tokens, "
                                                f"n_kv {n_kv}", "flags": flags,
                         "n_head": nh, "n_head_kv": nkv, "head_dim": d, "n_past": n_past, "n_new": n_new,
                         "n_kv": n_kv, "scale_f32_hex": f32_to_hex(np.array([scale], F32)),
                         "q_f32_hex": f32_to_hex(q), "k_f32_hex": f32_to_hex(k[:n_used]),
-                        "v_f32_hex": f32_to_hex(v[:n_used]), "expected_f32_hex": f32_to_hex(y)})
+                        "v_f32_hex": f32_to_hex(v[:n_used]), "expected_f32_hex": f32_to_hex(y)}
+                    if name in FULLY_MASKED:
+                        test["fully_masked"] = FULLY_MASKED[name]
+                    tests.append(test)
+                if not tests:
+                    continue
                 groups.append({"op": "flash_attn_ext" if flash else "mul_mat_softmax",
                                "name": f"{'flash' if flash else 'mul_mat'}-k{type_k}-v{type_v}-t{n_threads}",
                                "params": {"flash_attn": flash, "type_k": type_k, "type_v": type_v,
@@ -228,7 +305,8 @@ def build_attention(ops: Ops) -> dict:
                          "head_dim): the float32 values stored into the KV cache (converted by the cache to type_k / "
                          "type_v: F16 round-to-nearest-even, Q8_0 quantize_row_q8_0; no Hadamard rotation here -- "
                          "that is llama.cpp's graph, covered by the forward vectors); cells n_past+n_new .. n_kv-1 are empty (zero); query i sits at position n_past+i and "
-                         "sees cells 0..n_past+i (causal mask 0 / -inf); output (n_new, n_head*head_dim)."),
+                         "sees cells 0..n_past+i (causal mask 0 / -inf), except the query rows listed in a test's "
+                         "optional fully_masked, whose every cell is -inf; output (n_new, n_head*head_dim)."),
             "testGroups": groups}
 
 

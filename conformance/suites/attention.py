@@ -10,8 +10,9 @@ Rows are the groups (path x K/V cache types x threads), columns the path (``mul_
 head_dim): the values stored into the KV cache in cell order (the cache converts them to
 ``type_k`` / ``type_v``); query i sits at position n_past + i and sees cells 0 .. n_past + i.
 ``params``: ``flash_attn``, ``type_k``, ``type_v``, ``n_threads``, ``n_past``, ``n_new``,
-``n_kv`` (cells attended over, the rest empty), ``scale`` (float32). docs/attention.md defines the
-arithmetic.
+``n_kv`` (cells attended over, the rest empty), ``scale`` (float32), ``fully_masked`` (query rows
+whose every cell is masked, -inf: ggml's kernels on a row llama.cpp only meets as padding; usually
+empty). docs/attention.md defines the arithmetic.
 
 Verdict: bit for bit; an implementation whose ``simd`` attribute is true is judged instead against
 the group's ``native_max_abs`` (llama.cpp's native SIMD build's measured distance) times
@@ -54,7 +55,7 @@ def inputs(case: Case):
     k = _f32(t["k_f32_hex"], (n_past + n_new, nkv, d))
     v = _f32(t["v_f32_hex"], (n_past + n_new, nkv, d))
     params = dict(g["params"], n_past=n_past, n_new=n_new, n_kv=t["n_kv"],
-                  scale=_f32(t["scale_f32_hex"], (1,))[0])
+                  scale=_f32(t["scale_f32_hex"], (1,))[0], fully_masked=list(t.get("fully_masked", [])))
     return q, k, v, params
 
 
@@ -90,7 +91,10 @@ def exec_request(case: Case) -> dict:
     g, t = case.data["group"], case.data["test"]
     keys = ("n_head", "n_head_kv", "head_dim", "n_past", "n_new", "n_kv", "scale_f32_hex", "q_f32_hex",
             "k_f32_hex", "v_f32_hex")
-    return {"suite": "attention", "op": g["op"], "params": g["params"], **{k: t[k] for k in keys}}
+    req = {"suite": "attention", "op": g["op"], "params": g["params"], **{k: t[k] for k in keys}}
+    if t.get("fully_masked"):
+        req["fully_masked"] = list(t["fully_masked"])
+    return req
 
 
 def exec_reply(case: Case, reply: dict) -> Verdict:
@@ -115,6 +119,8 @@ def reference_attention(q, k, v, params):
     cells = cache.allocate(range(n_past + n_new))
     cache.store(0, k, v, cells)
     mask = cache.mask(range(n_past, n_past + n_new), cache.n_kv())
+    for row in params.get("fully_masked", ()):
+        mask[int(row), :] = -np.inf
     if params["flash_attn"]:
         return A.flash_attn_ext(q, cache, 0, mask, params["scale"], n_threads=int(params["n_threads"]))
     return A.attention_mul_mat(q, cache, 0, mask, params["scale"])
