@@ -466,6 +466,19 @@ def adversarial(add, ext):
     b = base().tensor("", 0, [2]).tensor("x", 0, [1])
     add("valid", "tensors", "a tensor with an empty name (ggml allows it; keys must not be empty)",
         ["EmptyName"], b)
+    b = Builder()
+    for i in range(16):
+        b.kv(chr(ord("a") + i), "UINT8", i)
+    add("valid", "minimal", "16 pairs of the smallest size (1-byte key, UINT8 value) and nothing else",
+        ["SmallestPairs", "NoTensors"], b)
+    u = base().tensor("a", 0, [8]).tensor("b", 0, [8]).build()
+    i = u.index(struct.pack("<Q", 1) + b"b") + 9 + 4 + 8 + 4      # tensor b: name, n_dims, ne0, type
+    assert struct.unpack_from("<Q", u, i)[0] == 32
+    add("invalid", "alignment", "a tensor offset of 2^64 - 32 (-32 as int64: inside the file, before the data)",
+        ["OffsetPastEnd"], u[:i] + struct.pack("<Q", 2**64 - 32) + u[i + 8:])
+    u = base().kv("toks", "ARRAY", ["first", "a last string"], "STRING").build()
+    add("invalid", "truncation", "a file without tensors truncated inside the last string of a STRING array",
+        ["Truncated", "NoTensors"], u[:-4])
 
 
 FUZZ_FILES = (
