@@ -135,7 +135,7 @@ def test_reference_forward_matches_vectors(case):
 def test_forward_vectors_regenerate_identically(oracle, portable, tmp_path):
     """A sample of the forward cases (one per architecture, with its extra contexts) regenerates
     byte for byte: the GGUF and the expected logits (the native tolerance excepted)."""
-    names = ["llama-f16-gqa-ntk", "llama-tied-q8_0-gqa", "qwen2-q4_k_m-gqa", "moe-q6_k-gqa"]
+    names = ["llama-f16-gqa-ntk", "llama-tied-q8_0-gqa", "qwen2-q4_k_m-gqa", "moe-q6_k-gqa", "moe-f32-hd24-x6"]
     out = subprocess.run([sys.executable, "-m", "ggspec.vectors.generate_forward", "--out", str(tmp_path),
                           "--only", ",".join(names)], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr

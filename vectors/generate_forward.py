@@ -55,6 +55,15 @@ def cases():
               "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4"):
         out[f"llama-{w.lower()}-gqa"] = ("llama-imx" if w.startswith("IQ1") or w in ("IQ2_XXS", "IQ2_XS")
                                          else "llama", _spec(wtype=w, rope="none"), None, [w])
+    # discriminating shapes (docs/vectors.md, mutation catalogue): head_dim 24, where 1.0f/sqrtf(24.0f)
+    # differs from 1/sqrt(24) rounded once; n_ff 19 and 6 experts, not multiples of 4, so silu and the
+    # router's softmax run their scalar libm tails; 3 of 6 experts with tied router rows (top-k order
+    # of equal probabilities, a 3-term weight sum); runs with an F32 KV cache (flash attention casts
+    # it to F16). F32 weights: no fp16 rounding of the activations hides a last-bit difference. One
+    # head and a shorter prompt keep the file small.
+    out["moe-f32-hd24-x6"] = ("moe-x6-ties", _spec(wtype="F32", rope="none", n_embd=24, n_head=1, n_head_kv=1,
+                                                   n_ff=19), None,
+                              ["MoE", "HeadDim24", "SoftmaxTail", "SiluTail", "RouterTies", "F32Cache"])
     return out
 
 
@@ -66,6 +75,18 @@ CONTEXTS = [  # (suffix, ContextParams kwargs, n_predict, only these models or N
      {"llama-q4_k_m-gqa-llama3", "moe-q6_k-gqa", "llama-tied-q8_0-gqa"}),
     ("-ubatch5", dict(n_ctx=256, n_batch=8, n_ubatch=5), 2, {"llama-f16-gqa-ntk", "llama-q5_k-gqa"}),
 ]
+
+
+SHORT_PROMPT = [1, 300, 17, 42, 280, 5]
+# models with their own runs instead of CONTEXTS: name -> (prompt, [(suffix, ContextParams kwargs, n_predict)])
+OWN_RUNS = {
+    "moe-f32-hd24-x6": (SHORT_PROMPT, [
+        ("", dict(n_ctx=256), 3),
+        ("-flash", dict(n_ctx=256, flash_attn=True), 1),
+        ("-f32cache", dict(n_ctx=256, type_k="F32", type_v="F32"), 1),
+        ("-f32cache-flash", dict(n_ctx=256, type_k="F32", type_v="F32", flash_attn=True), 1),
+    ]),
+}
 
 
 def write_model(kind, spec, ftype, path: Path) -> None:
@@ -89,7 +110,28 @@ def _writer(kind):
         return T.write_tiny_qwen2
     if kind == "moe":
         return T.write_tiny_moe
+    if kind == "moe-x6-ties":
+        return _moe_x6_ties
     raise ValueError(kind)
+
+
+def _moe_x6_ties(spec, path):
+    """write_tiny_moe with 6 experts, 3 used, and router rows 2 = 1 and 5 = 4 (equal logits, so equal
+    probabilities: rows 1, 2 both go through ggml_v_expf, 4, 5 both through the libm tail)."""
+    orig = T.tiny_weights_arch
+
+    def tied(*a, **k):
+        w = orig(*a, **k)
+        for name, arr in w.items():
+            if name.endswith("ffn_gate_inp.weight"):
+                arr[2] = arr[1]
+                arr[5] = arr[4]
+        return w
+    T.tiny_weights_arch = tied
+    try:
+        return T.write_tiny_moe(spec, path, n_expert=6, n_expert_used=3)
+    finally:
+        T.tiny_weights_arch = orig
 
 
 def _llama_imatrix(spec, path):
@@ -118,18 +160,20 @@ def main(argv=None) -> int:
         write_model(kind, spec, ftype, gg)
         sha = hashlib.sha256(gg.read_bytes()).hexdigest()
         runs = []
-        for suffix, kw, n_predict, models in CONTEXTS:
-            if models is not None and name not in models:
-                continue
+        prompt, contexts = OWN_RUNS.get(name, (PROMPT, None))
+        if contexts is None:
+            contexts = [(suffix, kw, n_predict) for suffix, kw, n_predict, models in CONTEXTS
+                        if models is None or name in models]
+        for suffix, kw, n_predict in contexts:
             cp = ContextParams(n_threads=1, n_threads_batch=1, **kw)
             cp.validate()
             cpd = dataclasses.asdict(cp)
-            logits, greedy = P.call(RUN, "run", str(gg), PROMPT, cpd, n_predict=n_predict)
+            logits, greedy = P.call(RUN, "run", str(gg), prompt, cpd, n_predict=n_predict)
             logits = np.asarray(logits, np.float32)
-            nat, nat_greedy = llama_run.run(str(gg), PROMPT, cpd, n_predict=n_predict)
+            nat, nat_greedy = llama_run.run(str(gg), prompt, cpd, n_predict=n_predict)
             with np.errstate(invalid="ignore"):
                 native_abs = float(np.nanmax(np.abs(np.asarray(nat, np.float64) - logits)))
-            runs.append({"name": name + suffix, "context": cpd, "tokens": PROMPT, "n_predict": n_predict,
+            runs.append({"name": name + suffix, "context": cpd, "tokens": prompt, "n_predict": n_predict,
                          "n_vocab": int(logits.shape[1]),
                          "logits_shape": list(logits.shape), "expected_logits_f32_hex": f32_to_hex(logits),
                          "greedy": greedy, "native_max_abs": native_abs, "native_greedy_same": nat_greedy == greedy})
@@ -142,9 +186,14 @@ def main(argv=None) -> int:
                          "native_max_abs": max(r["native_max_abs"] for r in runs)})
         print(f"{name}: {gg.stat().st_size} bytes, native max |diff| {manifest[-1]['native_max_abs']:.3g}",
               file=sys.stderr)
-    if not only:
-        (out / "manifest.json").write_text(json.dumps({"schema": SCHEMA, "provenance": _provenance(),
-                                                       "cases": manifest}, indent=1) + "\n")
+    man = out / "manifest.json"
+    if only and man.exists():
+        # --only into a directory that has a manifest: replace those entries, keep the others (cases() order)
+        old = {c["name"]: c for c in json.loads(man.read_text())["cases"]}
+        old.update({c["name"]: c for c in manifest})
+        manifest = [old[n] for n in cases() if n in old]
+    if not only or man.exists():
+        man.write_text(json.dumps({"schema": SCHEMA, "provenance": _provenance(), "cases": manifest}, indent=1) + "\n")
     P.close()
     return 0
 
