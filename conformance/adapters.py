@@ -126,8 +126,8 @@ def reference_parse(g) -> dict:
         if val.type.name == "ARRAY":
             d = {"key": key, "type": "ARRAY", "item_type": val.sub_type.name, "value": d["value"]}
         kv.append(d)
-    tensors = [{"name": t.name, "type": t.type.id, "ne": list(t.shape), "offset": t.relative_offset}
-               for t in g.tensors.values()]
+    tensors = [{"name": t.name, "type": t.type.id, "ne": list(t.shape), "offset": t.relative_offset,
+                "data": bytes(t.le_bytes()).hex()} for t in g.tensors.values()]
     return {"version": g.version, "alignment": g.alignment, "data_offset": g.data_offset, "kv": kv,
             "tensors": tensors}
 
@@ -251,6 +251,7 @@ def _gguf_lib(lib_path):
         "gguf_get_val_str": (V, [V, I64]), "gguf_get_n_tensors": (I64, [V]),
         "gguf_get_tensor_name": (S, [V, I64]), "gguf_get_tensor_offset": (SZ, [V, I64]),
         "gguf_get_tensor_type": (ctypes.c_int, [V, I64]), "ggml_get_tensor": (V, [V, S]),
+        "ggml_nbytes": (SZ, [V]), "ggml_get_data": (V, [V]),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)
@@ -317,8 +318,10 @@ def libggml_gguf_parse(lib_path, path) -> dict:
             name = lib.gguf_get_tensor_name(ctx, i)
             t = lib.ggml_get_tensor(gctx, name)
             ne = list(ctypes.cast(t, ctypes.POINTER(_GGMLTensorHead)).contents.ne)
+            nb = lib.ggml_nbytes(t)
+            data = ctypes.string_at(lib.ggml_get_data(t), nb) if nb else b""   # read by gguf_init_from_file
             tensors.append({"name": name.decode("utf-8", errors="replace"), "type": lib.gguf_get_tensor_type(ctx, i), "ne": ne,
-                            "offset": lib.gguf_get_tensor_offset(ctx, i)})
+                            "offset": lib.gguf_get_tensor_offset(ctx, i), "data": data.hex()})
         return {"version": lib.gguf_get_version(ctx), "alignment": lib.gguf_get_alignment(ctx),
                 "data_offset": lib.gguf_get_data_offset(ctx), "kv": kv, "tensors": tensors}
     finally:

@@ -40,6 +40,25 @@ TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32
          30: ("BF16", 1, 2), 39: ("MXFP4", 32, 17)}
 
 
+# fp16 fields of a block that a big-endian file stores byte-swapped: gguf-py's
+# scripts/gguf_convert_endian.py (byteswap_q4_0, _q8_0, _q4_k, _q6_k; MXFP4 has none)
+BE_BLOCK_FP16 = {2: (0,), 8: (0,), 12: (0, 2), 14: (208,), 39: ()}
+
+
+def swap_data(tid, raw: bytes) -> bytes:
+    """A tensor's little-endian bytes as a big-endian file stores them."""
+    bs, ts = TYPES[tid][1:]
+    out = bytearray(raw)
+    if bs == 1:
+        for i in range(0, len(out), ts):
+            out[i:i + ts] = out[i:i + ts][::-1]
+        return bytes(out)
+    for blk in range(0, len(out), ts):
+        for f in BE_BLOCK_FP16[tid]:
+            out[blk + f:blk + f + 2] = out[blk + f:blk + f + 2][::-1]
+    return bytes(out)
+
+
 def _j(vt, v):
     """A written value as the parse JSON holds it."""
     if vt in ("FLOAT32", "FLOAT64"):
@@ -135,6 +154,8 @@ class Builder:
         body = bytearray(data_off - len(head))
         data = bytearray()
         for (name, nd, ne, tid, raw, off), o in zip(self.tensors, self.layout()):
+            if self.o == ">":
+                raw = swap_data(tid, raw)
             if len(data) < o + len(raw):
                 data.extend(bytes(o + len(raw) - len(data)))
             data[o:o + len(raw)] = raw
@@ -155,7 +176,7 @@ class Builder:
                 kv.append({"key": k.decode(), "type": "ARRAY", "item_type": it, "value": val})
             else:
                 kv.append({"key": k.decode(), "type": vt, "value": _j(vt, v)})
-        ts = [{"name": n.decode(), "type": tid, "ne": ne + [1] * (4 - len(ne)), "offset": o}
+        ts = [{"name": n.decode(), "type": tid, "ne": ne + [1] * (4 - len(ne)), "offset": o, "data": d.hex()}
               for (n, nd, ne, tid, d, off), o in zip(self.tensors, self.layout())]
         return {"version": self.version, "alignment": self.alignment, "data_offset": data_off, "kv": kv,
                 "tensors": ts}
@@ -386,7 +407,8 @@ def cases(corpus: "Path | None" = None):
 def rich(version=3, order="<") -> Builder:
     """Every scalar type, arrays of every item type, special floats, and tensors of 1 to 4
     dimensions (one of them empty) with general.alignment 64: a file that exercises every
-    count, length, dimension and offset field."""
+    count, length, dimension and offset field, and (big-endian) every type whose data gguf-py's
+    gguf_convert_endian.py can swap: F32, F16, BF16, Q8_0, Q4_K, Q6_K, MXFP4."""
     b = Builder(version=version, order=order, alignment=64).kv("general.alignment", "UINT32", 64)
     b.kv("general.architecture", "STRING", "llama")
     for vt, v in [("UINT8", 0xA5), ("INT8", -2), ("UINT16", 0xBEEF), ("INT16", -300), ("UINT32", 0xDEADBEEF),
@@ -399,7 +421,8 @@ def rich(version=3, order="<") -> Builder:
         b.kv(f"a.{vt.lower()}", "ARRAY", v, vt)
     b.kv("a.empty", "ARRAY", [], "STRING").kv("name", "STRING", "ein Name")
     b.tensor("token_embd.weight", 0, [4, 3]).tensor("blk.0.q", 8, [32, 2, 1, 2]).tensor("e", 0, [2, 0, 3])
-    b.tensor("blk.0.k", 1, [6, 1, 2]).tensor("out", 12, [256])
+    b.tensor("blk.0.k", 1, [6, 1, 2]).tensor("out", 12, [256]).tensor("q6", 14, [256]).tensor("bf", 30, [4])
+    b.tensor("mx", 39, [32])
     return b
 
 
@@ -524,6 +547,36 @@ def _ggufpy_parse(path):
         return None, None
 
 
+def _ggufpy_big_endian(le: bytes) -> "bytes | None":
+    """gguf-py's scripts/gguf_convert_endian.py applied to a little-endian file (None if it cannot)."""
+    import argparse
+    import builtins
+    import contextlib
+    import io
+    import os
+    import tempfile
+    try:
+        import gguf
+        from gguf.scripts.gguf_convert_endian import convert_byteorder
+    except ImportError:
+        return None
+    fd, path = tempfile.mkstemp(suffix=".gguf")
+    os.close(fd)
+    Path(path).write_bytes(le)
+    ask = builtins.input
+    try:
+        builtins.input = lambda *a: "YES"       # the script asks before it rewrites the file
+        with contextlib.redirect_stderr(io.StringIO()):
+            r = gguf.GGUFReader(path, "r+")
+            convert_byteorder(r, argparse.Namespace(order="big", dry_run=False))
+            r.data.flush()
+            del r
+        return Path(path).read_bytes()
+    finally:
+        builtins.input = ask
+        os.unlink(path)
+
+
 def _version(pkg):
     from importlib.metadata import version
     return version(pkg)
@@ -571,6 +624,9 @@ def main(argv=None) -> int:
                     source += "); version and data_offset from the version 1 layout"
                 else:
                     source += ", every number byte-swapped)"
+                    if _ggufpy_big_endian(twin) != data:
+                        raise SystemExit(f"tc {tc}: gguf-py's gguf_convert_endian.py turns the twin into another file")
+                    source += "; the file is gguf-py's gguf_convert_endian.py output on the twin, byte for byte"
                 d_ = diff(expected, construction)
                 if d_:
                     raise SystemExit(f"tc {tc}: the twin's parse differs from the construction: {d_}")

@@ -30,12 +30,15 @@ The parse, as JSON (what ``read_gguf(path)`` returns; an implementation rejects 
             {"key": "a", "type": "ARRAY", "item_type": "INT32", "value": [1, 2, 3]},
             {"key": "aa", "type": "ARRAY", "item_type": "ARRAY",
              "value": [{"item_type": "UINT8", "value": [1]}]}],
-     "tensors": [{"name": "w", "type": 2, "ne": [32, 4, 1, 1], "offset": 0}]}
+     "tensors": [{"name": "w", "type": 2, "ne": [32, 4, 1, 1], "offset": 0, "data": "00bc8899..."}]}
 
 ``data_offset`` is where the data section starts (ggml's ``gguf_get_data_offset``: the end of the
 tensor infos padded to the alignment when there are tensors, not padded when there are none). A parse
 of a file without tensors may give ``null`` instead (no data section); a number must be ggml's.
-``ne`` is padded with 1 to four
+A tensor's ``data`` (optional in an implementation's parse, compared when given) is the hex of its
+bytes as ggml holds them on a little-endian machine: the bytes in the file for a little-endian file;
+for a big-endian file, each element byte-swapped, and in Q4_0/Q8_0/Q4_K/Q6_K blocks the fp16 fields
+(gguf-py's ``gguf_convert_endian.py`` convention). ``ne`` is padded with 1 to four
 dimensions (ggml's ``ne``); ``offset`` is relative to the data
 section; ``type`` is the ggml type id. BOOL values are JSON booleans, integers up to 32 bits JSON
 numbers, strings JSON strings.
@@ -89,8 +92,10 @@ def canonical(parse: dict) -> dict:
            "kv": list(parse.get("kv", [])), "tensors": []}
     for t in parse.get("tensors", []):
         ne = [int(x) for x in t["ne"]]
-        out["tensors"].append({"name": t["name"], "type": int(t["type"]), "ne": ne + [1] * (4 - len(ne)),
-                               "offset": int(t["offset"])})
+        ct = {"name": t["name"], "type": int(t["type"]), "ne": ne + [1] * (4 - len(ne)), "offset": int(t["offset"])}
+        if t.get("data") is not None:
+            ct["data"] = str(t["data"]).lower()
+        out["tensors"].append(ct)
     return out
 
 
@@ -103,6 +108,10 @@ def diff(got: dict, expected: dict) -> "str | None":
     e = canonical(expected)
     if g["data_offset"] is None and not e["tensors"]:
         g["data_offset"] = e["data_offset"]      # "no data section": a file without tensors has none
+    for gt, et in zip(g["tensors"], e["tensors"]):
+        if "data" not in gt or "data" not in et:   # the data are compared when the parse gives them
+            gt.pop("data", None)
+            et.pop("data", None)
     return _diff(g, e, "")
 
 
@@ -129,6 +138,11 @@ def _diff(g, e, path) -> "str | None":
         if len(g) != len(e):
             return f"{path}: {len(g)} items, expected {len(e)}"
         return None
+    if path.endswith(".data") and isinstance(g, str) and isinstance(e, str) and g != e:
+        i = next((k for k in range(0, min(len(g), len(e)), 2) if g[k:k + 2] != e[k:k + 2]), None)
+        if i is None:
+            return f"{path.lstrip('.')}: {len(g) // 2} bytes, expected {len(e) // 2}"
+        return f"{path.lstrip('.')}: byte {i // 2}: got {g[i:i + 2]}, expected {e[i:i + 2]}"
     if g != e or type(g) is not type(e):
         return f"{path.lstrip('.')}: got {_short(g)}, expected {_short(e)}"
     return None
