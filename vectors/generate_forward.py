@@ -64,6 +64,10 @@ def cases():
     out["moe-f32-hd24-x6"] = ("moe-x6-ties", _spec(wtype="F32", rope="none", n_embd=24, n_head=1, n_head_kv=1,
                                                    n_ff=19), None,
                               ["MoE", "HeadDim24", "SoftmaxTail", "SiluTail", "RouterTies", "F32Cache"])
+    # weights aligned with the embeddings (see _llama_aligned): integer block sums near their maximum,
+    # so (float)sumi*dx is not exact and ggml's order of the scale products shows
+    out["llama-q4_0-aligned"] = ("llama-aligned", _spec(wtype="Q4_0", rope="none", n_embd=64, n_ff=64,
+                                                        n_extra_tokens=5), None, ["Q4_0", "AlignedWeights"])
     return out
 
 
@@ -78,6 +82,7 @@ CONTEXTS = [  # (suffix, ContextParams kwargs, n_predict, only these models or N
 
 
 SHORT_PROMPT = [1, 300, 17, 42, 280, 5]
+ALIGNED_PROMPT = [1, 30, 17, 42, 200, 5]
 # models with their own runs instead of CONTEXTS: name -> (prompt, [(suffix, ContextParams kwargs, n_predict)])
 OWN_RUNS = {
     "moe-f32-hd24-x6": (SHORT_PROMPT, [
@@ -86,6 +91,7 @@ OWN_RUNS = {
         ("-f32cache", dict(n_ctx=256, type_k="F32", type_v="F32"), 1),
         ("-f32cache-flash", dict(n_ctx=256, type_k="F32", type_v="F32", flash_attn=True), 1),
     ]),
+    "llama-q4_0-aligned": (ALIGNED_PROMPT, [("", dict(n_ctx=256), 2), ("-flash", dict(n_ctx=256, flash_attn=True), 1)]),
 }
 
 
@@ -112,7 +118,40 @@ def _writer(kind):
         return T.write_tiny_moe
     if kind == "moe-x6-ties":
         return _moe_x6_ties
+    if kind == "llama-aligned":
+        return _llama_aligned
     raise ValueError(kind)
+
+
+def _llama_aligned(spec, path):
+    """write_tiny_llama with embeddings of random signs and every 2-D weight row the sign pattern of a
+    prompt token's embedding times a random positive scale: the activations and weight levels of a
+    block line up, so Q4_0's sumi reaches ~2^15. attn_output and ffn_down are scaled down so the last
+    hidden state stays close to the token's embedding, lined up with output.weight too (the other
+    mat-muls' last bits mostly vanish in the fp16 KV cache and the Q8_0 activations)."""
+    orig = T.tiny_weights
+
+    def aligned(sp):
+        w = orig(sp)
+        rng = np.random.default_rng(sp.seed + 404)
+        emb = np.where(rng.random(w["token_embd.weight"].shape) < 0.5, -1.0, 1.0).astype(np.float32)
+        w["token_embd.weight"] = emb
+        for name, arr in w.items():
+            if arr.ndim != 2 or name == "token_embd.weight":
+                continue
+            n_out, n_in = arr.shape
+            src = np.asarray(ALIGNED_PROMPT)[np.arange(n_out) % len(ALIGNED_PROMPT)]
+            rows = np.resize(emb[src], (n_out, n_in)) if n_in != emb.shape[1] else emb[src]
+            g = (0.5 + rng.random((n_out, 1))) / np.sqrt(n_in)
+            if name.endswith(("attn_output.weight", "ffn_down.weight")):
+                g = g * 1e-3
+            w[name] = (rows * g).astype(np.float32)
+        return w
+    T.tiny_weights = aligned
+    try:
+        return T.write_tiny_llama(spec, path)
+    finally:
+        T.tiny_weights = orig
 
 
 def _moe_x6_ties(spec, path):
