@@ -164,7 +164,8 @@ def soft_max_ext(x, mask=None, scale: float = 1.0) -> np.ndarray:
     ``mask`` float32 broadcastable to ``x`` (a float16 mask is converted exactly first), or None."""
     x = np.asarray(x, dtype=f32)
     shape = x.shape
-    w = (x * f32(scale)).astype(f32)
+    with np.errstate(all="ignore"):       # overflow to Inf is part of the semantics
+        w = (x * f32(scale)).astype(f32)
     if mask is not None:
         m = np.asarray(mask)
         if m.dtype == np.float16:
