@@ -183,7 +183,11 @@ EXTRA_CASES = [
     ("special-masked-inf-v", 2, 1, 32, 2, 2, ["SpecialValues", "Inf", "NaN", "MaskedCell"]),
     ("special-nan-kv", 2, 1, 32, 2, 2, ["SpecialValues", "NaN", "NaNPayload"]),
     ("fully-masked-row", 2, 1, 32, 2, 2, ["FullyMaskedRow"]),
+    # scale 4 (> 1) and a finite score of 1e38 in a masked cell: ggml computes score*scale (Inf) + mask
+    # (-Inf) = NaN; adding the mask before scaling would give -Inf (the only inputs that tell apart)
+    ("scale-4-overflow", 2, 1, 32, 2, 2, ["ScaleAboveOne", "Overflow", "MaskedCell"]),
 ]
+SCALE = {"scale-4-overflow": 4.0}
 FULLY_MASKED = {"fully-masked-row": [0]}   # query rows whose every cell is -inf
 
 
@@ -193,6 +197,8 @@ def _extra_in_group(name, flash, type_k, type_v, n_threads) -> bool:
         return flash and (type_k, type_v) == ("F32", "F32") and n_threads == 1   # the tiled kernel
     if name == "mqa-decode-512-full":
         return flash and (type_k, type_v) == ("F32", "F32") and n_threads == 3   # split-KV
+    if name == "scale-4-overflow":
+        return not flash and type_k == "F32"                # needs a score of 1e38: an F32 K cache
     return n_threads == 1
 
 
@@ -233,6 +239,10 @@ def _specials(name, q, k, v):
         v[0, 0, 9] = _bits(0x7F812345)                 # signalling NaN with a payload
         v[2, 0, 10] = _bits(0xFFA00001)                # negative signalling NaN
         k[3, 0, 4] = _bits(0x7FC0BEEF)                 # NaN key in query 0's future cell
+    elif name == "scale-4-overflow":
+        q[:, :, 0] = F32(1e19)
+        k[3, 0, :] = F32(0.0)
+        k[3, 0, 0] = F32(1e19)                         # score 1e38 in cell 3 (query 0's future)
 
 
 def _attention_inputs(rng, n_head, n_head_kv, d, n_past, n_new):
@@ -273,7 +283,7 @@ def build_attention(ops: Ops) -> dict:
                     _specials(name, q, k, v)
                     for row in FULLY_MASKED.get(name, []):
                         mask[row, :] = F32(-np.inf)
-                    scale = float(kq_scale(d))
+                    scale = SCALE.get(name, float(kq_scale(d)))
                     kw = dict(type_k=type_k, type_v=type_v, flash_attn=flash, n_threads=n_threads)
                     y = ops.portable("attention", q, k, v, mask, scale, **kw)
                     yn = ops.native.attention(q, k, v, mask, scale, **kw)
