@@ -117,3 +117,47 @@ def test_an_unclaimed_extension_is_unsupported_a_claimed_one_fails(capsys, tmp_p
     assert code == 1
     cell = res["extension/version1"]["extension"]
     assert cell["status"] == "FAIL" and "an extension it claims" in cell["failure"]
+
+
+EXEC_CLIENT = """
+import json, sys
+from ggspec.conformance.adapters import ReferenceImpl
+claims = sys.argv[1:]
+print(json.dumps({"hello": "ggspec-exec/1", "name": "py-gguf",
+                  "supports": [["gguf", "*", "*"]] + [["gguf", "extension", c] for c in claims]}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    with open(req["path"], "rb") as f:
+        v1 = f.read(8)[4:8] == bytes([1, 0, 0, 0])
+    try:
+        if v1:
+            raise ValueError("no version 1")
+        out = {"result": ReferenceImpl().read_gguf(req["path"])}
+    except Exception as e:
+        out = {"reject": str(e)}
+    out["id"] = req["id"]
+    print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.skipif(not S.load(None), reason="vectors/gguf/gguf.json not generated")
+def test_an_exec_program_claims_extensions_in_its_hello(capsys, tmp_path):
+    import argparse
+    import sys
+    from ggspec.conformance import cmd_conform
+    client = tmp_path / "client.py"
+    client.write_text(EXEC_CLIENT)
+
+    def run(*claims):
+        p = argparse.ArgumentParser()
+        cmd_conform.register(p.add_subparsers())
+        args = p.parse_args(["conform", "--exec", " ".join([sys.executable, str(client), *claims]),
+                             "--suite", "gguf", "--json", "--quiet"])
+        code = args.func(args)
+        return code, json.loads(capsys.readouterr().out)["implementations"][0]["results"]
+
+    code, res = run("big-endian")
+    assert code == 0 and res["extension/version1"]["extension"]["status"] == "unsupported"
+    assert res["extension/big-endian"]["extension"]["status"] == "pass"
+    code, res = run("big-endian", "version1")
+    assert code == 1 and res["extension/version1"]["extension"]["status"] == "FAIL"
