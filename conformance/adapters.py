@@ -47,7 +47,10 @@ class ImplementationUnavailable(GGSpecError):
 
 class ReferenceImpl:
     name = "reference"
-    gguf_extensions = ("version1", "big-endian")   # reads GGUF v1 and big-endian files (gguf suite)
+    # what it claims in the gguf suite (conformance/suites/gguf.py, claimed_extensions): it reads GGUF v1,
+    # big-endian files and the acceptable forms below, and rejects strings that are not UTF-8
+    gguf_extensions = ("version1", "big-endian", "nested-array", "offset-gap", "offset-order", "no-final-padding",
+                       "bool", "strict-utf8")
 
     def __init__(self):
         from .. import reference

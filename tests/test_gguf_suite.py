@@ -34,6 +34,18 @@ def test_an_extension_is_judged_as_valid_only_when_claimed():
     assert S.judge(c, True, v1, claims={"version1"}).kind == "pass"
 
 
+def test_claimed_acceptable_forms_must_be_read_and_strict_utf8_must_reject():
+    nested = case("acceptable", "acceptable/nested-array", PARSE)
+    assert S.judge(nested, False, None, "no", claims=set()).kind == "pass"
+    assert S.judge(nested, False, None, "no", claims={"nested-array"}).kind == "fail"
+    assert S.judge(nested, True, PARSE, claims={"nested-array"}).kind == "pass"
+    utf8 = case("acceptable", "acceptable/utf8", None)
+    assert S.judge(utf8, True, PARSE, claims=set()).kind == "pass"
+    assert S.judge(utf8, False, None, "bad", claims=set()).kind == "pass"
+    assert S.judge(utf8, True, PARSE, claims={"strict-utf8"}).kind == "fail"
+    assert S.judge(utf8, False, None, "bad", claims={"strict-utf8"}).kind == "pass"
+
+
 def test_claims_come_from_the_adapter_or_the_exec_hello():
     from ggspec.conformance.adapters import ReferenceImpl
 
@@ -44,7 +56,7 @@ def test_claims_come_from_the_adapter_or_the_exec_hello():
     class Wild:
         supports_list = [("gguf", "*", "*")]
 
-    assert S.claimed_extensions(ReferenceImpl()) == {"version1", "big-endian"}
+    assert {"version1", "big-endian", "nested-array", "strict-utf8"} <= S.claimed_extensions(ReferenceImpl())
     assert S.claimed_extensions(Hello()) == {"big-endian", "version1"}
     assert S.claimed_extensions(Wild()) == set()          # "*" claims no extension
     assert S.claimed_extensions(object()) == set()
@@ -116,7 +128,7 @@ def test_an_unclaimed_extension_is_unsupported_a_claimed_one_fails(capsys, tmp_p
     code, res = _conform(capsys, tmp_path, monkeypatch, "claims_v1")
     assert code == 1
     cell = res["extension/version1"]["extension"]
-    assert cell["status"] == "FAIL" and "an extension it claims" in cell["failure"]
+    assert cell["status"] == "FAIL" and "a form it claims to read" in cell["failure"]
 
 
 EXEC_CLIENT = """

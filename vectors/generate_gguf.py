@@ -502,6 +502,8 @@ def adversarial(add, ext):
     u = base().kv("toks", "ARRAY", ["first", "a last string"], "STRING").build()
     add("invalid", "truncation", "a file without tensors truncated inside the last string of a STRING array",
         ["Truncated", "NoTensors"], u[:-4])
+    b = base().kv("toks", "ARRAY", ["ok", b"x\xc3(y"], "STRING")
+    add("acceptable", "utf8", "a STRING array item that is not UTF-8", ["InvalidUtf8"], b, construction=False)
 
 
 FUZZ_FILES = (

@@ -7,7 +7,9 @@ Every case is a small GGUF file (``file_hex``) with a ``result``:
 * ``invalid``: it must reject it (``reason`` names the class: truncation, magic, version, overflow,
   alignment, overlap, duplicate, type, shape, name, ...). Accepting it is a FAIL naming the case;
 * ``acceptable``: ggml and other readers legitimately differ (``flags`` say how: nested arrays,
-  offset gaps, ...). Rejecting is fine; accepting must give ``expected`` when the case has one;
+  offset gaps, ...). Rejecting is fine; accepting must give ``expected`` when the case has one. An
+  implementation that claims to read a class (``claimed_extensions``) must accept its cases; one that
+  claims ``strict-utf8`` must reject the strings that are not UTF-8;
 * ``extension``: a file in a form of GGUF that ggml no longer reads but other readers do: version 1
   (``extension/version1``) and big-endian files (``extension/big-endian``). Each is the *twin* of a
   file the oracle parses (the same content written as version 1, or byte-swapped), and ``expected``
@@ -59,6 +61,10 @@ from . import Case, Suite, VectorSet, Verdict, register
 SCHEMA = "ggspec-gguf-vectors/1"
 OPS = ("valid", "invalid", "acceptable", "extension")
 EXTENSIONS = ("version1", "big-endian")
+# what an implementation may claim about the acceptable cases: that it reads a class (its name), or
+# that it rejects strings that are not UTF-8
+ACCEPTABLE_CLAIMS = ("nested-array", "offset-gap", "offset-order", "no-final-padding", "bool")
+STRICT_UTF8 = "strict-utf8"
 VALUE_TYPES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY",
                "UINT64", "INT64", "FLOAT64")
 _FLOAT_FMT = {"FLOAT32": "<f", "FLOAT64": "<d"}
@@ -201,17 +207,22 @@ def case_file(case: Case) -> str:
 
 
 def claimed_extensions(impl) -> set:
-    """The GGUF extensions (``EXTENSIONS``) an implementation claims to read.
+    """What an implementation claims about the forms of GGUF where readers may differ.
 
-    A Python adapter claims them with an attribute ``gguf_extensions = ("version1", "big-endian")``;
-    an ``--exec`` program with hello ``supports`` triples ``["gguf", "extension", "version1"]`` (the
-    row named explicitly: ``"*"`` claims no extension). Nothing claimed: none."""
+    ``EXTENSIONS`` (``version1``, ``big-endian``): it reads them; their cases are then judged as valid
+    (unclaimed, a rejection is ``unsupported``). ``ACCEPTABLE_CLAIMS`` (``nested-array``,
+    ``offset-gap``, ``offset-order``, ``no-final-padding``, ``bool``): it reads those acceptable cases
+    (rejecting one is then a FAIL). ``strict-utf8``: it rejects strings that are not UTF-8 (accepting
+    the ``acceptable/utf8`` cases is then a FAIL). A Python adapter claims with an attribute
+    ``gguf_extensions = ("version1", "big-endian", ...)``; an ``--exec`` program with hello
+    ``supports`` triples ``["gguf", "extension", "version1"]`` (the row named explicitly: ``"*"``
+    claims nothing). Nothing claimed: none."""
     ext = getattr(impl, "gguf_extensions", None)
     if ext is not None:
         return {str(e) for e in ext}
     out = set()
     for s, col, row in getattr(impl, "supports_list", ()) or ():
-        if s == "gguf" and col == "extension" and row != "*":
+        if s == "gguf" and col in ("extension", "acceptable") and row != "*":
             out.add(row.split("/", 1)[-1])
     return out
 
@@ -219,13 +230,16 @@ def claimed_extensions(impl) -> set:
 def judge(case: Case, accepted: bool, parse, why: str = "", claims: "set | None" = None) -> Verdict:
     t, result = case.data["test"], case.data["result"]
     expected = t.get("expected")
-    if result == "extension":
-        ext = case.subject.partition("/")[2]
-        if ext in (claims or ()):
-            if not accepted:
-                return Verdict.fail(f"rejected a {ext} file (an extension it claims): {why[:200]}")
-        elif not accepted:
-            return Verdict.unsupported(f"rejected; the implementation does not claim the GGUF extension {ext!r}")
+    cat = case.subject.partition("/")[2]
+    if result == "acceptable" and cat == "utf8" and STRICT_UTF8 in (claims or ()):
+        if accepted:
+            return Verdict.fail(f"accepted a string that is not UTF-8 (the implementation claims {STRICT_UTF8!r})")
+        return Verdict.ok()
+    if result in ("extension", "acceptable") and cat in (claims or ()):
+        if not accepted:
+            return Verdict.fail(f"rejected a {cat} file (a form it claims to read): {why[:200]}")
+    elif result == "extension" and not accepted:
+        return Verdict.unsupported(f"rejected; the implementation does not claim the GGUF extension {cat!r}")
     if not accepted:
         if result == "valid":
             return Verdict.fail(f"rejected a valid file: {why[:200]}")
