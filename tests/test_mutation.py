@@ -2,7 +2,8 @@
 the codec mutants is killed by the shipped vectors (tests/mutation/, docs/vectors.md).
 
 The sample changes every day (``GGSPEC_MUTATION_SEED`` overrides the seed, ``GGSPEC_MUTATION_SAMPLE``
-the size); over the days every codec mutant comes round. The full catalogue runs with
+the size); over the days every codec mutant comes round. Two model-layer mutants (attention, forward,
+mix suites; ``GGSPEC_MUTATION_MODEL_SAMPLE``) are sampled the same way. The full catalogue runs with
 ``python tests/mutation/run.py``.
 """
 
@@ -39,7 +40,8 @@ def _sample() -> list:
 
 def test_catalogue_is_large_and_covers_every_family():
     fams = {m.family for m in catalogue.CATALOGUE}
-    assert {"fp", "helpers", "legacy", "kquants", "iquants", "ternary", "fp4", "lowbit", "rope", "gguf"} <= fams
+    assert {"fp", "helpers", "legacy", "kquants", "iquants", "ternary", "fp4", "lowbit", "rope", "gguf",
+            "attention", "forward", "mix"} <= fams
     assert len(catalogue.CATALOGUE) >= 60
 
 
@@ -58,6 +60,23 @@ def test_shadow_copy_leaves_the_reference_alone(tmp_path):
     assert (harness.package_root() / m.path).read_text() == before
     assert mutated != before and m.new in mutated
     assert (tmp_path / harness.SHADOW / "reference" / "fp.py").is_symlink()
+
+
+MODEL = [m for m in catalogue.CATALOGUE if m.suite in ("attention", "forward", "mix")]
+
+
+def _model_sample() -> list:
+    seed = int(os.environ.get("GGSPEC_MUTATION_SEED", datetime.date.today().toordinal()))
+    k = int(os.environ.get("GGSPEC_MUTATION_MODEL_SAMPLE", "2"))
+    return random.Random(seed + 1).sample(MODEL, min(k, len(MODEL)))
+
+
+@pytest.mark.parametrize("m", _model_sample(), ids=lambda m: m.id)
+def test_sampled_model_mutant_is_killed(m):
+    """One model-layer mutant of today's sample (attention, forward or mix suite) must make
+    `ggspec conform --strict --suite <its suite>` fail on the shipped vectors."""
+    r = harness.run_mutant(m)
+    assert r.status in ("killed", "nan-bits"), f"{m.id} ({m.why}): {r.status} {r.detail}"
 
 
 @pytest.mark.parametrize("m", _sample(), ids=lambda m: m.id)
