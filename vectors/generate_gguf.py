@@ -504,6 +504,10 @@ def adversarial(add, ext):
         ["Truncated", "NoTensors"], u[:-4])
     b = base().kv("toks", "ARRAY", ["ok", b"x\xc3(y"], "STRING")
     add("acceptable", "utf8", "a STRING array item that is not UTF-8", ["InvalidUtf8"], b, construction=False)
+    b = base().kv("k.case", "UINT8", 1).kv("K.CASE", "UINT8", 2).kv("k" * 300, "UINT8", 3)
+    b.tensor("w", 0, [1]).tensor("W", 0, [1])
+    add("valid", "values", "keys and tensor names that differ only in case (both kept), a 300-byte key",
+        ["CaseSensitive", "LongKey"], b)
 
 
 FUZZ_FILES = (

@@ -851,6 +851,14 @@ CATALOGUE: "list[Mutant]" = [
            "        if absolute + -(-nbytes // al) * al > size:",
            "the padding after the last tensor required (ggml's gguf_init_from_file does; llama.cpp's loader "
            "and the reference do not)", suite="gguf"),
+    Mutant("gguf-keys-case-insensitive", "gguf", GG,
+           "        if key in g.values:",
+           "        if key.lower() in {k.lower() for k in g.values}:",
+           "duplicate keys compared case-insensitively", suite="gguf"),
+    Mutant("gguf-key-name-limit", "gguf", GG,
+           "        if not key:",
+           "        if not key or len(key.encode()) >= GGML_MAX_NAME:",
+           "keys limited to 63 bytes like tensor names (ggml sets no limit on keys)", suite="gguf"),
 ]
 
 # ================================================================================================
