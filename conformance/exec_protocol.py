@@ -10,7 +10,8 @@ JSON, one object per line, UTF-8:
 
    ``supports`` lists (suite, column, row) triples of the report's tables, ``"*"`` matching any:
    codec ``(codec, dequantize | quantize | quantize+imatrix, TYPE)``, gguf ``(gguf, *, *)`` (plus
-   ``(gguf, extension, version1 | big-endian)`` to claim those GGUF extensions),
+   ``(gguf, extension, version1 | big-endian)`` and ``(gguf, acceptable, nested-array | ... |
+   strict-utf8)`` to claim how it reads the forms of GGUF where readers differ: suites/gguf.py),
    rope ``(rope, float32 | float16, *)``. Optional ``"encoding": "base64"`` asks for binary
    payloads in base64 (fields ending ``_b64`` instead of ``_hex``); optional ``"simd": true``
    declares a SIMD build, judged by the model suites within the vectors' native tolerance.
