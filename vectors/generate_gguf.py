@@ -553,8 +553,8 @@ def _ggufpy_parse(path):
         return None, None
 
 
-def _ggufpy_big_endian(le: bytes) -> "bytes | None":
-    """gguf-py's scripts/gguf_convert_endian.py applied to a little-endian file (None if it cannot)."""
+def _ggufpy_big_endian(le: bytes) -> bytes:
+    """gguf-py's scripts/gguf_convert_endian.py applied to a little-endian file."""
     import argparse
     import builtins
     import contextlib
@@ -564,8 +564,8 @@ def _ggufpy_big_endian(le: bytes) -> "bytes | None":
     try:
         import gguf
         from gguf.scripts.gguf_convert_endian import convert_byteorder
-    except ImportError:
-        return None
+    except ImportError as e:
+        raise SystemExit(f"gguf-py is needed to check the big-endian twins (pip install gguf==0.19.0): {e}")
     fd, path = tempfile.mkstemp(suffix=".gguf")
     os.close(fd)
     Path(path).write_bytes(le)
