@@ -19,7 +19,7 @@ Every case is a small GGUF file (``file_hex``) with a ``result``:
   then ``unsupported``, not a FAIL), and if it accepts it the parse must be right.
 
 Rows are the case classes (``valid/values``, ``invalid/truncation``, ...), the columns ``valid``,
-``invalid``, ``acceptable``. Every parser call runs in a child process with a time and a memory limit
+``invalid``, ``acceptable``, ``extension``. Every parser call runs in a child process with a time and a memory limit
 (``runner.Context.isolate``): a hang, a crash or a blow-up is a verdict of its own (``timeout``,
 ``crash``, ``memory``) and the run goes on.
 
