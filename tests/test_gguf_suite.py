@@ -173,3 +173,31 @@ def test_an_exec_program_claims_extensions_in_its_hello(capsys, tmp_path):
     assert res["extension/big-endian"]["extension"]["status"] == "pass"
     code, res = run("big-endian", "version1")
     assert code == 1 and res["extension/version1"]["extension"]["status"] == "FAIL"
+
+
+# --- the gguf family of the mutation catalogue (tests/mutation/): a rotating sample, each must be killed
+
+def _gguf_sample():
+    import datetime
+    import importlib
+    import os
+    import random
+    import sys
+    from pathlib import Path
+    here = str(Path(__file__).resolve().parent / "mutation")
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    cat = importlib.import_module("mutation_catalogue")
+    ms = [m for m in cat.CATALOGUE if m.suite == "gguf"]
+    seed = int(os.environ.get("GGSPEC_MUTATION_SEED", datetime.date.today().toordinal()))
+    k = int(os.environ.get("GGSPEC_GGUF_MUTATION_SAMPLE", "4"))
+    return random.Random(seed).sample(ms, min(k, len(ms)))
+
+
+@pytest.mark.skipif(not S.load(None), reason="vectors/gguf/gguf.json not generated")
+@pytest.mark.parametrize("m", _gguf_sample(), ids=lambda m: m.id)
+def test_sampled_gguf_mutant_is_killed(m):
+    import importlib
+    harness = importlib.import_module("mutation_harness")
+    r = harness.run_mutant(m)
+    assert r.status == "killed", f"{m.id} ({m.why}): {r.status} {r.detail}"
