@@ -174,8 +174,9 @@ THREAD_CASES = {"mqa-decode-512"}   # the only kernel whose bits depend on the t
 # discriminating cases (each found by a mutant of the reference that every other case let through;
 # docs/vectors.md) and special values. (name, n_head, n_head_kv, head_dim, n_past, n_new, flags)
 EXTRA_CASES = [
-    # the tiled kernel from exactly 64 tokens, with a GQA head mapping (h // 2 != h % 2)
-    ("gqa-prompt-64", 4, 2, 8, 0, 64, ["GQA", "FlashTiled", "TileBoundary"]),
+    # the tiled kernel from exactly 64 tokens, with a GQA head mapping (h // 2 != h % 2), after 64
+    # cached tokens: every row spans two tiles (the second tile's softmax sum is added to S in double)
+    ("gqa-ubatch-64", 4, 2, 8, 64, 64, ["GQA", "FlashTiled", "TileBoundary", "SecondUbatch"]),
     # split-KV with 3 threads over 512 used cells: 3 live chunks of 171/171/170 (merge order, ceil)
     ("mqa-decode-512-full", 2, 1, 8, 511, 1, ["MQA", "Decode", "FlashSplitKV", "ThreeThreads"]),
     # special values (see _specials)
@@ -194,7 +195,7 @@ FULLY_MASKED = {"fully-masked-row": [0]}   # query rows whose every cell is -inf
 
 def _extra_in_group(name, flash, type_k, type_v, n_threads) -> bool:
     # head_dim 8 keeps these small; the oracle stores an F16/Q8_0 cache in rows of 32, so F32 only
-    if name == "gqa-prompt-64":
+    if name == "gqa-ubatch-64":
         return flash and (type_k, type_v) == ("F32", "F32") and n_threads == 1   # the tiled kernel
     if name == "mqa-decode-512-full":
         return flash and (type_k, type_v) == ("F32", "F32") and n_threads == 3   # split-KV
