@@ -73,6 +73,11 @@ class ReferenceImpl:
         finally:
             g.close()
 
+    def write_gguf(self, description):
+        """The gguf suite's write op: reference/gguf.py's GGUFWriter."""
+        from ..reference import gguf as G
+        return reference_gguf_write(G, description)
+
     def supports_suite(self, suite, op, subject):
         if suite == "rope":
             from ..reference import rope as R
@@ -230,6 +235,10 @@ class LibGGMLImpl:
         gguf_init_from_file does for a caller that asks for a ggml context)."""
         return libggml_gguf_parse(self._lib.path, path)
 
+    def write_gguf(self, description):
+        """ggml's GGUF writer (gguf_init_empty, gguf_set_*, gguf_add_tensor, gguf_write_to_file)."""
+        return libggml_gguf_write(self._lib.path, description)
+
 
 class _GGUFInitParams(ctypes.Structure):
     _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
@@ -331,6 +340,194 @@ def libggml_gguf_parse(lib_path, path) -> dict:
         lib.gguf_free(ctx)
         if gctx:
             lib.ggml_free(gctx)
+
+
+# ------------------------------------------------------------------------------------------------
+# the gguf suite's write op: ggml's own GGUF writer (gguf.h), and the reference's
+
+class _GGMLInitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+
+
+_GGUF_W_FNS = {}
+_ARR_ITEM = {"UINT8": ("<B", 1), "INT8": ("<b", 1), "UINT16": ("<H", 2), "INT16": ("<h", 2), "UINT32": ("<I", 4),
+             "INT32": ("<i", 4), "FLOAT32": (None, 4), "BOOL": ("<B", 1), "UINT64": ("<Q", 8), "INT64": ("<q", 8),
+             "FLOAT64": (None, 8)}
+
+
+def _gguf_write_lib(lib_path):
+    key = str(lib_path)
+    if key in _GGUF_W_FNS:
+        return _GGUF_W_FNS[key]
+    lib = ctypes.CDLL(key)
+    V, S, SZ, I64 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int64
+    sig = {
+        "gguf_init_empty": (V, []), "gguf_init_from_file": (V, [S, _GGUFInitParams]), "gguf_free": (None, [V]),
+        "gguf_remove_key": (I64, [V, S]), "gguf_get_n_kv": (I64, [V]), "gguf_get_alignment": (SZ, [V]),
+        "gguf_set_val_u8": (None, [V, S, ctypes.c_uint8]), "gguf_set_val_i8": (None, [V, S, ctypes.c_int8]),
+        "gguf_set_val_u16": (None, [V, S, ctypes.c_uint16]), "gguf_set_val_i16": (None, [V, S, ctypes.c_int16]),
+        "gguf_set_val_u32": (None, [V, S, ctypes.c_uint32]), "gguf_set_val_i32": (None, [V, S, ctypes.c_int32]),
+        "gguf_set_val_f32": (None, [V, S, ctypes.c_float]), "gguf_set_val_u64": (None, [V, S, ctypes.c_uint64]),
+        "gguf_set_val_i64": (None, [V, S, ctypes.c_int64]), "gguf_set_val_f64": (None, [V, S, ctypes.c_double]),
+        "gguf_set_val_bool": (None, [V, S, ctypes.c_bool]), "gguf_set_val_str": (None, [V, S, S]),
+        "gguf_set_arr_data": (None, [V, S, ctypes.c_int, V, SZ]),
+        "gguf_set_arr_str": (None, [V, S, ctypes.POINTER(ctypes.c_char_p), SZ]),
+        "gguf_add_tensor": (None, [V, V]), "gguf_set_tensor_data": (None, [V, S, V]),
+        "gguf_write_to_file": (ctypes.c_bool, [V, S, ctypes.c_bool]), "gguf_get_meta_size": (SZ, [V]),
+        "gguf_get_meta_data": (None, [V, V]),
+        "ggml_init": (V, [_GGMLInitParams]), "ggml_free": (None, [V]),
+        "ggml_new_tensor": (V, [V, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int64)]),
+        "ggml_set_name": (V, [V, S]), "ggml_nbytes": (SZ, [V]),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(lib, name)
+        f.restype, f.argtypes = res, args
+    _GGUF_W_FNS[key] = lib
+    return lib
+
+
+def _alignment_of(description) -> int:
+    for kv in description.get("kv", []):
+        if kv["key"] == "general.alignment":
+            return int(kv["value"])
+    return 32
+
+
+def _bootstrap_alignment(al: int) -> bytes:
+    """A GGUF v3 file holding only ``general.alignment = al`` (read by gguf_init_from_file to get a
+    context whose writer pads to ``al``; the key is then removed, see libggml_gguf_write)."""
+    key = b"general.alignment"
+    return (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+            + struct.pack("<II", 4, al))
+
+
+def libggml_gguf_write(lib_path, description, tmpdir=None) -> bytes:
+    """The file ggml's GGUF writer makes of a write description (conformance/suites/gguf.py):
+    ``gguf_init_empty``, ``gguf_set_val_*`` / ``gguf_set_arr_data`` / ``gguf_set_arr_str`` for each
+    key in order, ``ggml_new_tensor`` + ``ggml_set_name`` + ``gguf_add_tensor`` +
+    ``gguf_set_tensor_data`` for each tensor in order, then ``gguf_write_to_file``.
+
+    ggml's writer pads to the context's alignment, which ``gguf_set_val_u32("general.alignment")``
+    does not change (it stays 32 in a ``gguf_init_empty`` context). When the description sets
+    another alignment, the context comes from ``gguf_init_from_file`` of a file holding only that key
+    (so ggml's alignment is the key's), and the key is removed before the description's keys are set."""
+    import os
+    import tempfile
+    lib = _gguf_write_lib(lib_path)
+    kvs, tensors = description.get("kv", []), description.get("tensors", [])
+    al = _alignment_of(description)
+    keep = []                                    # every buffer ggml points into, alive until the write
+    with tempfile.TemporaryDirectory(dir=tmpdir) as d:
+        if al == 32:
+            ctx = lib.gguf_init_empty()
+        else:
+            boot = os.path.join(d, "alignment.gguf")
+            with open(boot, "wb") as f:
+                f.write(_bootstrap_alignment(al))
+            ctx = lib.gguf_init_from_file(boot.encode(), _GGUFInitParams(True, None))
+            if not ctx:
+                raise GGSpecError(f"ggml rejected a file holding only general.alignment = {al}")
+            lib.gguf_remove_key(ctx, b"general.alignment")
+        if not ctx:
+            raise GGSpecError("gguf_init_empty failed")
+        gctx = None
+        try:
+            if lib.gguf_get_alignment(ctx) != al or lib.gguf_get_n_kv(ctx) != 0:
+                raise GGSpecError(f"ggml's context has alignment {lib.gguf_get_alignment(ctx)}, expected {al}")
+            from .suites.gguf import VALUE_TYPES
+            for kv in kvs:
+                k, vt, v = kv["key"].encode("utf-8"), kv["type"], kv["value"]
+                if b"\0" in k:
+                    raise GGSpecError(f"key {kv['key']!r}: ggml's keys are C strings (no NUL)")
+                if vt == "STRING":
+                    lib.gguf_set_val_str(ctx, k, v.encode("utf-8"))
+                elif vt == "ARRAY":
+                    it = kv["item_type"]
+                    if it == "STRING":
+                        items = [x.encode("utf-8") for x in v]
+                        arr = (ctypes.c_char_p * max(1, len(items)))(*items)
+                        keep.append(arr)
+                        lib.gguf_set_arr_str(ctx, k, arr, len(items))
+                    elif it in _ARR_ITEM:
+                        fmt, size = _ARR_ITEM[it]
+                        raw = b"".join(bytes.fromhex(x) if fmt is None else struct.pack(fmt, int(x)) for x in v)
+                        buf = ctypes.create_string_buffer(raw, max(1, len(raw)))
+                        keep.append(buf)
+                        lib.gguf_set_arr_data(ctx, k, VALUE_TYPES.index(it), buf, len(v))
+                    else:
+                        raise GGSpecError(f"key {kv['key']!r}: ggml cannot write arrays of {it}")
+                elif vt in ("FLOAT32", "FLOAT64"):
+                    x = struct.unpack("<f" if vt == "FLOAT32" else "<d", bytes.fromhex(v))[0]
+                    (lib.gguf_set_val_f32 if vt == "FLOAT32" else lib.gguf_set_val_f64)(ctx, k, x)
+                elif vt == "BOOL":
+                    lib.gguf_set_val_bool(ctx, k, bool(v))
+                else:
+                    fn = {"UINT8": "u8", "INT8": "i8", "UINT16": "u16", "INT16": "i16", "UINT32": "u32",
+                          "INT32": "i32", "UINT64": "u64", "INT64": "i64"}[vt]
+                    getattr(lib, f"gguf_set_val_{fn}")(ctx, k, int(v))
+            if tensors:
+                gctx = lib.ggml_init(_GGMLInitParams(1 << 20, None, True))
+            for t in tensors:
+                ne = [int(x) for x in t["ne"]]
+                ne4 = (ctypes.c_int64 * 4)(*(ne + [1] * (4 - len(ne))))
+                tp = lib.ggml_new_tensor(gctx, int(t["type"]), max(1, len(ne)), ne4)
+                name = t["name"].encode("utf-8")
+                if len(name) >= 64:
+                    raise GGSpecError(f"tensor name {t['name']!r}: ggml's names have at most 63 bytes")
+                lib.ggml_set_name(tp, name)
+                data = bytes.fromhex(t["data"])
+                if len(data) != lib.ggml_nbytes(tp):
+                    raise GGSpecError(f"tensor {t['name']!r}: {len(data)} bytes of data, ggml wants {lib.ggml_nbytes(tp)}")
+                buf = ctypes.create_string_buffer(data, max(1, len(data)))
+                keep.append(buf)
+                lib.gguf_add_tensor(ctx, tp)
+                lib.gguf_set_tensor_data(ctx, name, buf)
+            out = os.path.join(d, "out.gguf")
+            if not lib.gguf_write_to_file(ctx, out.encode(), False):
+                raise GGSpecError("gguf_write_to_file failed")
+            with open(out, "rb") as f:
+                data = f.read()
+            meta = ctypes.create_string_buffer(lib.gguf_get_meta_size(ctx))
+            lib.gguf_get_meta_data(ctx, meta)
+            if data[:len(meta.raw)] != meta.raw:
+                raise GGSpecError("gguf_get_meta_data differs from the start of gguf_write_to_file's file")
+            return data
+        finally:
+            lib.gguf_free(ctx)
+            if gctx:
+                lib.ggml_free(gctx)
+
+
+def reference_gguf_write(G, description) -> bytes:
+    """A write description (conformance/suites/gguf.py) through ``G`` (ggspec.reference.gguf)'s
+    ``writer_from`` (GGUFWriter). ``ne`` is given as ggml's (missing dimensions are 1): the writer gets
+    the dimensions up to the last one that is not 1 (at least one), which is how ggml writes a tensor's
+    shape (``ggml_n_dims``; ggml also drops trailing zeros, a quirk the vectors avoid: docs/gguf.md)."""
+    VT = G.ValueType
+    meta = {}
+    for kv in description.get("kv", []):
+        vt = VT[kv["type"]]
+        if vt == VT.ARRAY:
+            it = VT[kv["item_type"]]
+            meta[kv["key"]] = G.Value([_ref_scalar(it, x) for x in kv["value"]], vt, it)
+        else:
+            meta[kv["key"]] = G.Value(_ref_scalar(vt, kv["value"]), vt)
+    tensors = []
+    for t in description.get("tensors", []):
+        ne = [int(x) for x in t["ne"]]
+        n = max([i + 1 for i, x in enumerate(ne) if x != 1] + [1])
+        tensors.append((t["name"], (int(t["type"]), (ne + [1] * n)[:n], bytes.fromhex(t["data"]))))
+    return G.writer_from(meta, tensors).to_bytes()
+
+
+def _ref_scalar(vt, v):
+    if vt.name in ("FLOAT32", "FLOAT64"):
+        return struct.unpack("<f" if vt.name == "FLOAT32" else "<d", bytes.fromhex(v))[0]
+    if vt.name == "BOOL":
+        return bool(v)
+    if vt.name == "STRING":
+        return v
+    return int(v)
 
 
 class GGUFPyImpl:

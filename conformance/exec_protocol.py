@@ -11,7 +11,8 @@ JSON, one object per line, UTF-8:
    ``supports`` lists (suite, column, row) triples of the report's tables, ``"*"`` matching any:
    codec ``(codec, dequantize | quantize | quantize+imatrix, TYPE)``, gguf ``(gguf, *, *)`` (plus
    ``(gguf, extension, version1 | big-endian)`` and ``(gguf, acceptable, nested-array | ... |
-   strict-utf8)`` to claim how it reads the forms of GGUF where readers differ: suites/gguf.py),
+   strict-utf8)`` to claim how it reads the forms of GGUF where readers differ: suites/gguf.py;
+   the write op only when named: ``(gguf, write, *)``),
    rope ``(rope, float32 | float16, *)``. Optional ``"encoding": "base64"`` asks for binary
    payloads in base64 (fields ending ``_b64`` instead of ``_hex``); optional ``"simd": true``
    declares a SIMD build, judged by the model suites within the vectors' native tolerance.
@@ -22,6 +23,7 @@ JSON, one object per line, UTF-8:
        {"id": 8, "suite": "codec", "op": "quantize", "type": "Q4_K", "rows": 2, "n_per_row": 256,
         "input_f32_hex": "...", "imatrix_f32_hex": "..."}        # imatrix only for quantize+imatrix
        {"id": 9, "suite": "gguf", "op": "parse", "path": "/tmp/.../tc12.gguf"}
+       {"id": 11, "suite": "gguf", "op": "write", "description": {"kv": [...], "tensors": [...]}}
        {"id": 10, "suite": "rope", "op": "rope_ext", "dtype": "float32", "shape": [11, 2, 64],
         "pos": [0, 1, ...], "params": {...}, "input_hex": "..."}
 
@@ -31,6 +33,8 @@ JSON, one object per line, UTF-8:
        {"id": 8, "hex": "..."}                # quantize: the blocks; rope: the output (x's dtype)
        {"id": 9, "result": {parse JSON}}      # gguf: the parse (see conformance/suites/gguf.py)
        {"id": 9, "reject": "why"}             # gguf: the file is rejected
+       {"id": 11, "file_hex": "47475546..."}  # gguf write: the file's bytes
+       {"id": 11, "unsupported": "why"}       # any request: not implemented here (unsupported, not a FAIL)
        {"id": 7, "error": "why"}              # could not do it: reported as "raised" (a FAIL)
 
 Each request has a timeout (``--timeout``, default 10 s). A program that does not answer in time is
@@ -202,6 +206,8 @@ class ExecImpl:
 
     def supports_suite(self, suite, op, subject) -> bool:
         for s, o, t in self.supports_list:
+            if suite == "gguf" and op == "write" and o != "write":
+                continue            # the write op is claimed by name: ["gguf", "write", "*"]
             if s == suite and o in ("*", op) and t in ("*", subject):
                 return True
         return False
@@ -213,6 +219,8 @@ class ExecImpl:
             reply = self.request(suite.exec_request(case))
         except ExecError as e:
             return Verdict(e.verdict, f"{e.verdict}: {e}")
+        if "unsupported" in reply:
+            return Verdict.unsupported(f"the program says: {str(reply['unsupported'])[:200]}")
         if "error" in reply and suite.name != "gguf":
             return Verdict("raised", f"error reply: {str(reply['error'])[:200]}")
         if self.simd:

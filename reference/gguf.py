@@ -745,23 +745,25 @@ class GGUFWriter:
         head = b"".join(out)
         return head + b"\x00" * (-len(head) % al)
 
+    def data_chunks(self):
+        """The data section, piece by piece: each tensor's bytes, then zeros to the alignment."""
+        al = self.alignment
+        for t in self.tensors:
+            yield t.data
+            yield b"\x00" * (-len(t.data) % al)
+
     def write(self, path) -> Path:
         """Write the file; returns its path."""
         path = Path(path)
-        al = self.alignment
         with open(path, "wb") as f:
             f.write(self.header_bytes())
-            for t in self.tensors:
-                f.write(t.data)
-                f.write(b"\x00" * (-len(t.data) % al))
+            for chunk in self.data_chunks():
+                f.write(chunk)
         return path
 
     def to_bytes(self) -> bytes:
-        al = self.alignment
-        parts = [self.header_bytes()]
-        for t in self.tensors:
-            parts += [t.data, b"\x00" * (-len(t.data) % al)]
-        return b"".join(parts)
+        """The whole file in memory (the same bytes ``write`` writes)."""
+        return self.header_bytes() + b"".join(self.data_chunks())
 
 
 TensorLike = Union[np.ndarray, "tuple[Any, Iterable[int], Any]", GGUFTensor]

@@ -510,6 +510,217 @@ def adversarial(add, ext):
         ["CaseSensitive", "LongKey"], b)
 
 
+# ------------------------------------------------------------------------------------------------
+# the write op (vectors/gguf/gguf_write.json): a typed description -> the bytes ggml's writer makes
+
+def wkv(key, vt, v, it=None) -> dict:
+    """One key of a write description, its value as the parse JSON holds it."""
+    if vt == "ARRAY":
+        return {"key": key, "type": "ARRAY", "item_type": it, "value": [_j(it, x) for x in v]}
+    return {"key": key, "type": vt, "value": _j(vt, v)}
+
+
+def wtensor(name, tid, ne, data=None) -> dict:
+    bs, ts = TYPES[tid][1:]
+    n = 1
+    for x in ne:
+        n *= x
+    if data is None:
+        data = bytes((i * 13 + len(name) * 5 + tid + 1) & 0xFF for i in range(n // bs * ts))
+    return {"name": name, "type": tid, "ne": list(ne), "data": data.hex()}
+
+
+def _desc(kv=(), tensors=()) -> dict:
+    return {"kv": list(kv), "tensors": list(tensors)}
+
+
+ARCH = wkv("general.architecture", "STRING", "llama")
+
+
+def write_cases():
+    """(category, comment, flags, description) of every write case: each separates a plausible
+    writer mistake from ggml (tests/mutation/mutation_catalogue.py, gguf, the gguf-w-* entries)."""
+    out = []
+
+    def add(cat, comment, flags, d):
+        out.append((cat, comment, flags, d))
+
+    add("header", "nothing: the 24-byte header, then padding to 32 (ggml pads even without tensors)",
+        ["Empty", "NoTensors"], _desc())
+    add("header", "one string key, no tensors", ["NoTensors"], _desc([ARCH]))
+    scalars = [("UINT8", 255), ("INT8", -128), ("UINT16", 65535), ("INT16", -32768), ("UINT32", 4294967295),
+               ("INT32", -2147483648), ("FLOAT32", 1.5), ("BOOL", 1), ("BOOL", 0), ("STRING", "hello"),
+               ("UINT64", 2**64 - 1), ("INT64", -2**63), ("FLOAT64", -2.25), ("UINT8", 7), ("INT16", 0x1234),
+               ("FLOAT32", NAN_PAYLOAD), ("FLOAT32", NEG_ZERO), ("FLOAT32", bytes.fromhex("0000807f")),
+               ("FLOAT32", bytes.fromhex("01000000")), ("FLOAT64", bytes.fromhex("010000000000f87f")),
+               ("FLOAT64", bytes.fromhex("0000000000000080")), ("UINT64", 0x0102030405060708),
+               ("INT64", -0x0102030405060708), ("UINT32", 0xDEADBEEF)]
+    add("values", "every scalar type, extreme values, special floats bit for bit (quiet NaN with payload, -0, "
+        "Inf, subnormal), BOOL true and false", ["ValueTypes", "SpecialFloat"],
+        _desc([ARCH] + [wkv(f"v.{vt.lower()}.{i}", vt, v) for i, (vt, v) in enumerate(scalars)]))
+    arrays = [("UINT8", [0, 1, 255]), ("INT8", [-1, 2, -128]), ("UINT16", [1, 65535]), ("INT16", [-2, 3]),
+              ("UINT32", [7, 0xFFFFFFFF]), ("INT32", [-7, 0, 7]), ("FLOAT32", [0.5, -1.0, NAN_PAYLOAD]),
+              ("BOOL", [1, 0, 1, 1]), ("STRING", ["a", "", "ü€𝄞", "x" * 70]), ("UINT64", [2**63, 1]),
+              ("INT64", [-1, 2**62]), ("FLOAT64", [1e300, bytes.fromhex("0000000000000080")])]
+    add("arrays", "an array of every item type (STRING items with UTF-8 and an empty one), and empty arrays "
+        "of INT32 and STRING", ["Arrays"],
+        _desc([ARCH] + [wkv(f"a.{vt.lower()}", "ARRAY", v, vt) for vt, v in arrays]
+              + [wkv("a.empty", "ARRAY", [], "INT32"), wkv("a.empty_str", "ARRAY", [], "STRING")]))
+    add("arrays", "a BOOL array of 9 items and a UINT8 array of 300 (counts are u64 item counts, not bytes)",
+        ["Arrays"], _desc([wkv("flags", "ARRAY", [1, 0, 0, 1, 1, 0, 1, 0, 1], "BOOL"),
+                           wkv("bytes", "ARRAY", [i & 0xFF for i in range(300)], "UINT8"),
+                           wkv("i16", "ARRAY", [-i for i in range(5)], "INT16")]))
+    add("strings", "UTF-8 keys and values (lengths in bytes, not characters), an empty string, a 300-byte "
+        "string and a 300-byte key", ["Utf8", "LongString"],
+        _desc([wkv("ключ.ü", "STRING", "値 ✓ 𝄞"), wkv("s.empty", "STRING", ""),
+               wkv("s.long", "STRING", "y" * 300), wkv("k" * 300, "UINT8", 3)]))
+    add("order", "keys and tensors in neither alphabetical nor size order: ggml writes them in the order "
+        "they were set", ["Order"],
+        _desc([wkv("z.last", "UINT8", 1), wkv("a.first", "UINT8", 2), wkv("m.mid", "INT32", 3), ARCH],
+              [wtensor("b", 0, [8]), wtensor("a", 0, [2]), wtensor("c", 8, [32])]))
+    add("tensors", "two tensors, default alignment: F32 4x2 (32 bytes) then Q4_0 32 (18 bytes, padded)",
+        ["Tensors"], _desc([ARCH], [wtensor("w", 0, [4, 2]), wtensor("q", 2, [32])]))
+    tys = [(0, [3, 1, 2, 2]), (1, [7]), (2, [64, 2]), (8, [32, 3]), (12, [256]), (14, [256]), (23, [256]),
+           (24, [5]), (26, [3, 3]), (28, [2]), (30, [4]), (39, [32, 2])]
+    add("tensors", "tensors of 12 types whose sizes are not multiples of 32, 1 to 4 dimensions", ["TensorTypes"],
+        _desc([ARCH], [wtensor(f"t.{TYPES[tid][0].lower()}", tid, ne) for tid, ne in tys]))
+    for al, pos in ((1, "first"), (8, "last"), (16, "middle"), (64, "first"), (128, "middle"), (32, "first")):
+        kv = [ARCH, wkv("x.n", "UINT16", al)]
+        akv = wkv("general.alignment", "UINT32", al)
+        kv.insert({"first": 0, "middle": 1, "last": 2}[pos], akv)
+        ts = [wtensor("a", 0, [3]), wtensor("b", 1, [5]), wtensor("c", 8, [32, 2]), wtensor("d", 0, [8])]
+        add("alignment", f"general.alignment = {al} ({pos} key): the padding after the tensor infos and after "
+            f"each tensor, and the offsets, follow it", ["Alignment"], _desc(kv, ts))
+    add("alignment", "general.alignment = 64 and no tensors: the header is padded to 64", ["Alignment", "NoTensors"],
+        _desc([wkv("general.alignment", "UINT32", 64), ARCH]))
+    for n in range(1, 64):
+        d = _desc([ARCH], [wtensor("t" * n, 0, [2])])
+        if _meta_len(d) % 32 == 0:
+            add("alignment", "the tensor infos end exactly on the alignment: no padding before the data",
+                ["NoPadding"], d)
+            break
+    else:
+        raise AssertionError("no name length puts the data section on the alignment")
+    add("shapes", "a 0-d tensor, ne (8, 1) and (4, 1, 2, 1): ggml writes the dimensions up to the last one "
+        "that is not 1 (ggml_n_dims: n_dims 1 for a 0-d tensor)", ["TrailingOnes", "ZeroDims"],
+        _desc([ARCH], [wtensor("scalar", 0, []), wtensor("col", 0, [8, 1]), wtensor("m", 0, [4, 1, 2, 1]),
+                       wtensor("full", 0, [2, 3, 2, 2])]))
+    add("shapes", "a tensor without elements (ne 0 x 2) between two others: no bytes, the next offset "
+        "does not move", ["ZeroElements"],
+        _desc([ARCH], [wtensor("a", 0, [3]), wtensor("empty", 0, [0, 2]), wtensor("b", 0, [1])]))
+    add("names", "a 63-byte tensor name (the longest ggml allows), a UTF-8 name, an empty name", ["LongName", "Utf8"],
+        _desc([ARCH], [wtensor("n" * 63, 0, [1]), wtensor("ü.weight", 0, [1]), wtensor("", 0, [2])]))
+    return out
+
+
+def _builder_of(d) -> Builder:
+    """The generator's own byte-by-byte construction of a write description (n_dims as ggml's)."""
+    al = next((int(kv["value"]) for kv in d["kv"] if kv["key"] == "general.alignment"), 32)
+    b = Builder(alignment=al)
+
+    def val(vt, x):
+        if vt in ("FLOAT32", "FLOAT64"):
+            return bytes.fromhex(x)
+        if vt == "BOOL":
+            return int(x)
+        return x if vt == "STRING" else int(x)
+    for kv in d["kv"]:
+        if kv["type"] == "ARRAY":
+            b.kv(kv["key"], "ARRAY", [val(kv["item_type"], x) for x in kv["value"]], kv["item_type"])
+        else:
+            b.kv(kv["key"], kv["type"], val(kv["type"], kv["value"]))
+    for t in d["tensors"]:
+        ne = list(t["ne"])
+        n = max([i + 1 for i, x in enumerate(ne) if x != 1] + [1])
+        b.tensor(t["name"], t["type"], (ne + [1] * n)[:n], bytes.fromhex(t["data"]))
+    return b
+
+
+def _meta_len(d) -> int:
+    b = _builder_of(d)
+    return len(b.header() + b.kv_bytes() + b.info_bytes())
+
+
+def _expected_parse(d, data_offset) -> dict:
+    """A write description as the parse of the file ggml must write (for the read-back check)."""
+    al = next((int(kv["value"]) for kv in d["kv"] if kv["key"] == "general.alignment"), 32)
+    ts, off = [], 0
+    for t in d["tensors"]:
+        ne = list(t["ne"]) + [1] * (4 - len(t["ne"]))
+        ts.append({"name": t["name"], "type": t["type"], "ne": ne, "offset": off, "data": t["data"]})
+        off += -(-(len(t["data"]) // 2) // al) * al
+    return {"version": 3, "alignment": al, "data_offset": data_offset, "kv": d["kv"], "tensors": ts}
+
+
+def write_vectors(out_dir) -> Path:
+    """vectors/gguf/gguf_write.json: each description given to ggml's writer (libggml_gguf_write), the
+    file read back by ggml (it must give the description) and compared with the generator's own
+    construction."""
+    import tempfile
+    from ggspec.conformance import adapters, libggml
+    from ggspec.conformance.sandbox import Sandbox
+    from ggspec.conformance.suites.gguf import WRITE_SCHEMA, diff
+    lib = libggml.LibGGML()
+
+    class Oracle:
+        def write(self, d):
+            return adapters.libggml_gguf_write(lib.path, d)
+    box = Sandbox(Oracle(), timeout=30)
+    tests, files = [], []
+    try:
+        for tc, (cat, comment, flags, d) in enumerate(write_cases(), 1):
+            r = box.call("write", d)
+            if r.kind != "ok":
+                raise SystemExit(f"write tc {tc}: ggml's writer failed: {r.kind} {r.error}")
+            data = r.value
+            b = _builder_of(d)
+            own = b.build()
+            if not d["tensors"]:
+                own += bytes(-len(own) % b.alignment)        # ggml pads the header without tensors too
+            if own != data:
+                i = next((k for k in range(min(len(own), len(data))) if own[k] != data[k]), None)
+                raise SystemExit(f"write tc {tc}: ggml's file differs from the construction at byte {i} "
+                                 f"({len(data)} vs {len(own)} bytes): {comment}")
+            files.append(data)
+            tests.append({"tcId": tc, "comment": comment, "flags": flags, "category": cat, "description": d,
+                          "file_hex": data.hex()})
+    finally:
+        box.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for t, data in zip(tests, files):
+            paths.append(f"{tmp}/w{t['tcId']}.gguf")
+            Path(paths[-1]).write_bytes(data)
+        parses, _ = _oracle_parse(paths)
+    for t, parse in zip(tests, parses):
+        tc, d = t["tcId"], t["description"]
+        if parse is None:
+            raise SystemExit(f"write tc {tc}: ggml rejects the file its writer made: {t['comment']}")
+        d_ = diff(parse, _expected_parse(d, parse["data_offset"]))
+        if d_:
+            raise SystemExit(f"write tc {tc}: ggml reads back something else than the description: {d_}")
+        if d["tensors"] and parse["data_offset"] % parse["alignment"]:
+            raise SystemExit(f"write tc {tc}: the data section is not aligned")
+    doc = {"schema": WRITE_SCHEMA,
+           "provenance": {"oracle": f"{libggml.ORACLE_PACKAGE} {libggml.ORACLE_VERSION}",
+                          "function": "gguf_init_empty (gguf_init_from_file of a file holding only "
+                                      "general.alignment, the key then removed, when the alignment is not 32), "
+                                      "gguf_set_val_* / gguf_set_arr_data / gguf_set_arr_str, ggml_new_tensor + "
+                                      "gguf_add_tensor + gguf_set_tensor_data, gguf_write_to_file "
+                                      "(conformance/adapters.py, libggml_gguf_write)",
+                          "checks": "ggml's gguf_init_from_file reads each file back as its description; each "
+                                    "file equals the generator's own byte-by-byte construction",
+                          "generator": "vectors/generate_gguf.py"},
+           "format": "see docs/conformance.md (the gguf suite, write) and conformance/suites/gguf.py",
+           "testGroups": [{"op": "write", "tests": tests}]}
+    out = Path(out_dir) / "gguf"
+    out.mkdir(parents=True, exist_ok=True)
+    p = out / "gguf_write.json"
+    p.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {p}: {len(tests)} write cases", file=sys.stderr)
+    return p
+
+
 FUZZ_FILES = (
     ("bad-array-count-huge.gguf", "a UINT8 array claiming 2^62 items in a 64-byte file"),
     ("fuzz-024e089de44625de.gguf", "arrays of arrays 16 deep, each claiming more items than the file holds"),
@@ -593,12 +804,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent), help="vectors directory (default: in place)")
     ap.add_argument("--corpus", default=None, help="the repository's tests/fuzz/corpus/gguf (default: found "
                                                    "next to the package or under the current directory)")
+    ap.add_argument("--write-only", action="store_true", help="only vectors/gguf/gguf_write.json (the write op)")
     args = ap.parse_args(argv)
     import tempfile
     from ggspec.conformance import libggml
     from ggspec.conformance.suites.gguf import SCHEMA, diff
     if libggml.installed_version() != libggml.ORACLE_VERSION:
         raise SystemExit(f"needs {libggml.ORACLE_PACKAGE}=={libggml.ORACLE_VERSION} (found {libggml.installed_version()})")
+    write_vectors(args.out)
+    if args.write_only:
+        return 0
     cs = cases(Path(args.corpus) if args.corpus else None)
     with tempfile.TemporaryDirectory() as d:
         paths, twins = [], []

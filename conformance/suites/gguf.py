@@ -59,7 +59,8 @@ from pathlib import Path
 from . import Case, Suite, VectorSet, Verdict, register
 
 SCHEMA = "ggspec-gguf-vectors/1"
-OPS = ("valid", "invalid", "acceptable", "extension")
+WRITE_SCHEMA = "ggspec-gguf-write-vectors/1"
+OPS = ("valid", "invalid", "acceptable", "extension", "write")
 EXTENSIONS = ("version1", "big-endian")
 # what an implementation may claim about the acceptable cases: that it reads a class (its name), or
 # that it rejects strings that are not UTF-8
@@ -68,6 +69,7 @@ STRICT_UTF8 = "strict-utf8"
 VALUE_TYPES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY",
                "UINT64", "INT64", "FLOAT64")
 _FLOAT_FMT = {"FLOAT32": "<f", "FLOAT64": "<d"}
+WRITE_ROWS = ("header", "values", "arrays", "strings", "order", "tensors", "alignment", "shapes", "names")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,10 +177,15 @@ def vector_path(root=None) -> Path:
     return Path(root) / "gguf" / "gguf.json"
 
 
+def write_vector_path(root=None) -> Path:
+    return vector_path(root).parent / "gguf_write.json"
+
+
 def load(root):
+    out = _load_write(root)
     p = vector_path(root)
     if not p.is_file():
-        return []
+        return out
     doc = json.loads(p.read_text())
     if doc.get("schema") != SCHEMA:
         from ...errors import FormatError
@@ -192,6 +199,24 @@ def load(root):
                 subject = f"{result}/{t.get('reason') or t.get('category') or 'other'}"
                 yield Case(int(t["tcId"]), t.get("comment", ""), list(t.get("flags", [])), subject, result,
                            {"test": t, "result": result}, str(p))
+    return [VectorSet(str(p), doc.get("provenance", {}), cases, n)] + out
+
+
+def _load_write(root):
+    p = write_vector_path(root)
+    if not p.is_file():
+        return []
+    doc = json.loads(p.read_text())
+    if doc.get("schema") != WRITE_SCHEMA:
+        from ...errors import FormatError
+        raise FormatError(f"{p}: schema is {doc.get('schema')!r}, expected {WRITE_SCHEMA!r}")
+    n = sum(len(g["tests"]) for g in doc["testGroups"])
+
+    def cases():
+        for g in doc["testGroups"]:
+            for t in g["tests"]:
+                yield Case(int(t["tcId"]), t.get("comment", ""), list(t.get("flags", [])),
+                           f"write/{t.get('category', 'other')}", "write", {"test": t, "result": "write"}, str(p))
     return [VectorSet(str(p), doc.get("provenance", {}), cases, n)]
 
 
@@ -254,7 +279,141 @@ def judge(case: Case, accepted: bool, parse, why: str = "", claims: "set | None"
     return Verdict.ok() if d is None else Verdict.fail(f"wrong parse: {d}")
 
 
+# ------------------------------------------------------------------------------------------------
+# the write op: a description -> the bytes of ggml's writer
+
+def file_regions(b: bytes, description=None) -> list:
+    """``(start, end, label)`` of every field of a little-endian version 3 GGUF file as ggml writes it
+    (the expected file of a write case), in file order: header, kv, tensor info, padding, data."""
+    regions, pos = [], 0
+
+    def add(n, label):
+        nonlocal pos
+        regions.append((pos, pos + n, label))
+        pos += n
+
+    def u(fmt):
+        return struct.unpack_from("<" + fmt, b, pos)[0]
+    add(4, "header: magic")
+    add(4, "header: version")
+    n_t = u("Q")
+    add(8, "header: n_tensors")
+    n_kv = u("Q")
+    add(8, "header: n_kv")
+    sizes = {"UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "UINT32": 4, "INT32": 4, "FLOAT32": 4, "BOOL": 1,
+             "UINT64": 8, "INT64": 8, "FLOAT64": 8}
+
+    def string(label):
+        n = u("Q")
+        add(8, f"{label} length")
+        add(n, label)
+    alignment = 32
+    for i in range(n_kv):
+        n = u("Q")
+        key = b[pos + 8:pos + 8 + n].decode("utf-8", errors="replace")
+        kl = f"kv {i} {_short(key)}"
+        string(f"{kl}: key")
+        vt = VALUE_TYPES[u("I")]
+        add(4, f"{kl}: value type")
+        if vt == "STRING":
+            string(f"{kl}: string value")
+        elif vt == "ARRAY":
+            it = VALUE_TYPES[u("I")]
+            add(4, f"{kl}: array item type")
+            cnt = u("Q")
+            add(8, f"{kl}: array count")
+            for j in range(cnt):
+                if it == "STRING":
+                    string(f"{kl}: item {j}")
+                else:
+                    add(sizes[it], f"{kl}: item {j}")
+        else:
+            if key == "general.alignment" and vt == "UINT32":
+                alignment = u("I")
+            add(sizes[vt], f"{kl}: value")
+    infos = []
+    for i in range(n_t):
+        n = u("Q")
+        name = b[pos + 8:pos + 8 + n].decode("utf-8", errors="replace")
+        tl = f"tensor info {i} {_short(name)}"
+        string(f"{tl}: name")
+        nd = u("I")
+        add(4, f"{tl}: n_dims")
+        for j in range(nd):
+            add(8, f"{tl}: ne[{j}]")
+        add(4, f"{tl}: type")
+        infos.append((name, u("Q")))
+        add(8, f"{tl}: offset")
+    pad = -pos % alignment
+    add(pad, "padding before the data section")
+    start = pos
+    datas = [len(t["data"]) // 2 for t in (description or {}).get("tensors", [])]
+    for i, (name, off) in enumerate(infos):
+        if i >= len(datas):
+            break
+        if start + off > pos:
+            add(start + off - pos, "padding")
+        add(datas[i], f"data of tensor {i} {_short(name)}")
+        add(-(pos - start) % alignment, f"padding after tensor {i} {_short(name)}")
+    if pos < len(b):
+        add(len(b) - pos, "data section")
+    return [r for r in regions if r[1] > r[0]]
+
+
+def where(b: bytes, i: int, description=None) -> str:
+    """What byte ``i`` of the expected file ``b`` is (header, kv, tensor info, padding, data)."""
+    try:
+        regions = file_regions(b, description)
+    except Exception:                 # the expected file is ggml's: this is for the message only
+        return "?"
+    for a, e, label in regions:
+        if a <= i < e:
+            return label if e - a == 1 else f"{label}, byte {i - a} of {e - a}"
+    return "after the end of the expected file"
+
+
+def write_diff(got: bytes, expected: bytes, description=None) -> "str | None":
+    """The first difference between a written file and ggml's: its offset, what is there, both bytes."""
+    if got == expected:
+        return None
+    n = min(len(got), len(expected))
+    i = next((k for k in range(n) if got[k] != expected[k]), n)
+    size = "" if len(got) == len(expected) else f"; the file has {len(got)} bytes, expected {len(expected)}"
+    if i == n:
+        if len(got) < len(expected):
+            return f"the file ends at byte {i}, inside or before {where(expected, i, description)}{size}"
+        return f"{len(got) - len(expected)} bytes after the end of ggml's file (byte {i} on: {got[i:i + 8].hex()}){size}"
+    return (f"byte {i} ({where(expected, i, description)}): got {got[i:i + 8].hex()}, expected "
+            f"{expected[i:i + 8].hex()}{size}")
+
+
+def has_write(impl) -> bool:
+    return callable(getattr(impl, "write_gguf", None))
+
+
+def check_write(impl, case: Case, ctx) -> Verdict:
+    if not has_write(impl):
+        return Verdict.unsupported(f"{getattr(impl, 'name', impl)} has no write_gguf(description)")
+    t = case.data["test"]
+    r = ctx.isolate(impl, "write_gguf", t["description"])
+    if r.kind != "ok":
+        return Verdict(r.kind, f"{r.kind}: {r.error}")
+    v = judge_write(case, r.value)
+    v.warnings = r.warnings
+    return v
+
+
+def judge_write(case: Case, got) -> Verdict:
+    t = case.data["test"]
+    if not isinstance(got, (bytes, bytearray, memoryview)):
+        return Verdict.fail(f"write_gguf returned {type(got).__name__}, not bytes")
+    d = write_diff(bytes(got), bytes.fromhex(t["file_hex"]), t["description"])
+    return Verdict.ok() if d is None else Verdict.fail(f"wrong file: {d}")
+
+
 def check(impl, case: Case, ctx) -> Verdict:
+    if case.op == "write":
+        return check_write(impl, case, ctx)
     path = case_file(case)
     r = ctx.isolate(impl, "read_gguf", path)
     v = _from_call(case, r, claimed_extensions(impl))
@@ -272,10 +431,24 @@ def _from_call(case, r, claims=None) -> Verdict:
 
 
 def exec_request(case: Case) -> dict:
+    if case.op == "write":
+        return {"suite": "gguf", "op": "write", "description": case.data["test"]["description"]}
     return {"suite": "gguf", "op": "parse", "path": case_file(case)}
 
 
 def exec_reply(case: Case, reply: dict) -> Verdict:
+    if "unsupported" in reply:
+        return Verdict.unsupported(f"the program says: {str(reply['unsupported'])[:200]}")
+    if case.op == "write":
+        if "file_hex" in reply:
+            try:
+                got = bytes.fromhex(reply["file_hex"])
+            except (TypeError, ValueError):
+                return Verdict.fail("file_hex is not hex")
+            return judge_write(case, got)
+        if "error" in reply:
+            return Verdict("raised", f"error reply: {str(reply['error'])[:200]}")
+        return Verdict.fail(f"reply has no file_hex: {str(reply)[:120]}")
     claims = set(reply.get("_claims") or ())     # added by the exec adapter from the hello
     if "result" in reply:
         return judge(case, True, reply["result"], claims=claims)
@@ -286,10 +459,12 @@ def exec_reply(case: Case, reply: dict) -> Verdict:
 
 def _order(subject: str):
     result, _, what = subject.partition("/")
-    return (OPS.index(result) if result in OPS else 9, what)
+    if result == "write":
+        return (OPS.index(result), WRITE_ROWS.index(what) if what in WRITE_ROWS else 99, what)
+    return (OPS.index(result) if result in OPS else 9, 0, what)
 
 
 SUITE = register(Suite(
     name="gguf", ops=OPS, method="read_gguf", load=load, check=check, subject_title="case class",
-    missing="vectors/gguf/gguf.json is absent (python -m ggspec.vectors.generate_gguf makes it)",
+    missing="vectors/gguf/gguf.json and gguf_write.json are absent (python -m ggspec.vectors.generate_gguf makes them)",
     order=_order, exec_request=exec_request, exec_reply=exec_reply))
