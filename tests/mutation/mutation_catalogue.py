@@ -858,7 +858,8 @@ CATALOGUE: "list[Mutant]" = [
     Mutant("gguf-key-name-limit", "gguf", GG,
            "        if not key:",
            "        if not key or len(key.encode()) >= GGML_MAX_NAME:",
-           "keys limited to 63 bytes like tensor names (ggml sets no limit on keys)", suite="gguf"),    # the GGUF writer (GGUFWriter; checked by the gguf suite's write op, vectors/gguf/gguf_write.json)
+           "keys limited to 63 bytes like tensor names (ggml sets no limit on keys)", suite="gguf"),
+    # the GGUF writer (GGUFWriter; checked by the gguf suite's write op, vectors/gguf/gguf_write.json)
     Mutant("gguf-w-version-u64", "gguf", GG,
            "        out = [GGUF_MAGIC, self._p(\"I\", self.version), self._count(len(self.tensors)), self._count(len(self.kv))]",
            "        out = [GGUF_MAGIC, self._count(self.version), self._count(len(self.tensors)), self._count(len(self.kv))]",
