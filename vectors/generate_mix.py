@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-ARCHS = ("llama-2-7b", "llama-2-70b", "mistral-7b", "codellama-34b", "odd-320")
+ARCHS = ("llama-2-7b", "llama-2-70b", "mistral-7b", "codellama-34b", "odd-320", "odd-ff-1000")
 OVERRIDES = [
     ("Q4_K_M", {"token_embedding_type": "Q8_0", "output_tensor_type": "Q8_0"}),
     ("Q4_K_M", {"tensor_types": [["attn_v", "Q8_0"], ["ffn_down", "Q5_K"]]}),
@@ -33,8 +33,12 @@ OVERRIDES = [
 
 def model_desc(name: str) -> dict:
     from ggspec.conformance import sizes as S
-    arch = (S.llama_architecture(320, 16, 5, 1, 960, 1000, name="odd-320") if name == "odd-320"
-            else S.ARCHITECTURES[name])
+    if name == "odd-320":
+        arch = S.llama_architecture(320, 16, 5, 1, 960, 1000, name="odd-320")
+    elif name == "odd-ff-1000":    # ffn_down rows of 1000: not a multiple of 32 either (the F16 fallback)
+        arch = S.llama_architecture(256, 2, 4, 2, 1000, 1000, name="odd-ff-1000")
+    else:
+        arch = S.ARCHITECTURES[name]
     tensors = [{"name": t.name("gguf"), "ne": list(t.ne)} for t in arch.tensors("gguf") if t.n_dims == 2]
     return {"name": name, "architecture": "llama", "n_embd": arch.dim, "n_ff": arch.ffn_dim,
             "n_layer": arch.n_layers, "n_head": arch.n_heads, "n_head_kv": arch.n_kv_heads,
