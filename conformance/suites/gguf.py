@@ -18,8 +18,23 @@ Every case is a small GGUF file (``file_hex``) with a ``result``:
   and return ``expected``, as for ``valid``; one that does not claim it may reject it (the case is
   then ``unsupported``, not a FAIL), and if it accepts it the parse must be right.
 
+The write op (``vectors/gguf/gguf_write.json``, column ``write``, rows ``write/header``,
+``write/values``, ...): each case is a typed description (ordered keys with their types, ordered
+tensors with name, ggml type, ``ne`` and data hex, the JSON below) and ``file_hex``, the file ggml's
+own writer makes of it (``gguf_init_empty``, ``gguf_set_*``, ``gguf_add_tensor``,
+``gguf_write_to_file``: ``adapters.libggml_gguf_write``). An implementation answers
+``write_gguf(description) -> bytes`` (an ``--exec`` program: request ``{"op": "write",
+"description": ...}``, reply ``file_hex``, claimed by name with ``["gguf", "write", "*"]``); the bytes
+must be equal, and a difference is a FAIL naming the first differing byte and the field of ggml's
+file it falls in (``file_regions``). Without ``write_gguf`` the cells are ``unsupported``. A tensor's
+``ne`` is ggml's: ggml writes the dimensions up to the last one that is not 1 (``ggml_n_dims``)::
+
+    {"kv": [{"key": "general.alignment", "type": "UINT32", "value": 64},
+            {"key": "t", "type": "ARRAY", "item_type": "STRING", "value": ["a", "ü"]}],
+     "tensors": [{"name": "w", "type": 2, "ne": [32, 4], "data": "00bc8899..."}]}
+
 Rows are the case classes (``valid/values``, ``invalid/truncation``, ...), the columns ``valid``,
-``invalid``, ``acceptable``, ``extension``. Every parser call runs in a child process with a time and a memory limit
+``invalid``, ``acceptable``, ``extension`` and ``write``. Every parser call runs in a child process with a time and a memory limit
 (``runner.Context.isolate``): a hang, a crash or a blow-up is a verdict of its own (``timeout``,
 ``crash``, ``memory``) and the run goes on.
 
