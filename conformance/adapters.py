@@ -456,8 +456,8 @@ def libggml_gguf_write(lib_path, description, tmpdir=None) -> bytes:
                         lib.gguf_set_arr_data(ctx, k, VALUE_TYPES.index(it), buf, len(v))
                     else:
                         raise GGSpecError(f"key {kv['key']!r}: ggml cannot write arrays of {it}")
-                elif vt in ("FLOAT32", "FLOAT64"):
-                    x = struct.unpack("<f" if vt == "FLOAT32" else "<d", bytes.fromhex(v))[0]
+                elif vt in ("FLOAT32", "FLOAT64"):     # the bits as given: a ctypes float, not a Python one
+                    x = (ctypes.c_float if vt == "FLOAT32" else ctypes.c_double).from_buffer_copy(bytes.fromhex(v))
                     (lib.gguf_set_val_f32 if vt == "FLOAT32" else lib.gguf_set_val_f64)(ctx, k, x)
                 elif vt == "BOOL":
                     lib.gguf_set_val_bool(ctx, k, bool(v))
@@ -521,8 +521,8 @@ def reference_gguf_write(G, description) -> bytes:
 
 
 def _ref_scalar(vt, v):
-    if vt.name in ("FLOAT32", "FLOAT64"):
-        return struct.unpack("<f" if vt.name == "FLOAT32" else "<d", bytes.fromhex(v))[0]
+    if vt.name in ("FLOAT32", "FLOAT64"):       # a numpy scalar: the bits as given (a Python float would
+        return np.frombuffer(bytes.fromhex(v), "<f4" if vt.name == "FLOAT32" else "<f8")[0]  # quiet an sNaN)
     if vt.name == "BOOL":
         return bool(v)
     if vt.name == "STRING":

@@ -702,6 +702,8 @@ class GGUFWriter:
         if vt in _SCALAR:
             if vt == ValueType.BOOL:
                 return b"\x01" if v else b"\x00"
+            if isinstance(v, np.generic):       # numpy scalars bit for bit (a float32 sNaN stays signalling)
+                return np.asarray(v, dtype=self.byte_order + _NP_SCALAR[vt]).tobytes()
             return self._p(_SCALAR[vt], v)
         if vt == ValueType.STRING:
             return self._string(v)

@@ -562,6 +562,13 @@ def write_cases():
               ("UINT32", [7, 0xFFFFFFFF]), ("INT32", [-7, 0, 7]), ("FLOAT32", [0.5, -1.0, NAN_PAYLOAD]),
               ("BOOL", [1, 0, 1, 1]), ("STRING", ["a", "", "ü€𝄞", "x" * 70]), ("UINT64", [2**63, 1]),
               ("INT64", [-1, 2**62]), ("FLOAT64", [1e300, bytes.fromhex("0000000000000080")])]
+    snan = [("FLOAT32", bytes.fromhex("0100807f")), ("FLOAT32", bytes.fromhex("0500a0ff")),
+            ("FLOAT64", bytes.fromhex("010000000000f07f"))]
+    add("values", "signalling NaNs kept bit for bit (FLOAT32 0x7F800001 and 0xFFA00005, FLOAT64 "
+        "0x7FF0000000000001), as values and as FLOAT32 array items: a writer that goes through a double quiets "
+        "them", ["SpecialFloat", "SignallingNaN"],
+        _desc([wkv(f"snan.{i}", vt, v) for i, (vt, v) in enumerate(snan)]
+              + [wkv("snan.arr", "ARRAY", [1.0, bytes.fromhex("0100807f"), bytes.fromhex("0000807f")], "FLOAT32")]))
     add("arrays", "an array of every item type (STRING items with UTF-8 and an empty one), and empty arrays "
         "of INT32 and STRING", ["Arrays"],
         _desc([ARCH] + [wkv(f"a.{vt.lower()}", "ARRAY", v, vt) for vt, v in arrays]
