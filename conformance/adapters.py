@@ -514,10 +514,29 @@ def reference_gguf_write(G, description) -> bytes:
             meta[kv["key"]] = G.Value(_ref_scalar(vt, kv["value"]), vt)
     tensors = []
     for t in description.get("tensors", []):
-        ne = [int(x) for x in t["ne"]]
-        n = max([i + 1 for i, x in enumerate(ne) if x != 1] + [1])
-        tensors.append((t["name"], (int(t["type"]), (ne + [1] * n)[:n], bytes.fromhex(t["data"]))))
+        tensors.append((t["name"], (int(t["type"]), ggml_ne(t["ne"]), bytes.fromhex(t["data"]))))
     return G.writer_from(meta, tensors).to_bytes()
+
+
+def ggml_ne(ne) -> list:
+    """A description's ``ne`` as ggml writes it: up to the last dimension that is not 1, at least one."""
+    ne = [int(x) for x in ne]
+    n = max([i + 1 for i, x in enumerate(ne) if x != 1] + [1])
+    return (ne + [1] * n)[:n]
+
+
+def _py_scalar(vt: str, v):
+    """A description value as a plain Python value (floats from their bits)."""
+    if vt in ("FLOAT32", "FLOAT64"):
+        return struct.unpack("<f" if vt == "FLOAT32" else "<d", bytes.fromhex(v))[0]
+    if vt == "BOOL":
+        return bool(v)
+    return v if vt == "STRING" else int(v)
+
+
+def get_type_of(type_id: int):
+    from ..reference.types import get_type
+    return get_type(type_id)
 
 
 def _ref_scalar(vt, v):
@@ -596,6 +615,50 @@ class GGUFPyImpl:
         """gguf-py's GGUFReader, its fields and tensors as the parse JSON."""
         r = self._gguf.GGUFReader(path)
         return ggufpy_parse(r)
+
+    def write_gguf(self, description):
+        """gguf-py's GGUFWriter: ``add_key_value`` per key (``add_custom_alignment`` for
+        general.alignment, which is how gguf-py sets the alignment it pads to), ``add_tensor`` with the
+        raw bytes as uint8 and ``raw_dtype``, then header, KV data and tensors to a file. GGUFWriter
+        adds general.architecture by itself; the adapter removes it so the keys are the description's.
+        gguf-py writes n_dims = the length of the shape it is given: the adapter gives ggml's
+        (``ggml_ne``), as for the reference."""
+        import logging
+        import os
+        import tempfile
+        g = self._gguf
+        VT = g.GGUFValueType
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "w.gguf")
+            w = g.GGUFWriter(path, "x")
+            w.kv_data[0].clear()
+            for kv in description.get("kv", []):
+                vt = kv["type"]
+                if kv["key"] == "general.alignment" and vt == "UINT32":
+                    w.add_custom_alignment(int(kv["value"]))
+                elif vt == "ARRAY":
+                    it = kv["item_type"]
+                    w.add_key_value(kv["key"], [_py_scalar(it, x) for x in kv["value"]], VT.ARRAY, VT[it])
+                else:
+                    w.add_key_value(kv["key"], _py_scalar(vt, kv["value"]), VT[vt])
+            for t in description.get("tensors", []):
+                tt = get_type_of(int(t["type"]))
+                raw = np.frombuffer(bytes.fromhex(t["data"]), np.uint8)
+                byte_shape = list(reversed(ggml_ne(t["ne"])))
+                byte_shape[-1] = byte_shape[-1] // tt.block_size * tt.type_size
+                w.add_tensor(t["name"], raw.reshape(byte_shape), raw_shape=byte_shape,
+                             raw_dtype=g.GGMLQuantizationType(tt.id))
+            log = logging.getLogger("gguf.gguf_writer")
+            level, log.level = log.level, logging.ERROR
+            try:
+                w.write_header_to_file()
+                w.write_kv_data_to_file()
+                w.write_tensors_to_file()
+                w.close()
+            finally:
+                log.level = level
+            with open(path, "rb") as f:
+                return f.read()
 
 
 def _np_le(a) -> np.ndarray:
