@@ -13,8 +13,13 @@ Each entry changes one line of a copy of the reference (see mutation_harness.py)
     lowbit    Q1_0, Q2_0
     rope      RoPE (checked by the rope suite)
     gguf      the GGUF reader (checked by the gguf suite)
+    attention attention over a KV cache: reference/attention.py and the softmax of reference/ops.py
+              (the attention suite; the softmax's scalar tail through the forward suite)
+    forward   the forward pass: reference/llama.py, rms_norm / silu / swiglu, reference/matmul.py
+              (the forward suite)
+    mix       the quantization-mix predictor, conformance/sizes/mixes.py (the mix suite)
 
-Every codec entry must be killed by the shipped vectors (tests/test_mutation.py runs a rotating
+Every codec and model-layer entry must be killed by the shipped vectors (tests/test_mutation.py runs a rotating
 sample on each CI run); a mutant that no input can tell apart from the reference does not belong
 here (docs/vectors.md lists the ones that were proven equivalent and left out).
 """
