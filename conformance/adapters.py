@@ -220,6 +220,8 @@ class LibGGMLImpl:
         qpos = np.arange(n_past, n_past + n_new)
         used = n_past + n_new
         mask = np.where((cells[None, :] < used) & (cells[None, :] <= qpos[:, None]), 0, -np.inf).astype(np.float32)
+        for row in params.get("fully_masked", ()):
+            mask[int(row), :] = -np.inf
         return self._graph.attention(q, kk, vv, mask, float(params["scale"]), type_k=params["type_k"],
                                      type_v=params["type_v"], flash_attn=bool(params["flash_attn"]),
                                      n_threads=int(params["n_threads"]))
