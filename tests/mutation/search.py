@@ -19,7 +19,8 @@ sub-block until make_qp_quants' trial scale ``(0.1f*is + nmax)/max`` and the spl
 ``vectors/generate.py``'s ``qp_trial_cases`` and checks it against the oracle and the mutant.
 ``--simulate q3`` runs make_q3_quants (n = 16, nmax = 4) vectorised over many structured groups at
 scales 1e-15 ... 1e7 and reports any group where a change with ``sl2 <= 0`` would be accepted
-without the ``sl2 > 0`` test (docs/vectors.md, "q3-accept-no-sl2-check").
+without the ``sl2 > 0`` test (docs/vectors.md, "q3-accept-no-sl2-check");
+``--exhaustive-q3 -22..20`` is that page's step (d), about 20 s per binade.
 """
 
 from __future__ import annotations
@@ -225,6 +226,63 @@ def run_simulate_q3(groups: int, budget: float, seed: int) -> int:
     return 0
 
 
+def q3_pair_scan(e: int, W: int = 6, chunk: int = 1 << 19) -> dict:
+    """make_q3_quants' state {M: -4, z: +-1}, all else 0, for every float32 M = -(1 + k/2^23)*2^e
+    and z within W float32 steps of |M|/8, either sign, z's level from the initial rounding or from
+    an addition to {M} alone: how often z is proposed 0, accepted (ggml's test), tied; and whether
+    M's proposal ever leaves -4 (docs/vectors.md, q3-accept-no-sl2-check, step (d))."""
+    from ggspec.reference.search import nearest_int_array as ni
+    f32 = np.float32
+    base = np.float32(2.0 ** e).view(np.int32)
+    res = {"binade": e, "pairs": 0, "proposed_0": 0, "accepted": 0, "ties": 0, "m_changes": 0}
+    with np.errstate(all="ignore"):
+        for c0 in range(0, 1 << 23, chunk):
+            m = (np.arange(c0, c0 + chunk, dtype=np.int32) + base).view(f32)
+            M = -m
+            iscale = f32(-4.0) / M
+            wM = M * M
+            aM, bM = (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
+            j0 = (m / f32(8)).view(np.int32)
+            for sgn in (1, -1):
+                for t in range(-W, W + 1):
+                    z = (j0 + np.int32(t)).view(f32) * f32(sgn)
+                    wz = z * z
+                    L0 = np.clip(ni(iscale * z), -4, 3)
+                    La = np.clip(ni((z * bM) / aM), -4, 3)       # proposal in the exact state {M}
+                    laf = La.astype(f32)
+                    sx, s2 = aM + (wz * z) * laf, bM + (wz * laf) * laf
+                    added = (La != 0) & (s2 > 0) & ((sx * sx) * bM > (aM * aM) * s2)
+                    for Lz, reach in ((L0, L0 != 0), (La, added)):
+                        lf = Lz.astype(f32)
+                        az, bz = (wz * z) * lf, (wz * lf) * lf
+                        X, Y = aM + az, bM + bz
+                        sxM, s2M = X - aM, Y - bM
+                        res["m_changes"] += int((reach & (sxM > 0) & (np.clip(ni((M * s2M) / sxM), -4, 3) != -4)).sum())
+                        slx, sl2 = X - az, Y - bz
+                        nl = np.clip(ni((z * sl2) / slx), -4, 3)
+                        p = reach & (slx > 0) & (nl != Lz)
+                        nf = nl.astype(f32)
+                        slx2, sl22 = slx + (wz * z) * nf, sl2 + (wz * nf) * nf
+                        lhs, rhs = (slx2 * slx2) * Y, (X * X) * sl22
+                        res["pairs"] += int(reach.sum())
+                        res["proposed_0"] += int((p & (nl == 0)).sum())
+                        res["accepted"] += int((p & (sl22 > 0) & (lhs > rhs)).sum())
+                        res["ties"] += int((p & (sl22 > 0) & (lhs == rhs)).sum())
+    return res
+
+
+def run_exhaustive_q3(binades: str) -> int:
+    lo, hi = (int(v) for v in binades.split(".."))
+    bad = 0
+    for e in range(lo, hi + 1):
+        t0 = time.perf_counter()
+        r = q3_pair_scan(e)
+        bad += r["accepted"] + r["m_changes"]
+        print(r, f"{time.perf_counter() - t0:.0f}s", flush=True)
+    print(f"# pairs {{M, z}}: {bad} accepted removals or changes of M's level in binades {lo}..{hi}")
+    return 1 if bad else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ids", default="")
@@ -234,7 +292,11 @@ def main(argv=None) -> int:
     ap.add_argument("--simulate", default="", help="q3: vectorised make_q3_quants search")
     ap.add_argument("--groups", type=int, default=2_000_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exhaustive-q3", default="", metavar="LO..HI",
+                    help="the {M, z} pair scan of make_q3_quants over binades 2^LO..2^HI (e.g. -22..20)")
     args = ap.parse_args(argv)
+    if args.exhaustive_q3:
+        return run_exhaustive_q3(args.exhaustive_q3)
     if args.simulate:
         return run_simulate_q3(args.groups, args.budget, args.seed)
     if args.construct:
