@@ -184,6 +184,7 @@ EXTRA_CASES = [
     ("special-kv-f16-range", 2, 1, 32, 2, 2, ["SpecialValues", "F16Overflow", "Subnormal", "SignedZero"]),
     ("special-masked-inf-v", 2, 1, 32, 2, 2, ["SpecialValues", "Inf", "NaN", "MaskedCell"]),
     ("special-nan-kv", 2, 1, 32, 2, 2, ["SpecialValues", "NaN", "NaNPayload"]),
+    ("special-k-inf", 2, 1, 32, 2, 2, ["SpecialValues", "Inf", "F16Overflow"]),
     ("fully-masked-row", 2, 1, 32, 2, 2, ["FullyMaskedRow"]),
     # scale 4 (> 1) and a finite score of 1e38 in a masked cell: ggml computes score*scale (Inf) + mask
     # (-Inf) = NaN; adding the mask before scaling would give -Inf (the only inputs that tell apart)
@@ -241,6 +242,9 @@ def _specials(name, q, k, v):
         v[0, 0, 9] = _bits(0x7F812345)                 # signalling NaN with a payload
         v[2, 0, 10] = _bits(0xFFA00001)                # negative signalling NaN
         k[3, 0, 4] = _bits(0x7FC0BEEF)                 # NaN key in query 0's future cell
+    elif name == "special-k-inf":
+        k[1, 0, 2] = F32(np.inf)                       # a key with +Inf, seen by both queries
+        k[3, 0, 3] = F32(-7e4)                         # -Inf in an F16 cache; query 0's future cell
     elif name == "scale-4-overflow":
         q[:, :, 0] = F32(1e19)
         k[3, 0, :] = F32(0.0)
