@@ -103,6 +103,30 @@ def rope_configs(n_dims: int):
     return out
 
 
+# Parameters where float32 and float64 evaluation of a YaRN quantity part ways (found by scanning
+# the parameter with ggspec.reference.rope against a float64 evaluation; the oracle decides):
+# - beta_fast 274.90338134765625: the low correction dim is 2.9999998 in float32 (floor 2) and
+#   2.99999998 in float64 (3.0 once rounded: floor 3);
+# - beta_slow 27.490333557128906: the high correction dim is 11.0 in float32 (ceil 11) and
+#   11.00000056 in float64 (11.000001: ceil 12);
+# - freq_scale 0.08121858537197113 (factor 12.31): the magnitude 1 + 0.1f*logf(1/s) is one float32
+#   step away from 1 + 0.1*log(1/s) evaluated in double.
+ROPE_ADVERSARIAL = [
+    ("normal", 0, "yarn4-low-corr-on-3", "YaRN factor 4, beta_fast 274.90338 (low correction dim on 3: "
+     "float32 2.9999998, float64 3.0)", dict(freq_base=10000.0, freq_scale=0.25, ext_factor=1.0,
+                                             attn_factor=1.0, beta_fast=274.90338134765625, beta_slow=1.0,
+                                             n_ctx_orig=4096)),
+    ("normal", 0, "yarn4-high-corr-on-11", "YaRN factor 4, beta_slow 27.490334 (high correction dim on 11: "
+     "float32 11.0, float64 11.000001)", dict(freq_base=10000.0, freq_scale=0.25, ext_factor=1.0,
+                                              attn_factor=1.0, beta_fast=32.0, beta_slow=27.490333557128906,
+                                              n_ctx_orig=4096)),
+    ("neox", 2, "yarn12.31-magnitude", "YaRN freq_scale 0.081218585 (the magnitude 1 + 0.1 ln(1/s) differs "
+     "in float32 and float64)", dict(freq_base=10000.0, freq_scale=0.08121858537197113, ext_factor=1.0,
+                                     attn_factor=1.0, beta_fast=32.0, beta_slow=1.0, n_ctx_orig=4096)),
+]
+ROPE_ADVERSARIAL_POSITIONS = np.array([0, 1, 17, 511, 4096, 32767, 1_000_000, 2 ** 31 - 1], np.int32)
+
+
 WIDTHS = [(64, 64), (128, 128), (96, 64), (4, 4), (20, 20), (24, 24), (36, 36), (40, 40), (44, 44), (60, 60),
           (80, 80), (256, 256), (128, 32)]   # (head_dim, n_dims)
 
@@ -143,6 +167,24 @@ def build_rope(ops: Ops) -> dict:
                                   "pos": pos.tolist(), "input_hex": enc(x), "expected_hex": enc(y)})
                 groups.append({"op": "rope_ext", "name": f"{mode_name}-{key}-hd{head_dim}-nd{n_dims}",
                                "params": params, "tolerance": "exact", "native_max_ulp": worst, "tests": tests})
+    for mode_name, mode, key, comment, kw in ROPE_ADVERSARIAL:    # after the sweep: earlier tcIds stay
+        tc += 1
+        rng = np.random.default_rng([SEED, zlib.crc32(f"adversarial{key}".encode())])
+        params = {"mode": mode_name, "mode_id": mode, "n_dims": 64, "freq_base": kw["freq_base"],
+                  "freq_scale": kw["freq_scale"], "ext_factor": kw["ext_factor"], "attn_factor": kw["attn_factor"],
+                  "beta_fast": kw["beta_fast"], "beta_slow": kw["beta_slow"], "n_ctx_orig": kw["n_ctx_orig"]}
+        pos = ROPE_ADVERSARIAL_POSITIONS
+        x = rng.standard_normal((pos.size, 1, 64)).astype(np.float32)
+        kwargs = dict(params, freq_factors=None)
+        del kwargs["mode_id"]
+        kwargs["mode"] = mode
+        y = ops.portable("rope_ext", x, pos, **kwargs)
+        worst = ulps(y, ops.native.rope_ext(x, pos, **kwargs))
+        groups.append({"op": "rope_ext", "name": f"{mode_name}-{key}-hd64-nd64", "params": params,
+                       "tolerance": "exact", "native_max_ulp": worst,
+                       "tests": [{"tcId": tc, "comment": f"{comment}; float32 input", "flags": ["Adversarial"],
+                                  "dtype": "float32", "shape": list(x.shape), "pos": pos.tolist(),
+                                  "input_hex": f32_to_hex(x), "expected_hex": f32_to_hex(y)}]})
     return {"schema": SCHEMA, "op": "rope_ext",
             "provenance": _provenance("ggml_rope_ext (libggml-cpu of the portable build, 1 thread)"),
             "encoding": "float32 or float16 little-endian bit patterns in hex; x is (n_tokens, n_head, head_dim), "
