@@ -769,6 +769,47 @@ def searched_cases(t: GGMLType) -> list:
     return out
 
 
+# Rows for decisions that random rows almost never reach, found by scanning seeds and scale factors
+# against a float64 or reciprocal variant of the same C expression (the oracle decides; every row
+# was checked to give ggml's bytes from the reference and different bytes from the variant):
+# - Q5_1: blocks default_rng([LATE_SEED, 51, seed]).standard_normal(32) where (x-min)*(1/d) and
+#   (x-min)*(31/(max-min)) truncate differently after + 0.5f (LATE_SEED = 20261207);
+# - Q2_0: d = amax and x with x*(1/d) == 0.5 but x/d == 0.49999997, and the reverse (roundf ties);
+# - IQ2_S / IQ3_XXS / IQ3_S: a random block default_rng([LATE_SEED, 3, seed]).standard_normal(256) scaled
+#   (in float64, rounded once) so that the stored fp16 of d*0.9875f / d*1.0125f / d*1.033f and of the
+#   same product with a double constant differ.
+LATE_SEED = 20261207
+LATE_Q51_SEEDS = (50682, 87711)
+LATE_Q20_BLOCKS = ((0x3FD30398, 0x3F530397), (0x3F947253, 0x3F147253))     # (amax, x) float32 bits
+LATE_SCALED = {"IQ2_S": ((0, 1.0004009063243726), (5, 1.0005820885866967)),
+               "IQ3_XXS": ((0, 1.0003646003008366), (2, 1.0003401411251431)),
+               "IQ3_S": ((23, 1.000255995110185),)}
+
+
+def late_cases(t: GGMLType) -> list:
+    """(comment, flags, x) appended as the last quantize group of the type (earlier tcIds stay)."""
+    if t.name == "Q5_1":
+        x = np.stack([np.random.default_rng([LATE_SEED, 51, s]).standard_normal(32) for s in LATE_Q51_SEEDS])
+        return [("Q5_1: blocks where (x-min)*(1/d) and (x-min)*(31/(max-min)) truncate differently",
+                 ["Searched", "ReciprocalVsQuotient"], x.astype(np.float32))]
+    if t.name == "Q2_0":
+        rows = []
+        for amax, v in LATE_Q20_BLOCKS:
+            row = np.zeros(t.block_size, np.float32)
+            row[0], row[1] = f32_bits(amax)[0], f32_bits(v)[0]
+            row[2] = -row[1]
+            rows.append(row)
+        return [("Q2_0: amax d and x where roundf(x*(1/d)) and roundf(x/d) differ (x*(1/d) on 0.5, x/d one "
+                 "step off, and the reverse)", ["RoundingTie", "ReciprocalVsQuotient"], np.stack(rows))]
+    if t.name in LATE_SCALED:
+        rows = [(np.random.default_rng([LATE_SEED, 3, s]).standard_normal(N_PER_ROW).astype(np.float32)
+                 .astype(np.float64) * f)
+                .astype(np.float32) for s, f in LATE_SCALED[t.name]]
+        return [(f"{t.name}: rows scaled so that the stored fp16 d*constant depends on the constant being float32",
+                 ["Searched", "ScaleRounding"], np.stack(rows))]
+    return []
+
+
 def _f16(raw, off) -> np.float32:
     return np.frombuffer(raw, "<u2", 1, off).view(np.float16).astype(np.float32)[0]
 
@@ -971,6 +1012,9 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
             cases += [c for c in found if c[3] is not None]
             del ones
             add_groups(probed(cases, lambda c: c[3]), imatrix=True)
+        late = late_cases(t)
+        if late and not t.requires_imatrix:
+            add_groups([(c, fl, x, None) for c, fl, x in late], imatrix=False)
     extra = exhaustive_blocks(t)
     if extra:
         dt = []
