@@ -2,8 +2,8 @@
 the codec mutants is killed by the shipped vectors (tests/mutation/, docs/vectors.md).
 
 The sample changes every day (``GGSPEC_MUTATION_SEED`` overrides the seed, ``GGSPEC_MUTATION_SAMPLE``
-the size); over the days every codec mutant comes round. Two model-layer mutants (attention, forward,
-mix suites; ``GGSPEC_MUTATION_MODEL_SAMPLE``) are sampled the same way. The full catalogue runs with
+the size); over the days every codec mutant comes round. Two model-layer mutants (rope, attention,
+forward, mix suites; ``GGSPEC_MUTATION_MODEL_SAMPLE``) are sampled the same way. The full catalogue runs with
 ``python tests/mutation/run.py``.
 """
 
@@ -62,7 +62,7 @@ def test_shadow_copy_leaves_the_reference_alone(tmp_path):
     assert (tmp_path / harness.SHADOW / "reference" / "fp.py").is_symlink()
 
 
-MODEL = [m for m in catalogue.CATALOGUE if m.suite in ("attention", "forward", "mix")]
+MODEL = [m for m in catalogue.CATALOGUE if m.suite in ("rope", "attention", "forward", "mix")]
 
 
 def _model_sample() -> list:
@@ -73,7 +73,7 @@ def _model_sample() -> list:
 
 @pytest.mark.parametrize("m", _model_sample(), ids=lambda m: m.id)
 def test_sampled_model_mutant_is_killed(m):
-    """One model-layer mutant of today's sample (attention, forward or mix suite) must make
+    """One model-layer mutant of today's sample (rope, attention, forward or mix suite) must make
     `ggspec conform --strict --suite <its suite>` fail on the shipped vectors."""
     r = harness.run_mutant(m)
     assert r.status in ("killed", "nan-bits"), f"{m.id} ({m.why}): {r.status} {r.detail}"
