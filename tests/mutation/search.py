@@ -20,7 +20,10 @@ sub-block until make_qp_quants' trial scale ``(0.1f*is + nmax)/max`` and the spl
 ``--simulate q3`` runs make_q3_quants (n = 16, nmax = 4) vectorised over many structured groups at
 scales 1e-15 ... 1e7 and reports any group where a change with ``sl2 <= 0`` would be accepted
 without the ``sl2 > 0`` test (docs/vectors.md, "q3-accept-no-sl2-check");
-``--exhaustive-q3 -22..20`` is that page's step (d), about 20 s per binade.
+``--exhaustive-q3 -22..20`` is that page's step (d), about 20 s per binade. ``--trace-q3 SECONDS``
+counts, over random and removal-prone groups, ggml's accepted removals (a non-zero level set to 0),
+changes of the largest value's level, visits with ``slx > 0`` and ``suml2 <=`` the visited term (the
+only visits where the mutant can differ) and visits of the largest value with every other level 0.
 """
 
 from __future__ import annotations
@@ -226,6 +229,112 @@ def run_simulate_q3(groups: int, budget: float, seed: int) -> int:
     return 0
 
 
+def q3_trace(X):
+    """make_q3_quants (n=16, nmax=4, do_rmse) on every row, ggml's float32 order; per row:
+    removals (accepted nonzero -> 0 of a non-max element), those at a tie (the proposal
+    |x*sl2/slx| within 2^-12 relative of 1/2), those in groups whose other values all lie within
+    |M|/8*(1 + 2^-6) (the regime of docs/vectors.md's steps (c)-(e)), changes of the max's level,
+    low visits (slx > 0 and float suml2 <= the visited term, i.e. sl2 = suml2 - t_i <= 0: the
+    necessary condition for the mutant to differ), and visits of the max with every other level 0
+    after some other level was non-zero ("max alone")."""
+    from ggspec.reference.search import nearest_int_array as ni
+    f32 = np.float32
+    X = np.asarray(X, f32)
+    N, n = X.shape
+    R = np.arange(N)
+    st = {k: np.zeros(N, np.int64) for k in ("removals", "tie_removals", "small_removals", "small_accepted", "max_changes", "low", "max_alone", "accepted")}
+    with np.errstate(all="ignore"):
+        ax = np.abs(X)
+        im = np.argmax(np.where(np.isnan(ax), -1, ax), axis=1)
+        mx = X[R, im]
+        active = np.abs(mx) >= f32(1e-15)
+        L = np.clip(ni((f32(-4.0) / np.where(active, mx, f32(1)))[:, None] * X), -4, 3)
+        W = X * X
+        sumlx = np.zeros(N, f32); suml2 = np.zeros(N, f32)
+        for i in range(n):
+            lf = L[:, i].astype(f32)
+            sumlx = sumlx + (W[:, i] * X[:, i]) * lf
+            suml2 = suml2 + (W[:, i] * lf) * lf
+        ever = (L != 0) & (np.arange(n)[None, :] != im[:, None])
+        # every value other than the max within |M|/8 * (1 + 2^-6): the regime of the docs' steps (c)-(e)
+        small = np.all((ax <= np.abs(mx)[:, None] * f32(0.125 * (1 + 2 ** -6))) | (np.arange(n)[None, :] == im[:, None]), axis=1)
+        for _ in range(5):
+            changed = np.zeros(N, bool)
+            for i in range(n):
+                ismax = im == i
+                others = (L != 0) & (np.arange(n)[None, :] != i)
+                st["max_alone"] += active & ismax & ~others.any(1) & ever.any(1)
+                w, xi, li = W[:, i], X[:, i], L[:, i].astype(f32)
+                slx = sumlx - (w * xi) * li
+                sl2 = suml2 - (w * li) * li
+                st["low"] += active & (slx > 0) & ~(sl2 > 0)
+                v = (xi * sl2) / slx
+                nl = np.clip(ni(v), -4, 3)
+                go = active & (slx > 0) & (nl != L[:, i])
+                nf = nl.astype(f32)
+                slx2 = slx + (w * xi) * nf
+                sl22 = sl2 + (w * nf) * nf
+                acc = go & (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+                st["accepted"] += acc
+                st["tie_removals"] += acc & (nl == 0) & (np.abs(v) > f32(0.5 * (1 - 2 ** -12)))
+                st["small_removals"] += acc & (nl == 0) & small
+                st["small_accepted"] += acc & small
+                st["removals"] += acc & (nl == 0) & ~ismax
+                st["max_changes"] += acc & ismax
+                L[:, i] = np.where(acc, nl, L[:, i])
+                ever[:, i] |= acc & (nl != 0) & ~ismax
+                sumlx = np.where(acc, slx2, sumlx)
+                suml2 = np.where(acc, sl22, suml2)
+                changed |= acc
+            active &= changed
+    return L, st
+
+
+def removal_groups(rng, N):
+    """groups built to make ggml remove levels: max -1, a few values near 1 (positive: clamped to 3,
+    raising the fit scale), several near the first level boundary 1/8 (relative offsets -2^-9 ... 2^-6,
+    or -4096 ... +8 float32 steps) or the boundaries of the max's own level (|M|/3.5 ...), at
+    log-uniform scales."""
+    n = 16
+    k = rng.integers(0, 5, (N, n))
+    k = np.where(rng.uniform(size=(N, 1)) < 0.5, k, rng.choice([0, 2, 3], (N, n)))   # half: only values near |M|/8
+    big = rng.uniform(0.3, 1.0, (N, n)) * rng.choice([-1, 1], (N, n))
+    near8 = (1 / 8) * (1 + rng.uniform(-2 ** -9, 2 ** -6, (N, n))) * rng.choice([-1, 1], (N, n))
+    bnd = rng.choice([1 / 7, 1 / 5, 1 / 3, 3 / 8, 5 / 8, 7 / 8], (N, n)) * (1 + rng.uniform(-2 ** -8, 2 ** -8, (N, n))) * rng.choice([-1, 1], (N, n))
+    X = np.where(k == 0, 0.0, np.where(k == 1, big, np.where(k == 2, near8, bnd)))
+    X *= rng.uniform(size=(N, n)) < rng.uniform(0.2, 0.8, (N, 1))
+    im = rng.integers(0, n, N)
+    X[np.arange(N), im] = -1.0
+    X = np.clip(X, -1, 1)
+    scale = np.exp(rng.uniform(np.log(1e-6), np.log(1e5), N))
+    X = (X * scale[:, None]).astype(np.float32)
+    # the float32 steps around |M|/8 of the float32 M itself
+    m8 = (np.abs(X[np.arange(N), im]) / np.float32(8)).view(np.int32)[:, None]
+    fine8 = (m8 + rng.integers(-4096, 9, (N, n))).astype(np.int32).view(np.float32)
+    fine = (k == 3) & (X != 0) & (np.arange(n)[None, :] != im[:, None])
+    return np.where(fine, fine8 * np.sign(X), X).astype(np.float32)
+
+
+def run_trace_q3(budget: float, seed: int) -> int:
+    """--trace-q3: q3_trace over q3_groups and removal_groups for ``budget`` seconds; prints the totals."""
+    from ggspec.reference.search import make_q3_quants
+    rng = np.random.default_rng([15, 1, seed])
+    X = removal_groups(rng, 300)
+    L, _ = q3_trace(X)
+    for r in range(len(X)):   # the vectorised loop must be make_q3_quants
+        assert np.array_equal(make_q3_quants(16, 4, X[r], True)[1].astype(np.int64) - 4, L[r]), r
+    tot, done, t0 = {}, 0, time.perf_counter()
+    while time.perf_counter() - t0 < budget:
+        X = removal_groups(rng, 20000) if rng.integers(0, 2) else q3_groups(rng, 20000)
+        _, st = q3_trace(X)
+        done += len(X)
+        for k, v in st.items():
+            tot[k] = tot.get(k, 0) + int(v.sum())
+            tot[k + "_groups"] = tot.get(k + "_groups", 0) + int((v > 0).sum())
+    print(f"# make_q3_quants traced over {done} groups ({time.perf_counter() - t0:.0f}s):", tot)
+    return 1 if tot.get("low", 0) or tot.get("max_alone", 0) or tot.get("small_removals", 0) else 0
+
+
 def q3_pair_scan(e: int, W: int = 6, chunk: int = 1 << 19) -> dict:
     """make_q3_quants' state {M: -4, z: +-1}, all else 0, for every float32 M = -(1 + k/2^23)*2^e
     and z within W float32 steps of |M|/8, either sign, z's level from the initial rounding or from
@@ -294,7 +403,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exhaustive-q3", default="", metavar="LO..HI",
                     help="the {M, z} pair scan of make_q3_quants over binades 2^LO..2^HI (e.g. -22..20)")
+    ap.add_argument("--trace-q3", type=float, default=0.0, metavar="SECONDS",
+                    help="trace make_q3_quants over random and removal-prone groups: removals, low visits")
     args = ap.parse_args(argv)
+    if args.trace_q3:
+        return run_trace_q3(args.trace_q3, args.seed)
     if args.exhaustive_q3:
         return run_exhaustive_q3(args.exhaustive_q3)
     if args.simulate:
