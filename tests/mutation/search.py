@@ -24,6 +24,10 @@ without the ``sl2 > 0`` test (docs/vectors.md, "q3-accept-no-sl2-check");
 counts, over random and removal-prone groups, ggml's accepted removals (a non-zero level set to 0),
 changes of the largest value's level, visits with ``slx > 0`` and ``suml2 <=`` the visited term (the
 only visits where the mutant can differ) and visits of the largest value with every other level 0.
+``--roundtrip-q3 SECONDS`` is step (e) with 1 ... 14 other levels near |M|/8 (random, checked against
+make_q3_quants); ``--drifted-pair-q3 SECONDS`` scans the pair state {M, z} with sums a few float32
+steps off their exact values, the last step before the mutant can differ; ``--chain-q3 SECONDS
+--helpers H`` searches the shortest runs that could reach such a state.
 """
 
 from __future__ import annotations
@@ -335,6 +339,201 @@ def run_trace_q3(budget: float, seed: int) -> int:
     return 1 if tot.get("low", 0) or tot.get("max_alone", 0) or tot.get("small_removals", 0) else 0
 
 
+def q3_roundtrip_batch(rng, N, kmax=14, W=3):
+    """Step (e) with more levels present: the state {M: -4, k values 1..4 float32 steps above |M|/8 at
+    level +-1 from the initial rounding} (k = 1..kmax, M at a random place in the summation order),
+    then a value a within W steps of the tie of the others' scale, either sign, at level 0 initially:
+    a is added on its first visit, and its next visit sees the round-trip sums
+    fl(fl(sumlx + u) - u), fl(fl(suml2 + t) - t). Returns the counts and, as groups (a first, then the
+    state's values in summation order), every accepted removal and a few other added and proposed
+    cases for checking against make_q3_quants."""
+    from ggspec.reference.search import nearest_int_array as ni
+    f32 = np.float32
+    m = (rng.integers(0, 1 << 23, N).astype(np.int32) + f32(1).view(np.int32)).view(f32)
+    M = -m
+    k = rng.integers(1, kmax + 1, N)
+    wM = M * M
+    uM, tM = (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
+    m8 = (m / f32(8)).view(np.int32)
+    pos = rng.integers(0, kmax + 1, N)
+    P0, Q0 = np.zeros(N, f32), np.zeros(N, f32)
+    G = np.zeros((N, kmax + 2), f32)
+    allnz = np.ones(N, bool)
+    for q in range(kmax + 1):
+        isM = pos == q
+        jj = (m8 + rng.integers(1, 5, N).astype(np.int32)).view(f32) * rng.choice(np.array([-1, 1], f32), N)
+        lj = np.clip(ni((f32(-4.0) / M) * jj), -4, 3).astype(f32)
+        live = (q < k) | isM
+        allnz &= ~live | (lj != 0)
+        ut = np.where(live, np.where(isM, uM, (jj * jj * jj) * lj), f32(0))
+        tt = np.where(live, np.where(isM, tM, ((jj * jj) * lj) * lj), f32(0))
+        P0, Q0 = P0 + ut, Q0 + tt
+        G[:, q + 1] = np.where(isM, M, np.where(live, jj, f32(0)))
+    a0 = ((f32(0.5) * P0) / Q0).view(np.int32)
+    res = dict(states=0, added=0, inexact=0, proposed=0, accepted=0, ties=0)
+    samples = []
+    for sg in (f32(1), f32(-1)):
+        for d in range(-W, W + 1):
+            a = (a0 + np.int32(d)).view(f32) * sg
+            w = a * a
+            nl = np.clip(ni((a * Q0) / P0), -4, 3)
+            ok = allnz & (ni((f32(-4.0) / M) * a) == 0) & (nl != 0) & (P0 > 0)
+            nf = nl.astype(f32)
+            S1, S2 = P0 + (w * a) * nf, Q0 + (w * nf) * nf
+            added = ok & (S2 > 0) & ((S1 * S1) * Q0 > (P0 * P0) * S2)
+            P1, Q1 = S1 - (w * a) * nf, S2 - (w * nf) * nf
+            nl1 = np.clip(ni((a * Q1) / P1), -4, 3)
+            prop = added & (P1 > 0) & (nl1 != nl)
+            n1 = nl1.astype(f32)
+            P2, Q2 = P1 + (w * a) * n1, Q1 + (w * n1) * n1
+            lhs, rhs = (P2 * P2) * S2, (S1 * S1) * Q2
+            acc = prop & (Q2 > 0) & (lhs > rhs)
+            for r, was in [(r, True) for r in np.nonzero(acc)[0]] + \
+                    [(r, False) for r in np.nonzero(prop & ~acc)[0][:3]] + [(r, False) for r in np.nonzero(added & ~prop)[0][:2]]:
+                g = G[r].copy()
+                g[0] = a[r]
+                samples.append((g, int(nl[r]), int(k[r]), was))
+            res["states"] += int(ok.sum())
+            res["added"] += int(added.sum())
+            res["inexact"] += int((added & ((P1 != P0) | (Q1 != Q0))).sum())
+            res["proposed"] += int(prop.sum())
+            res["accepted"] += int(acc.sum())
+            res["ties"] += int((prop & (Q2 > 0) & (lhs == rhs)).sum())
+    return res, samples
+
+
+def run_roundtrip_q3(budget: float, seed: int) -> int:
+    """--roundtrip-q3: q3_roundtrip_batch for ``budget`` seconds; every accepted removal and a sample
+    of the rest checked against make_q3_quants (a's final level, the others' untouched)."""
+    from ggspec.reference.search import make_q3_quants
+    from ggspec.reference.search import nearest_int_array as ni
+    rng = np.random.default_rng([15, 2, seed])
+    tot, t0, found = {}, time.perf_counter(), []
+    with np.errstate(all="ignore"):
+        while time.perf_counter() - t0 < budget:
+            r, smp = q3_roundtrip_batch(rng, 1 << 18)
+            for kk, v in r.items():
+                tot[kk] = tot.get(kk, 0) + v
+            for g, nl, k, acc in smp[:40] + [x for x in smp[40:] if x[3]]:
+                L = make_q3_quants(16, 4, g, True)[1].astype(np.int64) - 4
+                L0 = np.clip(ni((np.float32(-4.0) / g[np.argmax(np.abs(g))]) * g), -4, 3)
+                assert L[0] == (0 if acc else nl) and np.array_equal(L[1:], L0[1:]), g.view(np.uint32).tolist()
+                tot["checked"] = tot.get("checked", 0) + 1
+                if acc:
+                    found.append((int(np.count_nonzero(g[1:])) - 1, g))
+    for k, g in found[:10]:
+        print(f"    added then removed ({k} other levels near |M|/8):", g.view(np.uint32).tolist())
+    print(f"# make_q3_quants, an added value revisited with round-trip sums ({time.perf_counter() - t0:.0f}s):", tot)
+    return 0
+
+
+def q3_drifted_pair(rng, N, D=3):
+    """The last step before the mutant can differ: the state {M: -4, z: +-1} (z within 4 float32 steps
+    of |M|/8, either sign) with sumlx and suml2 moved by dp, dq float32 steps (|dp|, |dq| <= D) from
+    the exact pair sums fl(u_M + u_z), fl(t_M + t_z). Visit z: proposed 0, ggml accepts; then visit
+    M: slx = sumlx - u_M > 0 and sl2 = suml2 - t_M <= 0, where the mutant accepts M's level 0 and ggml
+    does not. ``reach`` marks z whose level +-1 comes from the initial rounding or from a proposal in
+    the exact state {M}."""
+    from ggspec.reference.search import nearest_int_array as ni
+    f32 = np.float32
+
+    def up(v, d):
+        return (v.view(np.int32) + np.int32(d)).view(f32)
+    m = (rng.integers(0, 1 << 23, N).astype(np.int32) + f32(1).view(np.int32)).view(f32)
+    M = -m
+    wM = M * M
+    uM, tM = (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
+    m8 = (m / f32(8)).view(np.int32)
+    res = dict(states=0, proposed=0, accepted=0, differ=0, reach_accepted=0, reach_differ=0)
+    ex = []
+    for sg in (f32(1), f32(-1)):
+        for t in range(-4, 5):
+            z = (m8 + np.int32(t)).view(f32) * sg
+            w = z * z
+            uz, tz = (w * z) * sg, (w * sg) * sg
+            reach = (np.abs(ni((f32(-4.0) / M) * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
+            P, Q = uM + uz, tM + tz
+            for dp in range(-D, D + 1):
+                for dq in range(-D, D + 1):
+                    Pd, Qd = up(P, dp), up(Q, dq)
+                    slx, sl2 = Pd - uz, Qd - tz
+                    prop = (slx > 0) & (np.clip(ni((z * sl2) / slx), -4, 3) == 0)
+                    acc = prop & (sl2 > 0) & ((slx * slx) * Qd > (Pd * Pd) * sl2)
+                    e1, e2 = slx - uM, sl2 - tM
+                    # M's visit: proposal round(M*e2/e1); the mutant accepts when sl2' = e2 + t_new <= 0
+                    nlM = np.clip(ni((M * e2) / e1), -4, 3)
+                    nf = nlM.astype(f32)
+                    s1, s2 = e1 + (wM * M) * nf, e2 + (wM * nf) * nf
+                    differ = acc & (e1 > 0) & (nlM != -4) & ~(s2 > 0) & ((s1 * s1) * sl2 > (slx * slx) * s2)
+                    res["states"] += N
+                    res["proposed"] += int(prop.sum())
+                    res["accepted"] += int(acc.sum())
+                    res["differ"] += int(differ.sum())
+                    res["reach_accepted"] += int((acc & reach).sum())
+                    res["reach_differ"] += int((differ & reach).sum())
+                    for r in np.nonzero(differ & reach)[0][:1]:
+                        ex.append((float(m[r]), t, int(sg), dp, dq))
+    return res, ex
+
+
+def run_drifted_pair_q3(budget: float, seed: int) -> int:
+    rng = np.random.default_rng([15, 4, seed])
+    tot, t0, exs = {}, time.perf_counter(), []
+    with np.errstate(all="ignore"):
+        while time.perf_counter() - t0 < budget:
+            r, ex = q3_drifted_pair(rng, 1 << 16)
+            exs += ex
+            for k, v in r.items():
+                tot[k] = tot.get(k, 0) + v
+    for m, t, sg, dp, dq in exs[:10]:
+        print(f"    M = -{m!r}, z = {'+' if sg > 0 else '-'}(|M|/8 {t:+d} steps), sumlx {dp:+d}, suml2 {dq:+d} steps")
+    print(f"# drifted pair states {{M, z}} ({time.perf_counter() - t0:.0f}s):", tot)
+    return 0
+
+
+def q3_chain_groups(rng, N, H):
+    """[h_H, ..., h_1, z, M, 0 ...]: z 1..3 float32 steps above |M|/8 (level +-1 from the initial
+    rounding), each h_i within -2..3 steps of the tie of the scale of {M, z, h_1 .. h_i-1}, either
+    sign: added one per pass (h_i needs h_1 .. h_i-1), then, if the roundings allow, set back to 0
+    last-added first within one pass, z last, and M visited after them: the shortest runs that could
+    reach a drifted pair state (see q3_drifted_pair)."""
+    f32 = np.float32
+
+    def step(v, d):
+        return (v.view(np.int32) + d.astype(np.int32)).view(f32)
+    m = (rng.integers(0, 1 << 23, N).astype(np.int32) + f32(1).view(np.int32)).view(f32)
+    M = -m
+    wM = M * M
+    z = step(m / f32(8), rng.integers(1, 4, N)) * rng.choice(np.array([-1, 1], f32), N)
+    lz = np.sign(z)
+    P = (z * z * z) * lz + (wM * M) * f32(-4)
+    Q = ((z * z) * lz) * lz + (wM * f32(-4)) * f32(-4)
+    X = np.zeros((N, 16), f32)
+    X[:, H], X[:, H + 1] = z, M
+    for i in range(H):
+        h = step((f32(0.5) * P) / Q, rng.integers(-2, 4, N)) * rng.choice(np.array([-1, 1], f32), N)
+        X[:, H - 1 - i] = h
+        lh = np.sign(h)
+        P, Q = P + ((h * h) * h) * lh, Q + ((h * h) * lh) * lh
+    return X
+
+
+def run_chain_q3(budget: float, seed: int, H: int) -> int:
+    rng = np.random.default_rng([15, 5, H, seed])
+    tot, done, t0 = {}, 0, time.perf_counter()
+    while time.perf_counter() - t0 < budget:
+        X = q3_chain_groups(rng, 1 << 16, H)
+        _, st = q3_trace(X)
+        done += len(X)
+        for k in ("accepted", "removals", "low"):
+            tot[k + "_groups"] = tot.get(k + "_groups", 0) + int((st[k] > 0).sum())
+        tot["all_added_groups"] = tot.get("all_added_groups", 0) + int((st["accepted"] >= H).sum())
+        for r in np.nonzero(st["low"])[0][:3]:
+            print("    low visit:", X[r].view(np.uint32).tolist(), flush=True)
+    print(f"# chains of {H} helpers: {done} groups ({time.perf_counter() - t0:.0f}s):", tot)
+    return 1 if tot.get("low_groups", 0) else 0
+
+
 def q3_pair_scan(e: int, W: int = 6, chunk: int = 1 << 19) -> dict:
     """make_q3_quants' state {M: -4, z: +-1}, all else 0, for every float32 M = -(1 + k/2^23)*2^e
     and z within W float32 steps of |M|/8, either sign, z's level from the initial rounding or from
@@ -405,7 +604,20 @@ def main(argv=None) -> int:
                     help="the {M, z} pair scan of make_q3_quants over binades 2^LO..2^HI (e.g. -22..20)")
     ap.add_argument("--trace-q3", type=float, default=0.0, metavar="SECONDS",
                     help="trace make_q3_quants over random and removal-prone groups: removals, low visits")
+    ap.add_argument("--roundtrip-q3", type=float, default=0.0, metavar="SECONDS",
+                    help="step (e) of docs/vectors.md with 1..14 other levels near |M|/8")
+    ap.add_argument("--drifted-pair-q3", type=float, default=0.0, metavar="SECONDS",
+                    help="the state {M, z} with sums a few steps off: where the mutant would differ")
+    ap.add_argument("--chain-q3", type=float, default=0.0, metavar="SECONDS",
+                    help="directed search of helper chains ending in a drifted pair state")
+    ap.add_argument("--helpers", type=int, default=2, help="--chain-q3: helpers (1..4)")
     args = ap.parse_args(argv)
+    if args.chain_q3:
+        return run_chain_q3(args.chain_q3, args.seed, args.helpers)
+    if args.roundtrip_q3:
+        return run_roundtrip_q3(args.roundtrip_q3, args.seed)
+    if args.drifted_pair_q3:
+        return run_drifted_pair_q3(args.drifted_pair_q3, args.seed)
     if args.trace_q3:
         return run_trace_q3(args.trace_q3, args.seed)
     if args.exhaustive_q3:
