@@ -122,15 +122,19 @@ def reference_parse(g) -> dict:
     """ggspec's GGUFFile as the gguf suite's parse JSON."""
     from .suites.gguf import scalar_json
 
-    def item(vt, sub, v):
+    def item(vt, sub, v, bits=None):
+        # FLOAT32: the stored bits (Value.bits), not the Python float (which quiets a signalling NaN)
         if vt.name == "ARRAY":
             if sub.name == "ARRAY":
-                return [{"item_type": x.sub_type.name, "value": item(x.type, x.sub_type, x.value)} for x in v]
+                return [{"item_type": x.sub_type.name, "value": item(x.type, x.sub_type, x.value, x.bits)}
+                        for x in v]
+            if bits is not None:
+                return [bits[4 * i:4 * i + 4].hex() for i in range(len(v))]
             return [scalar_json(sub.name, x) for x in v]
-        return scalar_json(vt.name, v)
+        return bits.hex() if bits is not None else scalar_json(vt.name, v)
     kv = []
     for key, val in g.values.items():
-        d = {"key": key, "type": val.type.name, "value": item(val.type, val.sub_type, val.value)}
+        d = {"key": key, "type": val.type.name, "value": item(val.type, val.sub_type, val.value, val.bits)}
         if val.type.name == "ARRAY":
             d = {"key": key, "type": "ARRAY", "item_type": val.sub_type.name, "value": d["value"]}
         kv.append(d)

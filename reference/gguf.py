@@ -57,7 +57,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
@@ -109,10 +109,23 @@ _SCALAR_SIZE = {t: struct.calcsize("<" + f) for t, f in _SCALAR.items()}
 @dataclass(frozen=True)
 class Value:
     """A typed metadata value. For ``ARRAY``, ``sub_type`` is the item type and ``value`` a list (of
-    plain Python values, or of ``Value`` for arrays of arrays)."""
+    plain Python values, or of ``Value`` for arrays of arrays).
+
+    ``bits``: for a FLOAT32 value or a FLOAT32 array, the stored bytes (little-endian, 4 per item).
+    The Python float in ``value`` goes through a double, which sets a signalling NaN's quiet bit;
+    ``bits`` is exactly what the file holds (what ggml returns)."""
     value: Any
     type: ValueType
     sub_type: Optional[ValueType] = None
+    bits: Optional[bytes] = field(default=None, compare=False)
+
+    def exact(self) -> Any:
+        """``value`` with FLOAT32 items as numpy float32 scalars made from ``bits`` (bit for bit),
+        for writing back; other values unchanged."""
+        if self.bits is None:
+            return self.value
+        f = np.frombuffer(self.bits, dtype="<f4")
+        return f[0] if self.type == ValueType.FLOAT32 else list(f)
 
     def plain(self) -> Any:
         """The value without type information (nested arrays become nested lists)."""
@@ -398,9 +411,12 @@ def _read_strings(c: _Cursor, n: int, what: str) -> list:
 
 def _read_value(c: _Cursor, vt: ValueType, what: str, depth: int = 0) -> Value:
     if vt in _SCALAR:
+        raw = bytes(c.buf[c.pos:c.pos + 4]) if vt == ValueType.FLOAT32 else None
         v = c.unpack(_SCALAR[vt], what)
         if vt == ValueType.BOOL:
             v = v != 0      # llama.cpp: any non-zero byte is true
+        if raw is not None:
+            return Value(v, vt, bits=raw if c.order == "<" else raw[::-1])
         return Value(v, vt)
     if vt == ValueType.STRING:
         return Value(c.string(what), vt)
@@ -422,6 +438,8 @@ def _read_value(c: _Cursor, vt: ValueType, what: str, depth: int = 0) -> Value:
             items = [bool(x) for x in a.tolist()]
         else:
             items = a.tolist()
+        if sub == ValueType.FLOAT32:
+            return Value(items, vt, sub, bits=a.view(c.order + "u4").astype("<u4").tobytes())
         return Value(items, vt, sub)
     if sub == ValueType.STRING:
         return Value(_read_strings(c, n, what), vt, sub)
@@ -722,7 +740,7 @@ class GGUFWriter:
         out = [self._p("I", int(sub)), self._count(len(items))]
         for x in items:
             if isinstance(x, Value):
-                out.append(self._value(x.value, x.type, x.sub_type))
+                out.append(self._value(x.exact(), x.type, x.sub_type))
             else:
                 out.append(self._value(x, sub, None))
         return b"".join(out)
@@ -734,7 +752,7 @@ class GGUFWriter:
         for key, v in self.kv.items():
             out.append(self._string(key))
             out.append(self._p("I", int(v.type)))
-            out.append(self._value(v.value, v.type, v.sub_type))
+            out.append(self._value(v.exact(), v.type, v.sub_type))
         rel = 0
         for t in self.tensors:
             out.append(self._string(t.name))

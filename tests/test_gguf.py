@@ -216,6 +216,25 @@ def test_reader_agrees_with_gguf_py_reader(tmp_path, seed, big):
         assert bytes(o.raw) == np.asarray(t.data).tobytes()
 
 
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_float32_signalling_nan_metadata_kept_bit_for_bit(order):
+    """A FLOAT32 value or array item that is a signalling NaN: a Python float would set its quiet bit
+    (float -> double); Value.bits keeps the stored bytes, the parse reports them, and writing the
+    values back gives the same file."""
+    snan, neg = np.uint32(0x7F800001), np.uint32(0xFFA00055)
+    w = G.GGUFWriter(byte_order=order)
+    w.add("general.architecture", "llama")
+    w.add("f.snan", np.array([snan]).view(np.float32)[0], G.ValueType.FLOAT32)
+    w.add("a.snan", [np.float32(0.5)] + list(np.array([snan, neg]).view(np.float32)), G.ValueType.ARRAY,
+          G.ValueType.FLOAT32)
+    raw = w.to_bytes()
+    g = G.parse(raw)
+    assert g.values["f.snan"].bits == struct.pack("<I", 0x7F800001)
+    assert g.values["a.snan"].bits == struct.pack("<III", 0x3F000000, 0x7F800001, 0xFFA00055)
+    assert struct.pack("<f", g.values["f.snan"].value) != g.values["f.snan"].bits   # the float is quieted
+    assert G.to_bytes(g.values, (), order) == raw
+
+
 @pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_round_trip_every_version_and_order(tmp_path, version, order):

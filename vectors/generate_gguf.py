@@ -508,6 +508,11 @@ def adversarial(add, ext):
     b.tensor("w", 0, [1]).tensor("W", 0, [1])
     add("valid", "values", "keys and tensor names that differ only in case (both kept), a 300-byte key",
         ["CaseSensitive", "LongKey"], b)
+    snan, neg_snan = bytes.fromhex("0100807f"), bytes.fromhex("5500a0ff")   # quiet bit clear, payloads 1 / 0x200055
+    b = base().kv("f.snan", "FLOAT32", snan).kv("a.snan", "ARRAY", [0.5, snan, neg_snan], "FLOAT32")
+    add("valid", "values", "signalling NaNs (quiet bit clear, with payloads) as a FLOAT32 value and in a "
+        "FLOAT32 array: ggml keeps the bits (a conversion through double would set the quiet bit)",
+        ["SpecialFloat", "SignallingNaN"], b)
 
 
 # ------------------------------------------------------------------------------------------------
