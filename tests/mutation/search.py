@@ -27,7 +27,8 @@ only visits where the mutant can differ) and visits of the largest value with ev
 ``--roundtrip-q3 SECONDS`` is step (e) with 1 ... 14 other levels near |M|/8 (random, checked against
 make_q3_quants); ``--drifted-pair-q3 SECONDS`` scans the pair state {M, z} with sums a few float32
 steps off their exact values, the last step before the mutant can differ; ``--chain-q3 SECONDS
---helpers H`` searches the shortest runs that could reach such a state.
+--helpers H`` searches the shortest runs that could reach such a state, ``--first-removal-q3
+H:LO:HI`` enumerates their first step for every M in [LO, HI).
 """
 
 from __future__ import annotations
@@ -534,6 +535,67 @@ def run_chain_q3(budget: float, seed: int, H: int) -> int:
     return 1 if tot.get("low_groups", 0) else 0
 
 
+def q3_first_removal(m, H: int, W: int = 3):
+    """The first removal of a helper chain (see q3_chain_groups) for every M = -m of the vector m: z
+    -2..4 float32 steps from |M|/8, either sign, at level +-1 from the initial rounding or from a
+    proposal in the exact state {M} (the same sums); helpers h_1 ..
+    h_H, each within -W..W steps of the tie of the scale of {M, z, h_1 .. h_i-1}, either sign, at
+    level 0 initially, added in that order (sums in the run's order: z and M, then h_1, ..., h_H);
+    is h_H set back to 0 on its next visit? Every removal must be the last-added level's, so a chain
+    that ends in a drifted pair state starts with this one. Returns (states, hits)."""
+    import itertools
+    from ggspec.reference.search import nearest_int_array as ni
+    f32 = np.float32
+
+    def step(v, d):
+        return (v.view(np.int32) + np.int32(d)).view(f32)
+    M = -m
+    wM = M * M
+    uM, tM = (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
+    hits, n = [], 0
+    offs = [(d, sg) for d in range(-W, W + 1) for sg in (1, -1)]
+    for zt in range(-2, 5):
+        for zs in (1, -1):
+            z = step(m / f32(8), zt) * f32(zs)
+            # z at level +-1 from the initial rounding, or added to M alone (the same sums)
+            ok0 = (np.abs(ni((f32(-4.0) / M) * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
+            P0, Q0 = (z * z * z) * f32(zs) + uM, ((z * z) * f32(zs)) * f32(zs) + tM
+            for combo in itertools.product(offs, repeat=H):
+                P, Q, ok = P0, Q0, ok0.copy()
+                for d, sg in combo:
+                    h = step((f32(0.5) * P) / Q, d) * f32(sg)
+                    w = h * h
+                    nl = np.clip(ni((h * Q) / P), -4, 3)
+                    ok &= (ni((f32(-4.0) / M) * h) == 0) & (np.abs(nl) == 1)
+                    nf = nl.astype(f32)
+                    S1, S2 = P + (w * h) * nf, Q + (w * nf) * nf
+                    ok &= (S2 > 0) & ((S1 * S1) * Q > (P * P) * S2)
+                    P, Q = S1, S2
+                P1, Q1 = P - (w * h) * nf, Q - (w * nf) * nf
+                prop = ok & (P1 > 0) & (np.clip(ni((h * Q1) / P1), -4, 3) == 0)
+                acc = prop & (Q1 > 0) & ((P1 * P1) * Q > (P * P) * Q1)
+                n += int(ok.sum())
+                hits += [(float(m[r]), zt, zs, combo) for r in np.nonzero(acc)[0]]
+    return n, hits
+
+
+def run_first_removal_q3(spec: str) -> int:
+    """--first-removal-q3 H:LO:HI: q3_first_removal for every float32 m in [LO, HI)."""
+    H, lo, hi = spec.split(":")
+    a, b = np.float32(lo).view(np.int32), np.float32(hi).view(np.int32)
+    t0, total, hits = time.perf_counter(), 0, []
+    with np.errstate(all="ignore"):
+        for c in range(int(a), int(b), 1 << 16):
+            n, h = q3_first_removal(np.arange(c, min(c + (1 << 16), int(b)), dtype=np.int32).view(np.float32), int(H))
+            total += n
+            hits += h
+    for h in hits[:10]:
+        print("    removed:", h)
+    print(f"# {H} helpers, M in [{lo}, {hi}): {total} chains with every helper added, "
+          f"{len(hits)} first removals ({time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
 def q3_pair_scan(e: int, W: int = 6, chunk: int = 1 << 19) -> dict:
     """make_q3_quants' state {M: -4, z: +-1}, all else 0, for every float32 M = -(1 + k/2^23)*2^e
     and z within W float32 steps of |M|/8, either sign, z's level from the initial rounding or from
@@ -611,7 +673,11 @@ def main(argv=None) -> int:
     ap.add_argument("--chain-q3", type=float, default=0.0, metavar="SECONDS",
                     help="directed search of helper chains ending in a drifted pair state")
     ap.add_argument("--helpers", type=int, default=2, help="--chain-q3: helpers (1..4)")
+    ap.add_argument("--first-removal-q3", default="", metavar="H:LO:HI",
+                    help="every M in [LO, HI): can the last of H helpers be set back to 0")
     args = ap.parse_args(argv)
+    if args.first_removal_q3:
+        return run_first_removal_q3(args.first_removal_q3)
     if args.chain_q3:
         return run_chain_q3(args.chain_q3, args.seed, args.helpers)
     if args.roundtrip_q3:
