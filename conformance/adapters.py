@@ -107,8 +107,10 @@ class ReferenceImpl:
         from . import sizes
         if model.get("architecture") != "llama":
             raise UnsupportedTypeError(f"the size models know Llama-family models, not {model.get('architecture')}")
+        tied = not any(t["name"] == "output.weight" for t in model["tensors"])  # token_embd doubles as output
         arch = sizes.llama_architecture(model["n_embd"], model["n_layer"], model["n_head"], model["n_head_kv"],
-                                        model["n_ff"], model["n_vocab"], name=model.get("name", "model"))
+                                        model["n_ff"], model["n_vocab"], name=model.get("name", "model"),
+                                        tied_embeddings=tied)
         ov = dict(overrides or {})
         if "tensor_types" in ov:
             ov["tensor_types"] = tuple(tuple(x) for x in ov["tensor_types"])

@@ -21,7 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-ARCHS = ("llama-2-7b", "llama-2-70b", "mistral-7b", "codellama-34b", "odd-320", "odd-ff-1000")
+ARCHS = ("llama-2-7b", "llama-2-70b", "mistral-7b", "codellama-34b", "odd-320", "odd-ff-1000",
+         # appended later (earlier tcIds stay): tied embeddings, no output.weight -- token_embd takes the
+         # output's rules (llama-quant.cpp's has_tied_embeddings, decided from the tensor names)
+         "tied-1b", "tied-odd-320")
 OVERRIDES = [
     ("Q4_K_M", {"token_embedding_type": "Q8_0", "output_tensor_type": "Q8_0"}),
     ("Q4_K_M", {"tensor_types": [["attn_v", "Q8_0"], ["ffn_down", "Q5_K"]]}),
@@ -35,6 +38,10 @@ def model_desc(name: str) -> dict:
     from ggspec.conformance import sizes as S
     if name == "odd-320":
         arch = S.llama_architecture(320, 16, 5, 1, 960, 1000, name="odd-320")
+    elif name == "tied-1b":         # the shape of Llama 3.2 1B (tie_word_embeddings)
+        arch = S.llama_architecture(2048, 16, 32, 8, 8192, 128256, name="tied-1b", tied_embeddings=True)
+    elif name == "tied-odd-320":    # tied, rows of 320: not a multiple of 256 (the output rule's Q8_0)
+        arch = S.llama_architecture(320, 4, 5, 1, 960, 1000, name="tied-odd-320", tied_embeddings=True)
     elif name == "odd-ff-1000":    # ffn_down rows of 1000: not a multiple of 32 either (the F16 fallback)
         arch = S.llama_architecture(256, 2, 4, 2, 1000, 1000, name="odd-ff-1000")
     else:

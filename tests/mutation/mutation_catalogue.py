@@ -1420,6 +1420,15 @@ CATALOGUE += [
            "    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8",
            "    return i_layer <= n_layers // 8 or i_layer >= 7 * n_layers // 8",
            "use_more_bits: the first eighth of the layers plus one", suite="mix"),
+    # tied embeddings (no output.weight): token_embd takes the output's rules
+    Mutant("mix-tied-embd-own-rule", "mix", MX,
+           '    if cat == "output" or (qs.tied and cat == "token_embd"):',
+           '    if cat == "output":',
+           "tied embeddings: token_embd keeps the token-embedding rule instead of the output's", suite="mix"),
+    Mutant("mix-tied-from-hparams", "mix", MX,
+           '                tied="output.weight" not in info)',
+           '                tied=False)',
+           "tied embeddings decided from the architecture, not from the missing output.weight", suite="mix"),
 ]
 
 BY_ID = {m.id: m for m in CATALOGUE}
