@@ -535,14 +535,18 @@ def run_chain_q3(budget: float, seed: int, H: int) -> int:
     return 1 if tot.get("low_groups", 0) else 0
 
 
-def q3_first_removal(m, H: int, W: int = 3):
+def q3_first_removal(m, H: int, W: int = 3, signs: bool = True):
     """The first removal of a helper chain (see q3_chain_groups) for every M = -m of the vector m: z
     -2..4 float32 steps from |M|/8, either sign, at level +-1 from the initial rounding or from a
     proposal in the exact state {M} (the same sums); helpers h_1 ..
     h_H, each within -W..W steps of the tie of the scale of {M, z, h_1 .. h_i-1}, either sign, at
     level 0 initially, added in that order (sums in the run's order: z and M, then h_1, ..., h_H);
     is h_H set back to 0 on its next visit? Every removal must be the last-added level's, so a chain
-    that ends in a drifted pair state starts with this one. Returns (states, hits)."""
+    that ends in a drifted pair state starts with this one. Returns (states, hits).
+
+    ``signs=False`` takes z and every helper positive only: with levels +-1 every term is sign-free
+    (``(w*x)*l = |x|^3``, ``(w*l)*l = x^2``), nearest_int is odd and the +-1 levels are not clamped,
+    so a negative value gives the same sums and the same decisions as its magnitude."""
     import itertools
     from ggspec.reference.search import nearest_int_array as ni
     f32 = np.float32
@@ -553,9 +557,9 @@ def q3_first_removal(m, H: int, W: int = 3):
     wM = M * M
     uM, tM = (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
     hits, n = [], 0
-    offs = [(d, sg) for d in range(-W, W + 1) for sg in (1, -1)]
+    offs = [(d, sg) for d in range(-W, W + 1) for sg in ((1, -1) if signs else (1,))]
     for zt in range(-2, 5):
-        for zs in (1, -1):
+        for zs in ((1, -1) if signs else (1,)):
             z = step(m / f32(8), zt) * f32(zs)
             # z at level +-1 from the initial rounding, or added to M alone (the same sums)
             ok0 = (np.abs(ni((f32(-4.0) / M) * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
@@ -580,18 +584,22 @@ def q3_first_removal(m, H: int, W: int = 3):
 
 
 def run_first_removal_q3(spec: str) -> int:
-    """--first-removal-q3 H:LO:HI: q3_first_removal for every float32 m in [LO, HI)."""
-    H, lo, hi = spec.split(":")
+    """--first-removal-q3 H:LO:HI[:W[:+]]: q3_first_removal for every float32 m in [LO, HI); helpers
+    within W steps of their tie (default 3); '+' = positive values only (see q3_first_removal)."""
+    H, lo, hi, *rest = spec.split(":")
+    W = int(rest[0]) if rest else 3
+    signs = not (len(rest) > 1 and rest[1] == "+")
     a, b = np.float32(lo).view(np.int32), np.float32(hi).view(np.int32)
     t0, total, hits = time.perf_counter(), 0, []
     with np.errstate(all="ignore"):
         for c in range(int(a), int(b), 1 << 16):
-            n, h = q3_first_removal(np.arange(c, min(c + (1 << 16), int(b)), dtype=np.int32).view(np.float32), int(H))
+            n, h = q3_first_removal(np.arange(c, min(c + (1 << 16), int(b)), dtype=np.int32).view(np.float32),
+                                    int(H), W, signs)
             total += n
             hits += h
     for h in hits[:10]:
         print("    removed:", h)
-    print(f"# {H} helpers, M in [{lo}, {hi}): {total} chains with every helper added, "
+    print(f"# {H} helpers (W {W}{'' if signs else ', positive'}), M in [{lo}, {hi}): {total} chains with every helper added, "
           f"{len(hits)} first removals ({time.perf_counter() - t0:.0f}s)")
     return 0
 
