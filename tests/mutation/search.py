@@ -583,6 +583,53 @@ def q3_first_removal(m, H: int, W: int = 3, signs: bool = True):
     return n, hits
 
 
+def q3_first_removal_dfs(m, H: int, W: int = 3):
+    """q3_first_removal(m, H, W, signs=False), depth first: each helper's additions are computed only
+    for the rows (M, z, helpers so far) in which every earlier helper was added, so offsets that are
+    never added (below the tie) prune their whole subtree. Same count and hits."""
+    from ggspec.reference.search import nearest_int_array as ni
+    f32 = np.float32
+
+    def step(v, d):
+        return (v.view(np.int32) + np.int32(d)).view(f32)
+    M = -m
+    wM = M * M
+    uM, tM = (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
+    iscale = f32(-4.0) / M
+    hits, n = [], 0
+
+    def go(rows, P, Q, zt, combo):
+        nonlocal n
+        for d in range(-W, W + 1):
+            h = step((f32(0.5) * P) / Q, d)
+            w = h * h
+            nl = np.clip(ni((h * Q) / P), -4, 3)
+            ok = (ni(iscale[rows] * h) == 0) & (np.abs(nl) == 1)
+            nf = nl.astype(f32)
+            S1, S2 = P + (w * h) * nf, Q + (w * nf) * nf
+            ok &= (S2 > 0) & ((S1 * S1) * Q > (P * P) * S2)
+            if not ok.any():
+                continue
+            k = np.nonzero(ok)[0]
+            if len(combo) + 1 < H:
+                go(rows[k], S1[k], S2[k], zt, combo + (d,))
+                continue
+            hk, wk, nk, T1, T2 = h[k], w[k], nf[k], S1[k], S2[k]
+            P1, Q1 = T1 - (wk * hk) * nk, T2 - (wk * nk) * nk   # the round trip
+            prop = (P1 > 0) & (np.clip(ni((hk * Q1) / P1), -4, 3) == 0)
+            acc = prop & (Q1 > 0) & ((P1 * P1) * T2 > (T1 * T1) * Q1)
+            n += len(k)
+            hits.extend((float(m[rows[k][r]]), zt, 1, combo + (d,)) for r in np.nonzero(acc)[0])
+
+    for zt in range(-2, 5):
+        z = step(m / f32(8), zt)
+        ok0 = (np.abs(ni(iscale * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
+        rows = np.nonzero(ok0)[0]
+        P0, Q0 = ((z * z * z) + uM)[rows], ((z * z) + tM)[rows]
+        go(rows, P0, Q0, zt, ())
+    return n, hits
+
+
 def run_first_removal_q3(spec: str) -> int:
     """--first-removal-q3 H:LO:HI[:W[:+]]: q3_first_removal for every float32 m in [LO, HI); helpers
     within W steps of their tie (default 3); '+' = positive values only (see q3_first_removal)."""
@@ -593,8 +640,8 @@ def run_first_removal_q3(spec: str) -> int:
     t0, total, hits = time.perf_counter(), 0, []
     with np.errstate(all="ignore"):
         for c in range(int(a), int(b), 1 << 16):
-            n, h = q3_first_removal(np.arange(c, min(c + (1 << 16), int(b)), dtype=np.int32).view(np.float32),
-                                    int(H), W, signs)
+            mm = np.arange(c, min(c + (1 << 16), int(b)), dtype=np.int32).view(np.float32)
+            n, h = q3_first_removal(mm, int(H), W, signs) if signs else q3_first_removal_dfs(mm, int(H), W)
             total += n
             hits += h
     for h in hits[:10]:
