@@ -810,6 +810,30 @@ def late_cases(t: GGMLType) -> list:
     return []
 
 
+# Late dequantize group (appended after every other group of the type, so earlier tcIds stay):
+# blocks whose two fp16 fields (d and the min) hold *different* non-finite values, so that the
+# NaN that survives d*q + m / d*q - m is pinned down: +Inf d (Inf*0 makes the default NaN) with a
+# payload NaN min, and two NaNs of different payload and sign, both ways round. SpecialScale sets
+# both fields to the same value, where the operand order cannot show.
+LATE_DEQ_PAIRS = ((0x7C00, 0x7E55), (0x7C01, 0xFE5A), (0xFE5A, 0x7C01))
+LATE_DEQ_FIELDS = {"Q4_1": (0, 2), "Q5_1": (0, 2), "Q2_K": (80, 82), "Q4_K": (0, 2), "Q5_K": (0, 2)}
+
+
+def late_dequant_blocks(t: GGMLType) -> list:
+    """(comment, flags, raw, n) dequantize cases appended last (see LATE_DEQ_PAIRS)."""
+    if t.name not in LATE_DEQ_FIELDS:
+        return []
+    rng = np.random.default_rng([LATE_SEED, 17, zlib.crc32(t.name.encode())])
+    b = rng.integers(0, 256, (len(LATE_DEQ_PAIRS), t.type_size), dtype=np.uint8)
+    od, om = LATE_DEQ_FIELDS[t.name]
+    for i, (d, m) in enumerate(LATE_DEQ_PAIRS):
+        b[i, od:od + 2] = [d & 0xFF, d >> 8]
+        b[i, om:om + 2] = [m & 0xFF, m >> 8]
+    pairs = ", ".join(f"({d:#06x}, {m:#06x})" for d, m in LATE_DEQ_PAIRS)
+    return [(f"random blocks with (d, min) fp16 fields {pairs}: which NaN d*q +- m keeps", ["SpecialScale"],
+             b.tobytes(), len(LATE_DEQ_PAIRS) * t.block_size)]
+
+
 def _f16(raw, off) -> np.float32:
     return np.frombuffer(raw, "<u2", 1, off).view(np.float16).astype(np.float32)[0]
 
@@ -1019,6 +1043,14 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
     if extra:
         dt = []
         for c, fl, raw, n in extra:
+            tc += 1
+            dt.append({"tcId": tc, "comment": c, "flags": fl, "n": int(n), "input_hex": raw.hex(),
+                       "expected_f32_hex": f32_to_hex(oracle.dequantize(t, raw, n))})
+        groups.append({"op": "dequantize", "source": deq_src, "tests": dt})
+    late_deq = late_dequant_blocks(t)
+    if late_deq:
+        dt = []
+        for c, fl, raw, n in late_deq:
             tc += 1
             dt.append({"tcId": tc, "comment": c, "flags": fl, "n": int(n), "input_hex": raw.hex(),
                        "expected_f32_hex": f32_to_hex(oracle.dequantize(t, raw, n))})
