@@ -123,6 +123,31 @@ ROPE_ADVERSARIAL = [
     ("neox", 2, "yarn12.31-magnitude", "YaRN freq_scale 0.081218585 (the magnitude 1 + 0.1 ln(1/s) differs "
      "in float32 and float64)", dict(freq_base=10000.0, freq_scale=0.08121858537197113, ext_factor=1.0,
                                      attn_factor=1.0, beta_fast=32.0, beta_slow=1.0, n_ctx_orig=4096)),
+    # issue 15, second round (each kills a catalogued mutant the sweep let through, docs/vectors.md):
+    # - frequency factors with a scale that is not a power of two: freq_scale*(theta/ff) and
+    #   (freq_scale*theta)/ff round differently (the sweep had ff only with freq_scale 1);
+    # - the same under YaRN (ff on theta_extrap too);
+    # - correction dims outside [0, n_dims-1]: beta_fast 1e6 with n_ctx_orig 1e6 puts the low one at
+    #   floor(-8.5) (clamped to 0) and beta_slow 0.1 with base 1000 the high one at ceil(66.2) (clamped to 63);
+    #   n_ctx_orig 128 with beta_fast 32 a realistic negative low one (small training context);
+    # - YaRN with n_ctx_orig 0: logf(0) = -Inf, so high = MIN(n_dims-1, -Inf) = -Inf and
+    #   MAX(0.001f, high - low) = 0.001f (the ramp is 1 on pair 0 and 0 elsewhere).
+    ("normal", 0, "llama3-linear3", "frequency factors (rope_freqs) with linear freq_scale 1/3",
+     dict(freq_base=500000.0, freq_scale=float(F32(1 / 3)), ext_factor=0.0, attn_factor=1.0, beta_fast=32.0,
+          beta_slow=1.0, n_ctx_orig=0, freq_factors="llama3")),
+    ("neox", 2, "yarn2.5-ff", "YaRN factor 2.5 with frequency factors (LongRoPE-style)",
+     dict(freq_base=10000.0, freq_scale=float(F32(1 / 2.5)), ext_factor=1.0, attn_factor=1.0, beta_fast=32.0,
+          beta_slow=1.0, n_ctx_orig=4096, freq_factors="longrope")),
+    ("normal", 0, "yarn4-corr-outside", "YaRN factor 4, base 1000, beta_fast 1e6, beta_slow 0.1, n_ctx_orig 1e6 "
+     "(correction dims -9 and 67, clamped to 0 and 63)",
+     dict(freq_base=1000.0, freq_scale=0.25, ext_factor=1.0, attn_factor=1.0, beta_fast=1000000.0,
+          beta_slow=0.1, n_ctx_orig=1000000)),
+    ("neox", 2, "yarn4-ctx128", "YaRN factor 4, n_ctx_orig 128 (low correction dim -1, clamped to 0)",
+     dict(freq_base=10000.0, freq_scale=0.25, ext_factor=1.0, attn_factor=1.0, beta_fast=32.0, beta_slow=1.0,
+          n_ctx_orig=128)),
+    ("normal", 0, "yarn4-ctx0", "YaRN factor 4 with n_ctx_orig 0 (high correction dim -Inf)",
+     dict(freq_base=10000.0, freq_scale=0.25, ext_factor=1.0, attn_factor=1.0, beta_fast=32.0, beta_slow=1.0,
+          n_ctx_orig=0)),
 ]
 ROPE_ADVERSARIAL_POSITIONS = np.array([0, 1, 17, 511, 4096, 32767, 1_000_000, 2 ** 31 - 1], np.int32)
 
@@ -173,9 +198,14 @@ def build_rope(ops: Ops) -> dict:
         params = {"mode": mode_name, "mode_id": mode, "n_dims": 64, "freq_base": kw["freq_base"],
                   "freq_scale": kw["freq_scale"], "ext_factor": kw["ext_factor"], "attn_factor": kw["attn_factor"],
                   "beta_fast": kw["beta_fast"], "beta_slow": kw["beta_slow"], "n_ctx_orig": kw["n_ctx_orig"]}
+        ff = None
+        if kw.get("freq_factors"):     # named like the sweep's factor sets (rope_configs)
+            ff = {key: c.get("freq_factors") for key, _, c in rope_configs(64)}[kw["freq_factors"]]
+            params["freq_factors_f32_hex"] = f32_to_hex(ff)
         pos = ROPE_ADVERSARIAL_POSITIONS
         x = rng.standard_normal((pos.size, 1, 64)).astype(np.float32)
-        kwargs = dict(params, freq_factors=None)
+        kwargs = {k: v for k, v in params.items() if k != "freq_factors_f32_hex"}
+        kwargs["freq_factors"] = ff
         del kwargs["mode_id"]
         kwargs["mode"] = mode
         y = ops.portable("rope_ext", x, pos, **kwargs)
