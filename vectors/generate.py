@@ -26,7 +26,7 @@ import numpy as np
 from ggspec.conformance import libggml
 from ggspec.conformance.strategies import F16_FIELDS
 from ggspec.conformance.vectors import SCHEMA, f32_to_hex
-from ggspec.reference.types import LIVE_TYPES, FAMILY_MODULES, GGMLType
+from ggspec.reference.types import LIVE_TYPES, FAMILY_MODULES, GGMLType, get_type
 
 SEED = 1
 N_PER_ROW = 256
@@ -834,6 +834,112 @@ def late_dequant_blocks(t: GGMLType) -> list:
              b.tobytes(), len(LATE_DEQ_PAIRS) * t.block_size)]
 
 
+# Late dequantize group "GridCoverage": blocks that use every i-quant grid entry that no other
+# dequantization-checked block of the file uses (the oracle's quantizers never pick some entries, and
+# random bytes reach only a few), so a mistyped grid entry shows. The iq1s grid is shared: IQ1_M's
+# blocks carry the entries that neither IQ1_S's file nor IQ1_M's earlier groups use.
+GRID_SIZES = {"IQ2_XXS": 256, "IQ2_XS": 512, "IQ2_S": 1024, "IQ3_S": 512, "IQ1_M": 2048}
+_GRID_GROUPS = {"IQ2_XXS": 32, "IQ2_XS": 32, "IQ2_S": 32, "IQ3_S": 64, "IQ1_S": 32, "IQ1_M": 32}
+
+
+def grid_indices(name: str, blk: bytes) -> np.ndarray:
+    """The grid index of each group of 8 (4 for IQ3_S) weights of one block, in weight order
+    (ggml-common.h layouts, as dequantize_row_iq* reads them)."""
+    a = np.frombuffer(blk, np.uint8).astype(np.int64)
+    if name == "IQ2_XXS":
+        return a[2:66].reshape(8, 8)[:, :4].reshape(-1)             # bytes 0..3 of each 8-byte pair
+    if name == "IQ2_XS":
+        return np.frombuffer(blk, "<u2", 32, 2).astype(np.int64) & 511
+    if name == "IQ2_S":
+        qh = a[66:74]
+        return (a[2:34].reshape(8, 4) | ((qh[:, None] << (8 - 2 * np.arange(4))) & 0x300)).reshape(-1)
+    if name == "IQ3_S":
+        qh = a[66:74]
+        return (a[2:66].reshape(8, 8) | (((qh[:, None] >> np.arange(8)) & 1) << 8)).reshape(-1)
+    if name == "IQ1_S":
+        qh = np.frombuffer(blk, "<u2", 8, 34).astype(np.int64)
+        return (a[2:34].reshape(8, 4) | (((qh[:, None] >> (3 * np.arange(4))) & 7) << 8)).reshape(-1)
+    if name == "IQ1_M":
+        qs, qh = a[0:32].reshape(8, 4), a[32:48].reshape(8, 2)
+        return np.stack([qs[:, 0] | ((qh[:, 0] << 8) & 0x700), qs[:, 1] | ((qh[:, 0] << 4) & 0x700),
+                         qs[:, 2] | ((qh[:, 1] << 8) & 0x700), qs[:, 3] | ((qh[:, 1] << 4) & 0x700)], 1).reshape(-1)
+    raise ValueError(name)
+
+
+def _set_grid_index(name: str, b: np.ndarray, g: int, idx: int) -> None:
+    """Store grid index ``idx`` for group ``g`` of block ``b`` (uint8 array), leaving signs and scales."""
+    if name == "IQ2_XXS":
+        b[2 + 8 * (g // 4) + g % 4] = idx
+    elif name == "IQ2_XS":
+        v = int(b[2 + 2 * g]) | int(b[3 + 2 * g]) << 8
+        v = (v & ~511) | idx
+        b[2 + 2 * g], b[3 + 2 * g] = v & 0xFF, v >> 8
+    elif name == "IQ2_S":
+        ib, l = divmod(g, 4)
+        b[2 + g] = idx & 0xFF
+        b[66 + ib] = (int(b[66 + ib]) & ~(3 << (2 * l)) & 0xFF) | ((idx >> 8) << (2 * l))
+    elif name == "IQ3_S":
+        ib, k = divmod(g, 8)
+        b[2 + g] = idx & 0xFF
+        b[66 + ib] = (int(b[66 + ib]) & ~(1 << k) & 0xFF) | ((idx >> 8) << k)
+    elif name == "IQ1_M":
+        ib, l = divmod(g, 4)
+        b[4 * ib + l] = idx & 0xFF
+        q = 32 + 2 * ib + l // 2
+        sh = 4 * (l % 2)
+        b[q] = (int(b[q]) & ~(7 << sh) & 0xFF) | ((idx >> 8) << sh)
+
+
+def grid_coverage_blocks(t: GGMLType, used: set) -> list:
+    """(comment, flags, raw, n): random blocks (finite normal scale) whose grid indices are the entries
+    of the type's grid missing from ``used``, in order (the last block padded with entry 0)."""
+    if t.name not in GRID_SIZES:
+        return []
+    missing = [i for i in range(GRID_SIZES[t.name]) if i not in used]
+    if not missing:
+        return []
+    per = _GRID_GROUPS[t.name]
+    nb = -(-len(missing) // per)
+    rng = np.random.default_rng([LATE_SEED, 18, zlib.crc32(t.name.encode())])
+    blocks = rng.integers(0, 256, (nb, t.type_size), dtype=np.uint8)
+    d16 = np.array([0x3C00, 0x2E66, 0x1400, 0x5640], "<u2")
+    for k in range(nb):
+        d = int(d16[k % 4])
+        if t.name == "IQ1_M":   # the fp16 scale is the top nibble of the four uint16 scales
+            sc = blocks[k, 48:56].view("<u2").copy()
+            for j in range(4):
+                sc[j] = (sc[j] & 0x0FFF) | (((d >> (4 * j)) & 0xF) << 12)
+            blocks[k, 48:56] = sc.view(np.uint8)
+        else:
+            blocks[k, 0:2] = [d & 0xFF, d >> 8]
+        for g in range(per):
+            j = k * per + g
+            _set_grid_index(t.name, blocks[k], g, missing[j] if j < len(missing) else 0)
+    raw = blocks.tobytes()
+    got = set(np.concatenate([grid_indices(t.name, raw[i:i + t.type_size])
+                              for i in range(0, len(raw), t.type_size)]).tolist())
+    assert set(missing) <= got <= set(missing) | {0}
+    return [(f"{t.name}: {nb} random blocks using the {len(missing)} grid entries no earlier checked block uses",
+             ["GridCoverage", "RandomBytes"], raw, nb * t.block_size)]
+
+
+def checked_grid_indices(name: str, groups: list) -> set:
+    """Grid entries used by the blocks of ``groups`` whose dequantization a case checks."""
+    ts = {"IQ2_XXS": 66, "IQ2_XS": 74, "IQ2_S": 82, "IQ3_S": 110, "IQ1_S": 50, "IQ1_M": 56}[name]
+    used: set = set()
+    for g in groups:
+        for c in g["tests"]:
+            if g["op"] == "dequantize":
+                raw = bytes.fromhex(c["input_hex"])
+            elif "dequantized_f32_hex" in c:
+                raw = bytes.fromhex(c["expected_hex"])
+            else:
+                continue
+            for i in range(0, len(raw), ts):
+                used.update(grid_indices(name, raw[i:i + ts]).tolist())
+    return used
+
+
 def _f16(raw, off) -> np.float32:
     return np.frombuffer(raw, "<u2", 1, off).view(np.float16).astype(np.float32)[0]
 
@@ -1048,6 +1154,11 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
                        "expected_f32_hex": f32_to_hex(oracle.dequantize(t, raw, n))})
         groups.append({"op": "dequantize", "source": deq_src, "tests": dt})
     late_deq = late_dequant_blocks(t)
+    if t.name in GRID_SIZES:
+        used = checked_grid_indices(t.name, groups)
+        if t.name == "IQ1_M":   # the iq1s grid is shared with IQ1_S: its file's entries count too
+            used |= checked_grid_indices("IQ1_S", build(get_type("IQ1_S"), oracle)["testGroups"])
+        late_deq = late_deq + grid_coverage_blocks(t, used)
     if late_deq:
         dt = []
         for c, fl, raw, n in late_deq:
