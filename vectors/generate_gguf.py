@@ -513,6 +513,13 @@ def adversarial(add, ext):
     add("valid", "values", "signalling NaNs (quiet bit clear, with payloads) as a FLOAT32 value and in a "
         "FLOAT32 array: ggml keeps the bits (a conversion through double would set the quiet bit)",
         ["SpecialFloat", "SignallingNaN"], b)
+    # issue 15, second round (docs/vectors.md): an array count that fits the bytes left as items but
+    # not as bytes
+    u = base().kv("k", "ARRAY", [1, 2, 3], "INT32").build()
+    i = u.index(struct.pack("<IQ", 5, 3)) + 4
+    assert len(u) - (i + 8) < 4 * 10
+    add("invalid", "truncation", "an INT32 array count of 10 with 3 items (12 bytes) left: fewer bytes than "
+        "10 items take, more than 10 bytes", ["Truncated", "HugeArray"], u[:i] + struct.pack("<Q", 10) + u[i + 8:])
 
 
 # ------------------------------------------------------------------------------------------------
