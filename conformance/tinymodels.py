@@ -50,6 +50,7 @@ class TinySpec:
     wtype: str = "F32"            # type of the 2-D weight matrices (norms stay F32)
     seed: int = 0
     n_extra_tokens: int = 61
+    rope_orig_ctx: int = 0        # rope.scaling.original_context_length for yarn/longrope (0: n_ctx_train)
 
     @property
     def head_dim(self) -> int:
@@ -170,7 +171,7 @@ def write_tiny_llama(spec: TinySpec, path) -> Path:
         wr.add_rope_scaling_orig_ctx_len(spec.n_ctx_train)
     elif spec.rope == "longrope":
         wr.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
-        wr.add_rope_scaling_orig_ctx_len(spec.n_ctx_train)
+        wr.add_rope_scaling_orig_ctx_len(spec.rope_orig_ctx or spec.n_ctx_train)
         af = math.sqrt(1 + math.log(spec.rope_factor) / math.log(spec.n_ctx_train))
         wr.add_rope_scaling_attn_factors(af)
     tokens, scores, types = vocabulary(spec.n_extra_tokens)

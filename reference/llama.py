@@ -216,7 +216,9 @@ def rope_params_for_context(hp: LlamaHParams, cp: ContextParams, freq_factors=No
     if freq_factors is not None:                    # rope_freqs (llama3) wins
         ff = freq_factors
     elif long_factors is not None or short_factors is not None:
-        ff = long_factors if cp.n_ctx_cells > n_ctx_orig else short_factors   # get_rope_factors: n_ctx_seq > n_ctx_orig_yarn
+        # llama_model::get_rope_factors: n_ctx_seq > hparams.n_ctx_orig_yarn -- the GGUF's value, not the
+        # context's yarn_orig_ctx override (that one moves only YaRN's correction dims)
+        ff = long_factors if cp.n_ctx_cells > (hp.n_ctx_orig_yarn or hp.n_ctx_train) else short_factors
     return RopeParams(n_dims=hp.n_rot, mode="normal", freq_base=float(freq_base), freq_scale=float(freq_scale),
                       ext_factor=float(ext), attn_factor=float(attn), beta_fast=float(beta_fast),
                       beta_slow=float(beta_slow), n_ctx_orig=int(n_ctx_orig),

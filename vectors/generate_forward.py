@@ -43,8 +43,9 @@ def cases():
     small = dict(n_embd=64, n_head=4, n_ff=128, n_layer=2)
     out["llama-f32-mha-none"] = ("llama", _spec(wtype="F32", n_head_kv=None, rope="none", **small), None, ["MHA"])
     out["llama-f16-gqa-yarn"] = ("llama", _spec(wtype="F16", rope="yarn", **small), None, ["GQA", "YaRN"])
-    out["llama-f16-mqa-longrope"] = ("llama", _spec(wtype="F16", n_head_kv=1, rope="longrope", **small), None,
-                                     ["MQA", "LongRoPE"])
+    # original_context_length 4000 (not a multiple of 256): see OWN_RUNS
+    out["llama-f16-mqa-longrope"] = ("llama", _spec(wtype="F16", n_head_kv=1, rope="longrope", rope_orig_ctx=4000,
+                                                    **small), None, ["MQA", "LongRoPE"])
     out["llama-f16-gqa-ntk"] = ("llama", _spec(wtype="F16", rope="ntk", **small), None, ["GQA", "NTK"])
     out["llama-f16-gqa-linear"] = ("llama", _spec(wtype="F16", rope="linear", **small), None, ["GQA", "Linear"])
     out["llama-q4_k_m-gqa-llama3"] = ("llama", _spec(wtype="F32", rope="llama3"), "Q4_K_M", ["GQA", "Llama3", "Mix"])
@@ -92,6 +93,11 @@ OWN_RUNS = {
         ("-f32cache-flash", dict(n_ctx=256, type_k="F32", type_v="F32", flash_attn=True), 1),
     ]),
     "llama-q4_0-aligned": (ALIGNED_PROMPT, [("", dict(n_ctx=256), 2), ("-flash", dict(n_ctx=256, flash_attn=True), 1)]),
+    # LongRoPE's long/short choice (llama_model::get_rope_factors: n_ctx_seq > hparams.n_ctx_orig_yarn):
+    # n_ctx 3900 is padded to 4096 > 4000, the GGUF's original_context_length: long factors (3900 itself
+    # is not > 4000), and the context's yarn_orig_ctx = 8000 does not move the choice (4096 < 8000)
+    "llama-f16-mqa-longrope": (PROMPT, [("", dict(n_ctx=256), 8), ("-flash", dict(n_ctx=256, flash_attn=True), 4),
+                                        ("-ctx3900-orig8000", dict(n_ctx=3900, yarn_orig_ctx=8000), 1)]),
 }
 
 
