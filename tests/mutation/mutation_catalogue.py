@@ -1836,7 +1836,7 @@ CATALOGUE += [
            "YaRN attn_factor without llama.cpp's 1/(1 + 0.1 ln factor) (ggml's own magnitude applied twice)",
            suite="forward"),
     Mutant("longrope-always-long", "forward", LL,
-           "        ff = long_factors if cp.n_ctx_cells > n_ctx_orig else short_factors",
+           "        ff = long_factors if cp.n_ctx_cells > (hp.n_ctx_orig_yarn or hp.n_ctx_train) else short_factors",
            "        ff = long_factors if long_factors is not None else short_factors",
            "LongRoPE always uses the long factors (llama.cpp: short ones when the context fits n_ctx_orig)",
            suite="forward"),
