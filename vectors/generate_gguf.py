@@ -520,6 +520,9 @@ def adversarial(add, ext):
     assert len(u) - (i + 8) < 4 * 10
     add("invalid", "truncation", "an INT32 array count of 10 with 3 items (12 bytes) left: fewer bytes than "
         "10 items take, more than 10 bytes", ["Truncated", "HugeArray"], u[:i] + struct.pack("<Q", 10) + u[i + 8:])
+    b = base().kv("a.u32", "ARRAY", [0, 2**31, 2**32 - 1], "UINT32").kv("a.u16", "ARRAY", [2**15, 2**16 - 1], "UINT16")
+    add("valid", "values", "UINT32 and UINT16 arrays with the top bit set (2^31, 2^32 - 1, 2^15, 2^16 - 1)",
+        ["ValueTypes", "TopBit"], b)
 
 
 # ------------------------------------------------------------------------------------------------
