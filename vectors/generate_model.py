@@ -148,6 +148,10 @@ ROPE_ADVERSARIAL = [
     ("normal", 0, "yarn4-ctx0", "YaRN factor 4 with n_ctx_orig 0 (high correction dim -Inf)",
      dict(freq_base=10000.0, freq_scale=0.25, ext_factor=1.0, attn_factor=1.0, beta_fast=32.0, beta_slow=1.0,
           n_ctx_orig=0)),
+    # freq_scale > 1 under YaRN: ggml's magnitude 1 + 0.1f*logf(1/s) is below 1 (HF's get_mscale gives 1)
+    ("neox", 2, "yarn0.5-scale2", "YaRN with freq_scale 2 (factor 0.5: the magnitude 1 + 0.1 ln 0.5 < 1)",
+     dict(freq_base=10000.0, freq_scale=2.0, ext_factor=1.0, attn_factor=1.0, beta_fast=32.0, beta_slow=1.0,
+          n_ctx_orig=4096)),
 ]
 ROPE_ADVERSARIAL_POSITIONS = np.array([0, 1, 17, 511, 4096, 32767, 1_000_000, 2 ** 31 - 1], np.int32)
 
