@@ -823,15 +823,17 @@ def late_dequant_blocks(t: GGMLType) -> list:
     """(comment, flags, raw, n) dequantize cases appended last (see LATE_DEQ_PAIRS)."""
     if t.name not in LATE_DEQ_FIELDS:
         return []
+    # the 256-value K-quant blocks are large: only the pair of two NaNs there (the size budget)
+    pairs = LATE_DEQ_PAIRS if t.block_size == 32 else LATE_DEQ_PAIRS[1:2]
     rng = np.random.default_rng([LATE_SEED, 17, zlib.crc32(t.name.encode())])
-    b = rng.integers(0, 256, (len(LATE_DEQ_PAIRS), t.type_size), dtype=np.uint8)
+    b = rng.integers(0, 256, (len(pairs), t.type_size), dtype=np.uint8)
     od, om = LATE_DEQ_FIELDS[t.name]
-    for i, (d, m) in enumerate(LATE_DEQ_PAIRS):
+    for i, (d, m) in enumerate(pairs):
         b[i, od:od + 2] = [d & 0xFF, d >> 8]
         b[i, om:om + 2] = [m & 0xFF, m >> 8]
-    pairs = ", ".join(f"({d:#06x}, {m:#06x})" for d, m in LATE_DEQ_PAIRS)
-    return [(f"random blocks with (d, min) fp16 fields {pairs}: which NaN d*q +- m keeps", ["SpecialScale"],
-             b.tobytes(), len(LATE_DEQ_PAIRS) * t.block_size)]
+    what = ", ".join(f"({d:#06x}, {m:#06x})" for d, m in pairs)
+    return [(f"random block(s) with (d, min) fp16 fields {what}: which NaN d*q +- m keeps", ["SpecialScale"],
+             b.tobytes(), len(pairs) * t.block_size)]
 
 
 # Late dequantize group "GridCoverage": blocks that use every i-quant grid entry that no other
