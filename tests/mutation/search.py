@@ -583,10 +583,11 @@ def q3_first_removal(m, H: int, W: int = 3, signs: bool = True):
     return n, hits
 
 
-def q3_first_removal_dfs(m, H: int, W: int = 3):
+def q3_first_removal_dfs(m, H: int, W: int = 3, wins=None, zmax: int = 4):
     """q3_first_removal(m, H, W, signs=False), depth first: each helper's additions are computed only
     for the rows (M, z, helpers so far) in which every earlier helper was added, so offsets that are
-    never added (below the tie) prune their whole subtree. Same count and hits."""
+    never added (below the tie) prune their whole subtree. Same count and hits. ``wins`` gives helper
+    i its own window -wins[i] ... wins[i] (instead of W for all), ``zmax`` the highest step of z."""
     from ggspec.reference.search import nearest_int_array as ni
     f32 = np.float32
 
@@ -600,7 +601,8 @@ def q3_first_removal_dfs(m, H: int, W: int = 3):
 
     def go(rows, P, Q, zt, combo):
         nonlocal n
-        for d in range(-W, W + 1):
+        Wi = W if wins is None else wins[len(combo)]
+        for d in range(-Wi, Wi + 1):
             h = step((f32(0.5) * P) / Q, d)
             w = h * h
             nl = np.clip(ni((h * Q) / P), -4, 3)
@@ -621,7 +623,7 @@ def q3_first_removal_dfs(m, H: int, W: int = 3):
             n += len(k)
             hits.extend((float(m[rows[k][r]]), zt, 1, combo + (d,)) for r in np.nonzero(acc)[0])
 
-    for zt in range(-2, 5):
+    for zt in range(-2, zmax + 1):
         z = step(m / f32(8), zt)
         ok0 = (np.abs(ni(iscale * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
         rows = np.nonzero(ok0)[0]
@@ -631,22 +633,27 @@ def q3_first_removal_dfs(m, H: int, W: int = 3):
 
 
 def run_first_removal_q3(spec: str) -> int:
-    """--first-removal-q3 H:LO:HI[:W[:+]]: q3_first_removal for every float32 m in [LO, HI); helpers
-    within W steps of their tie (default 3); '+' = positive values only (see q3_first_removal)."""
+    """--first-removal-q3 H:LO:HI[:W[:+[:ZMAX]]]: q3_first_removal for every float32 m in [LO, HI);
+    helpers within W steps of their tie (default 3; "w1,w2,..." one window per helper, in the order
+    they are added); '+' = positive values only (see q3_first_removal); z up to ZMAX steps above
+    |M|/8 (default 4)."""
     H, lo, hi, *rest = spec.split(":")
-    W = int(rest[0]) if rest else 3
+    wins = [int(x) for x in rest[0].split(",")] if rest and "," in rest[0] else None
+    W = int(rest[0]) if rest and wins is None else (max(wins) if wins else 3)
     signs = not (len(rest) > 1 and rest[1] == "+")
+    zmax = int(rest[2]) if len(rest) > 2 else 4
     a, b = np.float32(lo).view(np.int32), np.float32(hi).view(np.int32)
     t0, total, hits = time.perf_counter(), 0, []
     with np.errstate(all="ignore"):
         for c in range(int(a), int(b), 1 << 16):
             mm = np.arange(c, min(c + (1 << 16), int(b)), dtype=np.int32).view(np.float32)
-            n, h = q3_first_removal(mm, int(H), W, signs) if signs else q3_first_removal_dfs(mm, int(H), W)
+            n, h = (q3_first_removal(mm, int(H), W, signs) if signs
+                    else q3_first_removal_dfs(mm, int(H), W, wins, zmax))
             total += n
             hits += h
     for h in hits[:10]:
         print("    removed:", h)
-    print(f"# {H} helpers (W {W}{'' if signs else ', positive'}), M in [{lo}, {hi}): {total} chains with every helper added, "
+    print(f"# {H} helpers (W {wins or W}, z -2..{zmax}{'' if signs else ', positive'}), M in [{lo}, {hi}): {total} chains with every helper added, "
           f"{len(hits)} first removals ({time.perf_counter() - t0:.0f}s)")
     return 0
 
