@@ -1147,14 +1147,19 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
         late = late_cases(t)
         if late and not t.requires_imatrix:
             add_groups([(c, fl, x, None) for c, fl, x in late], imatrix=False)
-    extra = exhaustive_blocks(t)
-    if extra:
+    def add_dequant_group(blocks):
+        """one dequantize group of (comment, flags, raw block bytes, n), the oracle's values expected"""
+        nonlocal tc
         dt = []
-        for c, fl, raw, n in extra:
+        for c, fl, raw, n in blocks:
             tc += 1
             dt.append({"tcId": tc, "comment": c, "flags": fl, "n": int(n), "input_hex": raw.hex(),
                        "expected_f32_hex": f32_to_hex(oracle.dequantize(t, raw, n))})
         groups.append({"op": "dequantize", "source": deq_src, "tests": dt})
+
+    extra = exhaustive_blocks(t)
+    if extra:
+        add_dequant_group(extra)
     late_deq = late_dequant_blocks(t)
     if t.name in GRID_SIZES:
         used = checked_grid_indices(t.name, groups)
@@ -1162,12 +1167,7 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
             used |= checked_grid_indices("IQ1_S", build(get_type("IQ1_S"), oracle)["testGroups"])
         late_deq = late_deq + grid_coverage_blocks(t, used)
     if late_deq:
-        dt = []
-        for c, fl, raw, n in late_deq:
-            tc += 1
-            dt.append({"tcId": tc, "comment": c, "flags": fl, "n": int(n), "input_hex": raw.hex(),
-                       "expected_f32_hex": f32_to_hex(oracle.dequantize(t, raw, n))})
-        groups.append({"op": "dequantize", "source": deq_src, "tests": dt})
+        add_dequant_group(late_deq)
 
     return {
         "schema": SCHEMA,

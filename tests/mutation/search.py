@@ -535,6 +535,19 @@ def run_chain_q3(budget: float, seed: int, H: int) -> int:
     return 1 if tot.get("low_groups", 0) else 0
 
 
+def _f32_step(v, d):
+    """v moved d float32 steps (v > 0)"""
+    return (v.view(np.int32) + np.int32(d)).view(np.float32)
+
+
+def _q3_max_terms(m):
+    """M = -m and its terms of sumlx and suml2 at level -4, in ggml's float32 order"""
+    f32 = np.float32
+    M = -m
+    wM = M * M
+    return M, (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
+
+
 def q3_first_removal(m, H: int, W: int = 3, signs: bool = True):
     """The first removal of a helper chain (see q3_chain_groups) for every M = -m of the vector m: z
     -2..4 float32 steps from |M|/8, either sign, at level +-1 from the initial rounding or from a
@@ -550,12 +563,8 @@ def q3_first_removal(m, H: int, W: int = 3, signs: bool = True):
     import itertools
     from ggspec.reference.search import nearest_int_array as ni
     f32 = np.float32
-
-    def step(v, d):
-        return (v.view(np.int32) + np.int32(d)).view(f32)
-    M = -m
-    wM = M * M
-    uM, tM = (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
+    step = _f32_step
+    M, uM, tM = _q3_max_terms(m)
     hits, n = [], 0
     offs = [(d, sg) for d in range(-W, W + 1) for sg in ((1, -1) if signs else (1,))]
     for zt in range(-2, 5):
@@ -590,12 +599,8 @@ def q3_first_removal_dfs(m, H: int, W: int = 3, wins=None, zmax: int = 4):
     i its own window -wins[i] ... wins[i] (instead of W for all), ``zmax`` the highest step of z."""
     from ggspec.reference.search import nearest_int_array as ni
     f32 = np.float32
-
-    def step(v, d):
-        return (v.view(np.int32) + np.int32(d)).view(f32)
-    M = -m
-    wM = M * M
-    uM, tM = (wM * M) * f32(-4), (wM * f32(-4)) * f32(-4)
+    step = _f32_step
+    M, uM, tM = _q3_max_terms(m)
     iscale = f32(-4.0) / M
     hits, n = [], 0
 
