@@ -637,29 +637,115 @@ def q3_first_removal_dfs(m, H: int, W: int = 3, wins=None, zmax: int = 4):
     return n, hits
 
 
+def q3_first_removal_states(m, H: int, wins, zmax: int = 4, low=None):
+    """q3_first_removal_dfs(m, H, wins=wins, zmax=zmax) over distinct states: the first removal of
+    helper H depends only on the sums (P, Q) before it and on its value, and a helper's window is
+    placed from those sums alone, so chains reaching the same (M, P, Q) are merged (their number
+    carried along). A helper's terms are about 2^-11 of the sums, so its window of float32 steps
+    moves them by far less than one ulp: a handful of distinct states per M and helper instead of
+    the product of the windows. ``low`` (default: z from -2, a helper from -wins[i]) is the lowest
+    step below the tie for z and every helper. Same chain count as the depth-first search; a hit is (m, one representative chain as the
+    window offsets in base 2·max(wins)+1, z's step first, number of chains merged in it)."""
+    from ggspec.reference.search import nearest_int_array as ni
+    f32 = np.float32
+    step = _f32_step
+    M, uM, tM = _q3_max_terms(m)
+    iscale = f32(-4.0) / M
+
+    def merge(rows, P, Q, cnt, path):
+        key = np.lexsort((Q.view(np.uint32), P.view(np.uint32), rows))
+        rows, P, Q, cnt, path = rows[key], P[key], Q[key], cnt[key], path[key]
+        new = np.ones(len(rows), bool)
+        new[1:] = ((rows[1:] != rows[:-1]) | (P[1:].view(np.uint32) != P[:-1].view(np.uint32))
+                   | (Q[1:].view(np.uint32) != Q[:-1].view(np.uint32)))
+        start = np.nonzero(new)[0]
+        return rows[start], P[start], Q[start], np.add.reduceat(cnt, start), path[start]
+
+    parts = []
+    for zt in range(-2 if low is None else -low, zmax + 1):
+        z = step(m / f32(8), zt)
+        ok0 = (np.abs(ni(iscale * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
+        rows = np.nonzero(ok0)[0]
+        parts.append((rows, ((z * z * z) + uM)[rows], ((z * z) + tM)[rows],
+                      np.ones(len(rows), np.int64), np.full(len(rows), zt, np.int64)))
+    state = merge(*(np.concatenate(c) for c in zip(*parts)))
+    n, hits, nstates = 0, [], [len(state[0])]
+    base = 2 * max(wins) + 1
+    for i in range(H):
+        rows, P, Q, cnt, path = state
+        Wi = wins[i]
+        parts = []
+        cur = [np.zeros_like(P), np.zeros_like(Q), np.zeros_like(cnt), np.zeros_like(path)]
+        cur_ok = np.zeros(len(rows), bool)
+        for d in range(-Wi if low is None else -low, Wi + 1):
+            h = step((f32(0.5) * P) / Q, d)
+            w = h * h
+            nl = np.clip(ni((h * Q) / P), -4, 3)
+            ok = (ni(iscale[rows] * h) == 0) & (np.abs(nl) == 1)
+            nf = nl.astype(f32)
+            S1, S2 = P + (w * h) * nf, Q + (w * nf) * nf
+            ok &= (S2 > 0) & ((S1 * S1) * Q > (P * P) * S2)
+            if i + 1 < H:
+                # runs of offsets giving the same next state are summed here (h moves the sums
+                # monotonically, so a parent's next states come in a few runs); merge() does the rest
+                same = ok & cur_ok & (S1.view(np.uint32) == cur[0].view(np.uint32)) \
+                    & (S2.view(np.uint32) == cur[1].view(np.uint32))
+                cur[2][same] += cnt[same]
+                done = cur_ok & ~same
+                parts.append((rows[done], cur[0][done], cur[1][done], cur[2][done], cur[3][done]))
+                fresh = ok & ~same
+                cur[0][fresh], cur[1][fresh] = S1[fresh], S2[fresh]
+                cur[2][fresh], cur[3][fresh] = cnt[fresh], path[fresh] * base + (d + Wi)
+                cur_ok = same | fresh
+                continue
+            k = np.nonzero(ok)[0]
+            if not len(k):
+                continue
+            pk = path[k] * base + (d + Wi)
+            hk, wk, nk, T1, T2 = h[k], w[k], nf[k], S1[k], S2[k]
+            P1, Q1 = T1 - (wk * hk) * nk, T2 - (wk * nk) * nk   # the round trip
+            prop = (P1 > 0) & (np.clip(ni((hk * Q1) / P1), -4, 3) == 0)
+            acc = prop & (Q1 > 0) & ((P1 * P1) * T2 > (T1 * T1) * Q1)
+            n += int(cnt[k].sum())
+            hits.extend((float(m[rows[k][r]]), int(pk[r]), int(cnt[k][r])) for r in np.nonzero(acc)[0])
+        if i + 1 < H:
+            parts.append((rows[cur_ok], cur[0][cur_ok], cur[1][cur_ok], cur[2][cur_ok], cur[3][cur_ok]))
+            if not sum(len(p[0]) for p in parts):
+                break
+            state = merge(*(np.concatenate(c) for c in zip(*parts)))
+            nstates.append(len(state[0]))
+    return n, hits, nstates
+
+
 def run_first_removal_q3(spec: str) -> int:
-    """--first-removal-q3 H:LO:HI[:W[:+[:ZMAX]]]: q3_first_removal for every float32 m in [LO, HI);
+    """--first-removal-q3 H:LO:HI[:W[:+[:ZMAX[:LOW]]]]: q3_first_removal for every float32 m in [LO, HI);
     helpers within W steps of their tie (default 3; "w1,w2,..." one window per helper, in the order
     they are added); '+' = positive values only (see q3_first_removal); z up to ZMAX steps above
-    |M|/8 (default 4)."""
+    |M|/8 (default 4), z and every helper from LOW steps below (default: z 2, a helper its window).
+    With '+' the merged-state enumeration (q3_first_removal_states) runs."""
     H, lo, hi, *rest = spec.split(":")
     wins = [int(x) for x in rest[0].split(",")] if rest and "," in rest[0] else None
     W = int(rest[0]) if rest and wins is None else (max(wins) if wins else 3)
     signs = not (len(rest) > 1 and rest[1] == "+")
     zmax = int(rest[2]) if len(rest) > 2 else 4
+    low = int(rest[3]) if len(rest) > 3 else None
     a, b = np.float32(lo).view(np.int32), np.float32(hi).view(np.int32)
-    t0, total, hits = time.perf_counter(), 0, []
+    t0, total, hits, states = time.perf_counter(), 0, [], 0
     with np.errstate(all="ignore"):
         for c in range(int(a), int(b), 1 << 16):
             mm = np.arange(c, min(c + (1 << 16), int(b)), dtype=np.int32).view(np.float32)
-            n, h = (q3_first_removal(mm, int(H), W, signs) if signs
-                    else q3_first_removal_dfs(mm, int(H), W, wins, zmax))
+            if signs:
+                n, h = q3_first_removal(mm, int(H), W, signs)
+            else:
+                n, h, ns = q3_first_removal_states(mm, int(H), wins or [W] * int(H), zmax, low)
+                states += sum(ns)
             total += n
             hits += h
     for h in hits[:10]:
         print("    removed:", h)
-    print(f"# {H} helpers (W {wins or W}, z -2..{zmax}{'' if signs else ', positive'}), M in [{lo}, {hi}): {total} chains with every helper added, "
-          f"{len(hits)} first removals ({time.perf_counter() - t0:.0f}s)")
+    nrem = sum(h[2] for h in hits) if not signs else len(hits)
+    print(f"# {H} helpers (W {wins or W}, z -{2 if low is None else low}..{zmax}{'' if signs else ', positive'}), M in [{lo}, {hi}): {total} chains with every helper added"
+          f"{'' if signs else f' ({states} distinct states)'}, {nrem} first removals ({time.perf_counter() - t0:.0f}s)")
     return 0
 
 
