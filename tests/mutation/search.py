@@ -668,6 +668,18 @@ def q3_first_removal_states(m, H: int, wins, zmax: int = 4, low=None):
         rows = np.nonzero(ok0)[0]
         parts.append((rows, ((z * z * z) + uM)[rows], ((z * z) + tM)[rows],
                       np.ones(len(rows), np.int64), np.full(len(rows), zt, np.int64)))
+    if H == 0:   # z itself is the first level set back to 0: its own visit, with the sums it made
+        n, hits = 0, []
+        for zt in range(-2 if low is None else -low, zmax + 1):
+            z = step(m / f32(8), zt)
+            ok = (np.abs(ni(iscale * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
+            T1, T2 = (z * z * z) + uM, (z * z) + tM
+            P1, Q1 = T1 - z * z * z, T2 - z * z
+            prop = ok & (P1 > 0) & (ni((z * Q1) / P1) == 0)
+            acc = prop & (Q1 > 0) & ((P1 * P1) * T2 > (T1 * T1) * Q1)
+            n += int(ok.sum())
+            hits.extend((float(m[r]), zt, 1) for r in np.nonzero(acc)[0])
+        return n, hits, [n]
     state = merge(*(np.concatenate(c) for c in zip(*parts)))
     n, hits, nstates = 0, [], [len(state[0])]
     base = 2 * max(wins) + 1
@@ -737,7 +749,7 @@ def run_first_removal_q3(spec: str) -> int:
             if signs:
                 n, h = q3_first_removal(mm, int(H), W, signs)
             else:
-                n, h, ns = q3_first_removal_states(mm, int(H), wins or [W] * int(H), zmax, low)
+                n, h, ns = q3_first_removal_states(mm, int(H), wins or [W] * int(H) or [0], zmax, low)
                 states += sum(ns)
             total += n
             hits += h
@@ -747,6 +759,89 @@ def run_first_removal_q3(spec: str) -> int:
     print(f"# {H} helpers (W {wins or W}, z -{2 if low is None else low}..{zmax}{'' if signs else ', positive'}), M in [{lo}, {hi}): {total} chains with every helper added"
           f"{'' if signs else f' ({states} distinct states)'}, {nrem} first removals ({time.perf_counter() - t0:.0f}s)")
     return 0
+
+
+def q3_margins(verbose: bool = True) -> dict:
+    """The inequalities of the q3-accept-no-sl2-check proof (docs/vectors.md, "The
+    q3-accept-no-sl2-check proof", steps 3-6), in exact rational arithmetic, |M| = 1 (every bound is
+    homogeneous: u-sums scale as |M|^3, t-sums as M^2, ratios as |M|). Asserts each step and returns
+    the numbers. eps = 2^-24 is the unit roundoff; every float32 rounding is a relative error <= eps."""
+    from fractions import Fraction as Fr
+    eps = Fr(1, 2**24)
+    # roundings per sum in a run: 15 for the initial 16-term sum, 2 per accepted change (5 passes x 16
+    # visits), and 2 more for the visit being looked at (its own slx / sl2)
+    N = 15 + 2 * 80 + 2
+
+    def E(smax):  # drift of a running sum whose stored values never exceed smax (+1 % for the drift)
+        return N * eps * smax * Fr(101, 100)
+
+    theta = Fr(11, 1000)       # "M nearly alone": the other levels' exact t-sum <= theta
+    out = {}
+    E1c, E2c = E(16 * 4), E(16 * 16)          # crude: |x| <= |M| = 1, |L| <= 4
+    out["crude"] = (float(E1c), float(E2c))
+    assert E2c <= theta                       # a low visit at M: others' exact t-sum <= E2
+    assert (E1c + 2 * E2c) * (1 + 7 * eps) <= theta   # M set to 0: others' exact t-sum <= E1 + 2 E2
+    tf = 1 + 7 * eps                          # u_j <= |x_j/L_j| t_j (1 + 7 eps): the terms' own roundings
+
+    def removal_bound(rho):
+        """|y| of a value set to 0 while L_M != 0: others' scale <= (rho T' tf + E1)/(T' - E2), T' >= t_M >= 1 - 3 eps"""
+        return Fr(1, 2) * (rho * tf + E1c) / (1 - 3 * eps - E2c) * (1 + eps) ** 2
+
+    def sums(Y, lev):   # largest stored sums with M at -4 and 15 others |x| <= Y at |level| <= lev
+        return (4 * (1 + 3 * eps) + 15 * lev * Y ** 3 * (1 + 3 * eps),
+                16 * (1 + 3 * eps) + 15 * lev * lev * Y * Y * (1 + 3 * eps))
+
+    def m_leaves(Y, c):
+        """largest others' t-sum T'' at which M's proposal can reach |p| <= 1/c - 1/2 (scale >= c)"""
+        P, Q = sums(Y, 4)
+        E1, E2 = E(P), E(Q)
+        return (E1 + c * E2) / (c - Y * tf)
+
+    Y1 = removal_bound(Fr(1))                  # |L_M| >= 1
+    T2 = m_leaves(Y1, Fr(2, 3) * (1 - 2 * eps))
+    assert T2 < theta                          # so |L_M| >= 2 before F
+    Y2 = removal_bound(Fr(1, 2))
+    T3 = m_leaves(Y2, Fr(2, 7) * (1 - 2 * eps))
+    assert T3 < theta                          # so L_M = -4 before F
+    Y3 = removal_bound(Fr(1, 4))
+    P, Q = sums(Y3, 1)
+    E1r, E2r = E(P), E(Q)
+    smin = (4 * (1 - 3 * eps) - E1r) / (Q + E2r)       # others' scale at any visit, the regime
+    top = Y3 / smin * (1 + 2 * eps)
+    assert top < Fr(3, 2)                      # every proposal of a value <= Y3 is 0 or +-1
+    xlo = smin / 2 * (1 - 3 * eps)             # a value is added only from here up
+    assert Fr(1, 8) * (1 - 3 * eps) >= xlo     # (initial levels start at 1/8 (1 - 3 eps))
+    assert theta < xlo ** 2 * (1 - 3 * eps)    # one level +-1 keeps T'' above theta: F is "M alone"
+    # relative drop of the exact scale U/T when a value x at +-1 joins: x^2 (1 - x T/U) / (T + x^2),
+    # increasing in U and decreasing in T, so the smallest U and largest T of k others; x on a grid
+    xs = [xlo + (Y3 - xlo) * Fr(i, 64) for i in range(65)]
+    drop = min(x * x * (1 - x * (16 * (1 + 3 * eps) + k * Y3 * Y3) / (4 * (1 - 3 * eps) + k * xlo ** 3))
+               / (16 * (1 + 3 * eps) + k * Y3 * Y3 + x * x) for k in range(15) for x in xs)
+    drift = 2 * (E1r / 4 + E2r / 16)           # relative drift of slx/sl2 in the regime (both sums)
+    assert drop > 8 * drift                    # last in, first out
+    # windows: changes in a regime run are 0 <-> +-1, one rounding per sum each, at most 75 of them
+    # (15 elements x 5 visits); a rounding is at most eps of the largest stored sum
+    Pr, Qr = P / 4, Q / 16
+    low = 2 + 75 * Pr + 75 * Qr + 1            # a helper below the top: eps-units above its tie
+    zw = 2 + (1 + 75 * Pr + 1) + (1 + 75 * Qr + 1) + 1   # z: from |M|/8, the initial sum and its round trip
+    topw = 2 + 2 + 2 + 1                       # the top helper: its own round trip only
+    assert low < 160 and zw < 166 and topw < 8
+    import math
+    out.update(theta=float(theta), Y=(float(Y1), float(Y2), float(Y3 * 8)), T=(float(T2), float(T3)),
+               regime=(float(E1r / eps), float(E2r / eps)), scale_min=float(smin), top_proposal=float(top),
+               added_from=float(xlo * 8), lifo=(math.log2(drop), math.log2(drift)),
+               windows=(float(topw), float(low), float(zw)))
+    if verbose:
+        print(f"crude drift E1 {out['crude'][0]:.3g} |M|^3, E2 {out['crude'][1]:.3g} M^2; theta {float(theta)}")
+        print(f"removed values: |y| <= {float(Y1):.5f} (|L_M| >= 1), {float(Y2):.5f} (>= 2), "
+              f"{float(Y3 * 8):.5f}/8 (L_M = -4)")
+        print(f"M's level leaves <= -2 only if T'' <= {float(T2):.5f}, leaves -4 only if T'' <= {float(T3):.5f} (< theta)")
+        print(f"regime: drift {float(E1r / eps):.0f} eps |M|^3, {float(E2r / eps):.0f} eps M^2; scale >= {float(smin):.5f}; "
+              f"proposals <= {float(top):.4f}; values added from {float(xlo * 8):.5f}/8")
+        print(f"an addition lowers the scale by >= 2^{math.log2(drop):.2f}, drift of the ratio <= 2^{math.log2(drift):.2f}")
+        print(f"windows (steps above the tie): top helper {float(topw):.0f} (< 8), lower helpers {float(low):.1f} (< 160), "
+              f"z {float(zw):.1f} (< 166)")
+    return out
 
 
 def q3_pair_scan(e: int, W: int = 6, chunk: int = 1 << 19) -> dict:
@@ -826,9 +921,14 @@ def main(argv=None) -> int:
     ap.add_argument("--chain-q3", type=float, default=0.0, metavar="SECONDS",
                     help="directed search of helper chains ending in a drifted pair state")
     ap.add_argument("--helpers", type=int, default=2, help="--chain-q3: helpers (1..4)")
+    ap.add_argument("--q3-margins", action="store_true",
+                    help="check the inequalities of the q3-accept-no-sl2-check proof (exact rationals)")
     ap.add_argument("--first-removal-q3", default="", metavar="H:LO:HI",
                     help="every M in [LO, HI): can the last of H helpers be set back to 0")
     args = ap.parse_args(argv)
+    if args.q3_margins:
+        q3_margins()
+        return 0
     if args.first_removal_q3:
         return run_first_removal_q3(args.first_removal_q3)
     if args.chain_q3:
