@@ -757,6 +757,64 @@ def recipe_imatrix(name: str, seed: int, n: int = N_PER_ROW) -> np.ndarray:
     return im.astype(np.float32)
 
 
+# Third round (issue 15; docs/vectors.md "Third round: dot products and searches"): rows where a
+# search's arithmetic sits on a rounding tie, so that a one-ulp variant of one of its expressions
+# changes the stored bytes. Each was found by scanning consecutive float32 values around the tie
+# against the mutated reference (tests/mutation/mutation_catalogue.py) and checked: oracle ==
+# reference != variant; every expected value is the oracle's. Appended as the last groups of the
+# type, so every earlier tcId stays.
+# - Q3_K: a 16-value group whose make_q3_quants proposal x*sl2/slx (left to right) and x*(sl2/slx)
+#   round to different levels; as in Q3K_PASS5 it is the largest sub-block (the others are it
+#   times +-1/2), so the changed scale shows in fp16(d) (q3-proposal-reassoc).
+# - Q4_1 with an importance matrix: one block in which a trial scale of make_qkx3_quants,
+#   (rmin + rdelta*is) + nmax, puts a value on the other side of a level mid-point than
+#   nmax + rmin + rdelta*is, and that trial is the best one (qkx-trial-order).
+# - Q4_K with an importance matrix: sub-block 0 = [1, 0, ...] (importance 0, scale m = 1/(15/1)),
+#   sub-block 1 = [a, 0, ...] (importance 0 at a, 1 on the zeros: scale t = 1/(15/a), weight > 0),
+#   the rest 0: make_qp_quants' trials is = 4 and is = -4 give t errors equal to within an ulp, and
+#   1/iscale_is vs max/(nmax + 0.1*is) decides which one wins (qp-trial-scale-direct).
+THIRD_Q3K = (
+    0xBDB5EBB8, 0xBF98B600, 0xBF99B376, 0xBD23B983, 0xBF87175E, 0x3F3C5761, 0x3F71F241, 0x3F0DA2A6,
+    0x3F3A2280, 0x3EF997CB, 0xBFC5A8B5, 0xBF91A2D2, 0xBF143479, 0xBF8ECD0F, 0xBF366D0B, 0xBD8B0602,
+)
+THIRD_Q41 = (  # (x, importance) float32 bits
+    (
+        0xBF573988, 0xBF018AE3, 0xBEB23C74, 0x3F08314A, 0xBECF83CB, 0x3E8E46A9, 0xBE34C522, 0xBF583C5E,
+        0xBEA3C044, 0xBF734D64, 0x3BD57BAA, 0xBF8FDAD9, 0xBF8BE3F6, 0x3FBA7DBA, 0xBD59D7B2, 0xBD5CC85F,
+        0x3F02F40D, 0xBED77A92, 0xBE6A052D, 0x3ED9AD18, 0x3E9098CF, 0xBF9463D6, 0x3F5555F1, 0xBF1726BF,
+        0xBF872D98, 0xBF40AE6B, 0xBEC7F58F, 0x3FD04B60, 0xBF9677F6, 0x3E23EAEF, 0xC008D21D, 0xBACD618D,
+    ),
+    (
+        0x3FB57D34, 0x3F8BA289, 0x3F2FE1D3, 0x3F59FFA7, 0x3FF1A29C, 0x3EF6EE34, 0x3FFD2285, 0x3FC53851,
+        0x3F4899B1, 0x3FA8D0EC, 0x3F52E8D0, 0x3F53287D, 0x3F87532B, 0x3E06EF99, 0x3F84D62C, 0x3FF917BD,
+        0x3F247346, 0x3FC2C440, 0x3F70F8F7, 0x3EFEC9E2, 0x3FE8E589, 0x3E0723A0, 0x3F2D3A0C, 0x3FFFC35A,
+        0x3F191BB3, 0x3FDB49A2, 0x3FA01A26, 0x3FD0D3F0, 0x3FA617E1, 0x3F4A0408, 0x3FC5D2E7, 0x3E19EDA8,
+    ),
+)
+THIRD_Q4K_A = 0x3F4102C2
+
+
+def third_round_cases(t: GGMLType) -> list:
+    """(comment, flags, x, imatrix) of the third-round rows of type t (appended after every other group)."""
+    if t.name == "Q3_K":
+        g = f32_bits(*THIRD_Q3K).astype(np.float64)
+        row = np.concatenate([g] + [g * 0.5 * (-1) ** j for j in range(1, 16)]).astype(np.float32)
+        return [("Q3_K: make_q3_quants' proposal x*sl2/slx on a level tie (x*(sl2/slx) rounds the other way); "
+                 "the largest sub-block, so fp16(d) shows it", ["RoundingTie", "SearchProposal"], row[None], None)]
+    if t.name == "Q4_1":
+        x, im = (f32_bits(*v)[None] for v in THIRD_Q41)
+        return [("Q4_1: make_qkx3_quants' trial scale (rmin + rdelta*is) + nmax puts a value on the other side "
+                 "of a level mid-point than nmax + rmin + rdelta*is", ["RoundingTie", "SearchTrials"], x, im[0])]
+    if t.name == "Q4_K":
+        x, qw = np.zeros(N_PER_ROW, np.float32), np.ones(N_PER_ROW, np.float32)
+        x[0], x[32] = 1.0, f32_bits(THIRD_Q4K_A)[0]
+        qw[:33] = 0.0
+        return [("Q4_K: make_qp_quants' trials is = 4 and -4 give errors equal to within an ulp; 1/iscale_is "
+                 "decides (importance-0 sub-blocks set the scales)", ["RoundingTie", "SearchTrials", "ImatrixZeros"],
+                 x[None], qw)]
+    return []
+
+
 def searched_cases(t: GGMLType) -> list:
     """(comment, flags, x, imatrix) for the SEARCHED entries of type t."""
     out = []
@@ -1168,6 +1226,9 @@ def build(t: GGMLType, oracle: Oracle) -> dict:
         late_deq = late_deq + grid_coverage_blocks(t, used)
     if late_deq:
         add_dequant_group(late_deq)
+    third = third_round_cases(t)   # last, so every earlier tcId stays
+    add_groups([c for c in third if c[3] is None], imatrix=False)
+    add_groups([c for c in third if c[3] is not None], imatrix=True)
 
     return {
         "schema": SCHEMA,
