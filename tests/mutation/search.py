@@ -762,8 +762,8 @@ def run_first_removal_q3(spec: str) -> int:
 
 
 def q3_margins(verbose: bool = True) -> dict:
-    """The inequalities of the q3-accept-no-sl2-check proof (docs/vectors.md, "The
-    q3-accept-no-sl2-check proof", steps 3-6), in exact rational arithmetic, |M| = 1 (every bound is
+    """The inequalities of the q3-accept-no-sl2-check proof (docs/vectors.md, "Proof: make_q3_quants
+    without sl2 > 0 is equivalent", steps 3-6), in exact rational arithmetic, |M| = 1 (every bound is
     homogeneous: u-sums scale as |M|^3, t-sums as M^2, ratios as |M|). Asserts each step and returns
     the numbers. eps = 2^-24 is the unit roundoff; every float32 rounding is a relative error <= eps."""
     from fractions import Fraction as Fr
@@ -848,7 +848,8 @@ def q3_pair_scan(e: int, W: int = 6, chunk: int = 1 << 19) -> dict:
     """make_q3_quants' state {M: -4, z: +-1}, all else 0, for every float32 M = -(1 + k/2^23)*2^e
     and z within W float32 steps of |M|/8, either sign, z's level from the initial rounding or from
     an addition to {M} alone: how often z is proposed 0, accepted (ggml's test), tied; and whether
-    M's proposal ever leaves -4 (docs/vectors.md, q3-accept-no-sl2-check, step (d))."""
+    M's proposal ever leaves -4 (an earlier check of docs/vectors.md's q3-accept-no-sl2-check proof; its
+    step 7 now covers z's own removal with --first-removal-q3 0:...)."""
     from ggspec.reference.search import nearest_int_array as ni
     f32 = np.float32
     base = np.float32(2.0 ** e).view(np.int32)
