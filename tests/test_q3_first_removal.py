@@ -51,3 +51,11 @@ def test_low_only_widens():
         a = search.q3_first_removal_states(m, 2, [8, 8], 10)[0]
         b = search.q3_first_removal_states(m, 2, [8, 8], 10, low=8)[0]
     assert a == b > 0
+
+
+def test_proof_margins_hold():
+    """steps 3-6 of docs/vectors.md's q3-accept-no-sl2-check proof, in exact rationals (asserts inside)"""
+    out = search.q3_margins(verbose=False)
+    top, low, zw = out["windows"]
+    assert top < 8 and low < 160 and zw < 166          # the windows --first-removal-q3 was run with
+    assert out["Y"][2] < 1.006 and out["added_from"] > 0.985
