@@ -773,6 +773,15 @@ def recipe_imatrix(name: str, seed: int, n: int = N_PER_ROW) -> np.ndarray:
 #   sub-block 1 = [a, 0, ...] (importance 0 at a, 1 on the zeros: scale t = 1/(15/a), weight > 0),
 #   the rest 0: make_qp_quants' trials is = 4 and is = -4 give t errors equal to within an ulp, and
 #   1/iscale_is vs max/(nmax + 0.1*is) decides which one wins (qp-trial-scale-direct).
+#   Its last sub-block (THIRD_Q3K_LAST) is a group whose make_q3_quants scale depends on summing
+#   (w*x)*l or w*(x*l), scaled until that scale's 6-bit code is on a .5 tie (q3-sums-reassoc).
+# - Q2_K: sixteen copies of a group of values 1 - k/1024 (exact sums): some trial scales of
+#   make_qkx2_quants give every value the same level, where D = sum_w*sum_l2 - sum_l^2 is exactly 0
+#   and ggml skips the fit (`D > 0`); fitted anyway, the min comes out +Inf, is set to 0, and that
+#   trial wins (qkx-D-nonneg).
+# - IQ4_XS: sub-block 1 is the negated sub-block 0, so their scales are d and -d exactly; ggml's
+#   super-block scale is the first of largest magnitude (`>`), and the sign of d shows which
+#   (iq4xs-max-scale-last).
 THIRD_Q3K = (
     0xBDB5EBB8, 0xBF98B600, 0xBF99B376, 0xBD23B983, 0xBF87175E, 0x3F3C5761, 0x3F71F241, 0x3F0DA2A6,
     0x3F3A2280, 0x3EF997CB, 0xBFC5A8B5, 0xBF91A2D2, 0xBF143479, 0xBF8ECD0F, 0xBF366D0B, 0xBD8B0602,
@@ -792,15 +801,33 @@ THIRD_Q41 = (  # (x, importance) float32 bits
     ),
 )
 THIRD_Q4K_A = 0x3F4102C2
+THIRD_Q3K_LAST = (
+    0xBF2DBF76, 0xBE0581D0, 0x3EAD1465, 0x3E974EC0, 0xBF552085, 0x3DE7FE57, 0x3C2899F5, 0x3D56430D,
+    0xBC6157E0, 0xBDF0038E, 0x3EB04CD6, 0x3D96CAE0, 0x3E05F7D2, 0xBECD4496, 0x3E6B38D4, 0xBD900219,
+)
+THIRD_Q2K_K = (18, 18, 22, 9, 3, 8, 12, 6, 17, 14, 6, 10, 6, 2, 8, 10)
 
 
 def third_round_cases(t: GGMLType) -> list:
     """(comment, flags, x, imatrix) of the third-round rows of type t (appended after every other group)."""
     if t.name == "Q3_K":
         g = f32_bits(*THIRD_Q3K).astype(np.float64)
-        row = np.concatenate([g] + [g * 0.5 * (-1) ** j for j in range(1, 16)]).astype(np.float32)
+        row = np.concatenate([g] + [g * 0.5 * (-1) ** j for j in range(1, 15)]).astype(np.float32)
+        row = np.concatenate([row, f32_bits(*THIRD_Q3K_LAST)])
         return [("Q3_K: make_q3_quants' proposal x*sl2/slx on a level tie (x*(sl2/slx) rounds the other way); "
-                 "the largest sub-block, so fp16(d) shows it", ["RoundingTie", "SearchProposal"], row[None], None)]
+                 "the largest sub-block, so fp16(d) shows it; the last sub-block's scale code is on a tie that the "
+                 "order of w*x*l decides", ["RoundingTie", "SearchProposal", "SumOrder"], row[None], None)]
+    if t.name == "Q2_K":
+        g = (1.0 - np.array(THIRD_Q2K_K) / 1024.0).astype(np.float32)
+        return [("Q2_K: trials of make_qkx2_quants that put every value of a group on one level "
+                 "(D == 0 exactly: no fit)", ["SearchTrials", "Degenerate"], np.tile(g, 16)[None], None)]
+    if t.name == "IQ4_XS":
+        rng = np.random.default_rng([LATE_SEED, 15, 3])
+        x = (rng.standard_normal(N_PER_ROW) * 0.25).astype(np.float32)
+        x[:32] = rng.standard_normal(32).astype(np.float32)
+        x[32:64] = -x[:32]
+        return [("IQ4_XS: sub-blocks 0 and 1 with scales d and -d (the largest): the first one is the "
+                 "super-block scale", ["RoundingTie", "SignRows"], x[None], None)]
     if t.name == "Q4_1":
         x, im = (f32_bits(*v)[None] for v in THIRD_Q41)
         return [("Q4_1: make_qkx3_quants' trial scale (rmin + rdelta*is) + nmax puts a value on the other side "
