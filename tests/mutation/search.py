@@ -662,12 +662,23 @@ def q3_first_removal_states(m, H: int, wins, zmax: int = 4, low=None):
         return rows[start], P[start], Q[start], np.add.reduceat(cnt, start), path[start]
 
     parts = []
-    for zt in range(-2 if low is None else -low, zmax + 1):
+    n_m = len(m)
+    cur = [np.zeros(n_m, np.float32), np.zeros(n_m, np.float32), np.zeros(n_m, np.int64), np.zeros(n_m, np.int64)]
+    cur_ok = np.zeros(n_m, bool)
+    allrows = np.arange(n_m)
+    for zt in range(-2 if low is None else -low, zmax + 1):   # runs of equal sums summed as for helpers
         z = step(m / f32(8), zt)
-        ok0 = (np.abs(ni(iscale * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
-        rows = np.nonzero(ok0)[0]
-        parts.append((rows, ((z * z * z) + uM)[rows], ((z * z) + tM)[rows],
-                      np.ones(len(rows), np.int64), np.full(len(rows), zt, np.int64)))
+        ok = (np.abs(ni(iscale * z)) == 1) | (np.abs(ni((z * tM) / uM)) == 1)
+        S1, S2 = (z * z * z) + uM, (z * z) + tM
+        same = ok & cur_ok & (S1.view(np.uint32) == cur[0].view(np.uint32)) \
+            & (S2.view(np.uint32) == cur[1].view(np.uint32))
+        cur[2][same] += 1
+        done = cur_ok & ~same
+        parts.append((allrows[done], cur[0][done], cur[1][done], cur[2][done], cur[3][done]))
+        fresh = ok & ~same
+        cur[0][fresh], cur[1][fresh], cur[2][fresh], cur[3][fresh] = S1[fresh], S2[fresh], 1, zt
+        cur_ok = same | fresh
+    parts.append((allrows[cur_ok], cur[0][cur_ok], cur[1][cur_ok], cur[2][cur_ok], cur[3][cur_ok]))
     if H == 0:   # z itself is the first level set back to 0: its own visit, with the sums it made
         n, hits = 0, []
         for zt in range(-2 if low is None else -low, zmax + 1):
