@@ -1282,7 +1282,7 @@ def family_dir(t: GGMLType) -> str:
 
 def write(doc: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    path.write_text(json.dumps(doc, separators=(",", ":")) + "\n")   # compact, like mix.json: the budget
 
 
 def main(argv=None) -> int:
