@@ -782,6 +782,10 @@ def recipe_imatrix(name: str, seed: int, n: int = N_PER_ROW) -> np.ndarray:
 # - IQ4_XS: sub-block 1 is the negated sub-block 0, so their scales are d and -d exactly; ggml's
 #   super-block scale is the first of largest magnitude (`>`), and the sign of d shows which
 #   (iq4xs-max-scale-last).
+# - IQ2_XXS with an importance matrix: x[0] = 1, x[1] = THIRD_IQ2XXS_X1, 0 elsewhere, importance 1
+#   at index 1 only: x[1] is the exact mid-point of s_-4*1 and s_4*2 of make_qp_quants' trials, so
+#   trials is = -4 and 4 have the same error bit for bit; ggml keeps the first (`<`), a `<=` keeps
+#   the later one and the seed scale changes (iq-qp-ties-later).
 THIRD_Q3K = (
     0xBDB5EBB8, 0xBF98B600, 0xBF99B376, 0xBD23B983, 0xBF87175E, 0x3F3C5761, 0x3F71F241, 0x3F0DA2A6,
     0x3F3A2280, 0x3EF997CB, 0xBFC5A8B5, 0xBF91A2D2, 0xBF143479, 0xBF8ECD0F, 0xBF366D0B, 0xBD8B0602,
@@ -801,6 +805,7 @@ THIRD_Q41 = (  # (x, importance) float32 bits
     ),
 )
 THIRD_Q4K_A = 0x3F4102C2
+THIRD_IQ2XXS_X1 = 0x3EBB7989   # 0.36616161
 THIRD_Q3K_LAST = (
     0xBF2DBF76, 0xBE0581D0, 0x3EAD1465, 0x3E974EC0, 0xBF552085, 0x3DE7FE57, 0x3C2899F5, 0x3D56430D,
     0xBC6157E0, 0xBDF0038E, 0x3EB04CD6, 0x3D96CAE0, 0x3E05F7D2, 0xBECD4496, 0x3E6B38D4, 0xBD900219,
@@ -838,6 +843,13 @@ def third_round_cases(t: GGMLType) -> list:
         qw[:33] = 0.0
         return [("Q4_K: make_qp_quants' trials is = 4 and -4 give errors equal to within an ulp; 1/iscale_is "
                  "decides (importance-0 sub-blocks set the scales)", ["RoundingTie", "SearchTrials", "ImatrixZeros"],
+                 x[None], qw)]
+    if t.name == "IQ2_XXS":
+        x, qw = np.zeros(N_PER_ROW, np.float32), np.zeros(N_PER_ROW, np.float32)
+        x[0], x[1] = 1.0, f32_bits(THIRD_IQ2XXS_X1)[0]
+        qw[1] = 1.0
+        return [("IQ2_XXS: make_qp_quants' trials is = -4 and 4 with errors equal bit for bit (x[1] the mid-point "
+                 "of their scaled levels): the first one is kept", ["RoundingTie", "SearchTrials", "ImatrixZeros"],
                  x[None], qw)]
     return []
 
