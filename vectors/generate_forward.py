@@ -54,8 +54,12 @@ def cases():
     out["moe-q6_k-gqa"] = ("moe", _spec(wtype="Q6_K", rope="none", n_ff=256), None, ["MoE"])
     for w in ("BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "IQ4_NL", "IQ4_XS",
               "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4"):
+        # Q2_K with n_ff 512: ffn_down's rows are two Q2_K blocks, where the order of ggml's per-block
+        # `sumf += dall*isum - dmin*summs` shows (one block: (0 + a) - b == a - b exactly)
+        more = dict(n_ff=512) if w == "Q2_K" else {}
         out[f"llama-{w.lower()}-gqa"] = ("llama-imx" if w.startswith("IQ1") or w in ("IQ2_XXS", "IQ2_XS")
-                                         else "llama", _spec(wtype=w, rope="none"), None, [w])
+                                         else "llama", _spec(wtype=w, rope="none", **more), None,
+                                         [w, "TwoBlockRows"] if more else [w])
     # discriminating shapes (docs/vectors.md, mutation catalogue): head_dim 24, where 1.0f/sqrtf(24.0f)
     # differs from 1/sqrt(24) rounded once; n_ff 19 and 6 experts, not multiples of 4, so silu and the
     # router's softmax run their scalar libm tails; 3 of 6 experts with tied router rows (top-k order

@@ -2354,6 +2354,10 @@ CATALOGUE += [
            "        sumf = _add(sumf, _sub(_mul(_f(isum[i]), dall), _mul(dm, _f(summs[i]))))",
            "        sumf = _add(sumf, _sub(_mul(_mul(_f(isum[i]), d[None, :, i]), y.d[:, i, None]), _mul(dm, _f(summs[i]))))",
            "Q2_K dot: (isum*dx)*dy instead of (dy*dx)*isum", suite="forward"),
+    Mutant("mm-q2k-split-sub", "forward", MM,
+           "        sumf = _add(sumf, _sub(_mul(_f(isum[i]), dall), _mul(dm, _f(summs[i]))))",
+           "        sumf = _sub(_add(sumf, _mul(_f(isum[i]), dall)), _mul(dm, _f(summs[i])))",
+           "Q2_K dot: sumf += dall*isum; sumf -= dmin*summs (two steps) instead of one", suite="forward"),
     # --------------------------------------------------------------------------------------- mix
     Mutant("mix-output-q8_0-promoted", "mix", MX,
            "        return \"Q6_K\" if new != \"Q8_0\" else new",
@@ -2462,9 +2466,9 @@ CATALOGUE += [
 
 # Mutants of the third round (issue 15) that the shipped vectors do not kill: forward-suite ones
 # that only new forward vectors could kill (iq-qp-ties-later, the codec one, is killed by IQ2_XXS's
-# third-round row and is in CATALOGUE). docs/vectors.md, "Third round: dot products and searches".
-# Kept out of CATALOGUE, so CI's daily samples and the full run's gate do not meet them; run them
-# with `python tests/mutation/run.py --ids ...`.
+# third-round row, mm-q2k-split-sub by llama-q2_k-gqa's rows of 512; both are in CATALOGUE).
+# docs/vectors.md, "Third round: dot products and searches". Kept out of CATALOGUE, so CI's daily
+# samples and the full run's gate do not meet them; run them with `python tests/mutation/run.py --ids ...`.
 THIRD_ROUND_SURVIVORS: "list[Mutant]" = [
     Mutant("mm-q8k-roundf", "forward", MM,
            "    v = nearest_int_array(iscale[..., None] * xb)",
@@ -2474,10 +2478,6 @@ THIRD_ROUND_SURVIVORS: "list[Mutant]" = [
            "    d = amax / f32(127.0)                                           # ((1 << 7) - 1)",
            "    d = amax * f32(1.0 / 127.0)",
            "Q8_0/Q8_1 activation d = amax*(1/127) instead of amax/127", suite="forward"),
-    Mutant("mm-q2k-split-sub", "forward", MM,
-           "        sumf = _add(sumf, _sub(_mul(_f(isum[i]), dall), _mul(dm, _f(summs[i]))))",
-           "        sumf = _sub(_add(sumf, _mul(_f(isum[i]), dall)), _mul(dm, _f(summs[i])))",
-           "Q2_K dot: sumf += dall*isum; sumf -= dmin*summs (two steps) instead of one", suite="forward"),
 ]
 
 BY_ID = {m.id: m for m in CATALOGUE + THIRD_ROUND_SURVIVORS}
