@@ -15,6 +15,7 @@ when the file was made -- a justified bound for SIMD implementations; scalar one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -57,9 +58,10 @@ def cases():
         # Q2_K with n_ff 512: ffn_down's rows are two Q2_K blocks, where the order of ggml's per-block
         # `sumf += dall*isum - dmin*summs` shows (one block: (0 + a) - b == a - b exactly)
         more = dict(n_ff=512) if w == "Q2_K" else {}
-        out[f"llama-{w.lower()}-gqa"] = ("llama-imx" if w.startswith("IQ1") or w in ("IQ2_XXS", "IQ2_XS")
-                                         else "llama", _spec(wtype=w, rope="none", **more), None,
-                                         [w, "TwoBlockRows"] if more else [w])
+        name = f"llama-{w.lower()}-gqa"
+        flags = [w] + (["TwoBlockRows"] if more else []) + (["ActivationTies"] if name in ACT_TIES else [])
+        out[name] = ("llama-imx" if w.startswith("IQ1") or w in ("IQ2_XXS", "IQ2_XS") else "llama",
+                     _spec(wtype=w, rope="none", **more), None, flags)
     # discriminating shapes (docs/vectors.md, mutation catalogue): head_dim 24, where 1.0f/sqrtf(24.0f)
     # differs from 1/sqrt(24) rounded once; n_ff 19 and 6 experts, not multiples of 4, so silu and the
     # router's softmax run their scalar libm tails; 3 of 6 experts with tied router rows (top-k order
@@ -164,6 +166,114 @@ def _llama_aligned(spec, path):
         T.tiny_weights = orig
 
 
+# Activation ties (issue 15, docs/vectors.md "Third round"): in layer 0's attn_norm weight, the
+# entries at two or more positions of TIE_TOKEN's first block are set so that TIE_TOKEN's input to
+# the first mat-muls (rms_norm(embedding row) * attn_norm, the embedding as the model's type
+# dequantizes it) holds exact values chosen for the activation quantization of those mat-muls:
+# - "Q8_K": the block's largest value -127/16 (iscale = 16 exactly) and values 2.5/16, -2.5/16,
+#   0.5/16 (iscale*x = 2.5, -2.5, 0.5: ties to even in nearest_int, away from zero in roundf);
+# - "Q8_0": an amax A where A/127 and A*(1/127) are different floats, and an x whose x*(1/d) rounds
+#   (roundf) differently with the two (found by scanning consecutive floats x).
+# The rms_norm is computed here as ggml does (float squares, double sum, float mean, 1/sqrtf) to
+# find the weights w with fl(u*w) == the target; the expected logits are the oracle's as always.
+TIE_TOKEN = 300   # PROMPT[1]
+
+
+def _ggml_rms_norm(x: np.ndarray, eps: float) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    acc = 0.0
+    for v in (x * x).astype(np.float32):
+        acc += float(v)
+    mean = np.float32(acc / x.size)
+    scale = np.float32(1.0) / np.sqrt(np.float32(mean + np.float32(eps)), dtype=np.float32)
+    return (x * np.float32(scale)).astype(np.float32)
+
+
+def _weight_for(u: np.float32, target: float):
+    """the float32 w nearest target/u with fl(u*w) == target exactly (8 steps either way), or None"""
+    w0 = np.float32(float(target) / float(u))
+    down, up = [w0], [w0]
+    for _ in range(8):
+        down.append(np.nextafter(down[-1], np.float32(-np.inf)))
+        up.append(np.nextafter(up[-1], np.float32(np.inf)))
+    for w in [w0] + [v for pair in zip(down[1:], up[1:]) for v in pair]:
+        if np.float32(u * w) == np.float32(target):
+            return np.float32(w)
+    return None
+
+
+def _q8_0_recip_pair(lo: float):
+    """(A, X): the first float A >= lo with A/127 != A*(1/127), and an X (0 < X < A/2) whose
+    roundf(X*id) differs for the two d (id = 1.0f/d)"""
+    def roundf(v):
+        return float(np.floor(float(v) + 0.5))   # v > 0
+    r = np.float32(1.0 / 127.0)
+    a = np.float32(lo)
+    while True:
+        d1, d2 = np.float32(a / np.float32(127.0)), np.float32(a * r)
+        if d1 != d2:
+            id1, id2 = np.float32(1.0) / d1, np.float32(1.0) / d2
+            for k in range(1, 63):
+                x = np.float32((k + 0.5) / float(id1))
+                for _ in range(4):
+                    x = np.nextafter(x, np.float32(-np.inf))
+                for _ in range(9):
+                    if roundf(np.float32(x * id1)) != roundf(np.float32(x * id2)):
+                        return a, x
+                    x = np.nextafter(x, np.float32(np.inf))
+        a = np.nextafter(a, np.float32(np.inf))
+
+
+def _act_ties(spec, w, kind: str) -> None:
+    emb = w["token_embd.weight"]
+    raw = T._quantize(spec.wtype, emb[TIE_TOKEN:TIE_TOKEN + 1])
+    row = libggml.load().to_float(spec.wtype, raw.tobytes(), emb.shape[1]) if spec.wtype != "F32" else emb[TIE_TOKEN]
+    u = _ggml_rms_norm(row, spec.rms_eps)
+    nw = w["blk.0.attn_norm.weight"]
+    if kind == "Q8_K":
+        targets = [-127.0 / 16, 2.5 / 16, -2.5 / 16, 0.5 / 16]
+        blk = slice(0, 256)
+    else:
+        a, x = _q8_0_recip_pair(6.0)
+        targets = [float(a), float(x)]
+        blk = slice(0, 32)
+    pos, j = [], blk.start
+    for t in targets:
+        while True:
+            wt = _weight_for(u[j], t)
+            j += 1
+            if wt is not None:
+                pos.append(j - 1)
+                nw[j - 1] = wt
+                break
+    act = (u * nw).astype(np.float32)[blk]
+    assert np.all(np.abs(np.delete(act, pos)) < abs(targets[0])), "a tie row's block maximum is not the target"
+    assert [float(act[p]) for p in pos] == [float(np.float32(t)) for t in targets]
+
+
+# name -> activation type whose ties TIE_TOKEN's first mat-mul input holds (see _act_ties)
+ACT_TIES = {"llama-q2_k-gqa": "Q8_K", "llama-q4_0-gqa": "Q8_0"}
+
+
+@contextlib.contextmanager
+def _act_ties_patch(kind):
+    """while writing a model of ACT_TIES: tiny_weights with _act_ties applied (no-op for kind None)"""
+    if kind is None:
+        yield
+        return
+    orig = T.tiny_weights
+
+    def tied(sp):
+        w = orig(sp)
+        _act_ties(sp, w, kind)
+        return w
+    T.tiny_weights = tied
+    try:
+        yield
+    finally:
+        T.tiny_weights = orig
+
+
 def _moe_x6_ties(spec, path):
     """write_tiny_moe with 6 experts, 3 used, and router rows 2 = 1 and 5 = 4 (equal logits, so equal
     probabilities: rows 1, 2 both go through ggml_v_expf, 4, 5 both through the libm tail)."""
@@ -206,7 +316,8 @@ def main(argv=None) -> int:
         gg = out / f"{name}.gguf"
         if gg.exists():
             gg.unlink()
-        write_model(kind, spec, ftype, gg)
+        with _act_ties_patch(ACT_TIES.get(name)):
+            write_model(kind, spec, ftype, gg)
         sha = hashlib.sha256(gg.read_bytes()).hexdigest()
         runs = []
         prompt, contexts = OWN_RUNS.get(name, (PROMPT, None))
