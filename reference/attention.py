@@ -360,7 +360,11 @@ def _tiled(q, cache, layer, mask, scale):
             KQ = (KQ * f32(scale)).astype(f32)
             KQ[:, :, w:] = -np.inf
             KQ = (KQ + mt[:, None, :]).astype(f32)
-            tile_max = KQ.max(axis=2)
+            # ggml_vec_max_f32: the sequential MAX(a, b) = a > b ? a : b from -INFINITY, which forgets a
+            # NaN at the next cell (np.max would keep it and poison a row whose tile is otherwise masked)
+            tile_max = np.full(KQ.shape[:2], -np.inf, f32)
+            for c in range(FA_TILE_KV):
+                tile_max = np.where(tile_max > KQ[:, :, c], tile_max, KQ[:, :, c])
             skip = tile_max == -np.inf
             Mnew = np.fmax(M, tile_max).astype(f32)
             grow = (Mnew > M) & ~skip

@@ -391,6 +391,7 @@ def build_attention(ops: Ops) -> dict:
                                "params": {"flash_attn": flash, "type_k": type_k, "type_v": type_v,
                                           "n_threads": n_threads},
                                "tolerance": "exact", "native_max_abs": worst, "tests": tests})
+    groups.append(_fourth_round_group(ops, tc))
     return {"schema": SCHEMA, "op": "attention",
             "provenance": _provenance("llama.cpp's build_attn_mha as one ggml graph (libggml-cpu of the portable build)"),
             "encoding": ("float32 little-endian hex. q (n_new, n_head, head_dim); k, v (n_past + n_new, n_head_kv, "
@@ -400,6 +401,49 @@ def build_attention(ops: Ops) -> dict:
                          "sees cells 0..n_past+i (causal mask 0 / -inf), except the query rows listed in a test's "
                          "optional fully_masked, whose every cell is -inf; output (n_new, n_head*head_dim)."),
             "testGroups": groups}
+
+
+def _fourth_round_group(ops: Ops, tc: int) -> dict:
+    """The last group (after every earlier tcId): the tiled flash kernel on an F32 cache with a NaN key.
+
+    * ``special-nan-k-tiled`` (65 tokens, NaN key at cell 64): rows 0..63 see none of the second tile
+      and row 64 only that cell. ggml's ggml_vec_max_f32 (sequential MAX from -INFINITY) forgets the
+      NaN at the next cell, the tile max is -INFINITY and ggml skips the tile: no row is NaN. A tile
+      max that keeps the NaN (np.max) poisons all 65 rows.
+    * ``special-nan-k-tiled-last`` (64 tokens, a payload NaN key at cell 63, the tile's last): the tile
+      max is NaN for every row; ggml's ``fmaxf(-INFINITY, NaN)`` keeps -INFINITY, the row's
+      ``expf(s + INFINITY)`` terms give x86's default NaN 0xFFC00000; a NaN-propagating max makes the
+      running max the key's NaN and every output that NaN's payload instead (NaN bits only)."""
+    cases = [("special-nan-k-tiled", 4, 2, 8, 0, 65, 64, 0x7FC01234),
+             ("special-nan-k-tiled-last", 2, 1, 8, 0, 64, 63, 0x7FC01234)]
+    tests, worst = [], 0.0
+    for name, nh, nkv, d, n_past, n_new, cell, nan in cases:
+        flags = ["FlashTiled", "SpecialValues", "NaN", "NaNPayload", "MaskedCell"]
+        rng = np.random.default_rng([SEED, zlib.crc32(f"attn{name}F32F32".encode())])
+        q, k, v, mask, n_kv = _attention_inputs(rng, nh, nkv, d, n_past, n_new)
+        k[cell, 0, 3] = _bits(nan)
+        scale = float(kq_scale_f32(d))
+        kw = dict(type_k="F32", type_v="F32", flash_attn=True, n_threads=1)
+        y = ops.portable("attention", q, k, v, mask, scale, **kw)
+        yn = ops.native.attention(q, k, v, mask, scale, **kw)
+        fin = np.isfinite(y) & np.isfinite(yn)
+        if fin.any():
+            worst = max(worst, float(np.max(np.abs(y[fin].astype(np.float64) - yn[fin]))))
+        tc += 1
+        tests.append({"tcId": tc, "comment": f"{name}: {n_head_desc(nh, nkv)}, {n_past} cached + {n_new} new tokens, "
+                                             f"n_kv {n_kv}, a NaN key at cell {cell}", "flags": flags,
+                      "n_head": nh, "n_head_kv": nkv, "head_dim": d, "n_past": n_past, "n_new": n_new,
+                      "n_kv": n_kv, "scale_f32_hex": f32_to_hex(np.array([scale], F32)),
+                      "q_f32_hex": f32_to_hex(q), "k_f32_hex": f32_to_hex(k[:n_past + n_new]),
+                      "v_f32_hex": f32_to_hex(v[:n_past + n_new]), "expected_f32_hex": f32_to_hex(y)})
+    return {"op": "flash_attn_ext", "name": "flash-kF32-vF32-t1-tiled-nan",
+            "params": {"flash_attn": True, "type_k": "F32", "type_v": "F32", "n_threads": 1},
+            "tolerance": "exact", "native_max_abs": worst, "tests": tests}
+
+
+def kq_scale_f32(d):
+    from ggspec.reference.attention import kq_scale
+    return kq_scale(d)
 
 
 def n_head_desc(nh, nkv) -> str:
