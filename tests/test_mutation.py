@@ -64,7 +64,7 @@ def test_shadow_copy_leaves_the_reference_alone(tmp_path):
 
 # model-layer mutants the shipped vectors do not kill (each one listed in docs/vectors.md with the reason);
 # they stay in the catalogue (the full run reports them) but out of CI's daily sample
-KNOWN_MODEL_SURVIVORS: set = {"fwd-threads-swapped"}
+KNOWN_MODEL_SURVIVORS: set = set()
 
 MODEL = [m for m in catalogue.CATALOGUE if m.suite in ("rope", "attention", "forward", "mix")
          and m.id not in KNOWN_MODEL_SURVIVORS]

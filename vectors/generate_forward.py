@@ -89,6 +89,7 @@ CONTEXTS = [  # (suffix, ContextParams kwargs, n_predict, only these models or N
 
 
 SHORT_PROMPT = [1, 300, 17, 42, 280, 5]
+LONG_PROMPT = [1] + [(7 * i) % 317 + 3 for i in range(299)]   # 300 tokens, ids 3..319
 ALIGNED_PROMPT = [1, 30, 17, 42, 200, 5]
 # models with their own runs instead of CONTEXTS: name -> (prompt, [(suffix, ContextParams kwargs, n_predict)])
 OWN_RUNS = {
@@ -98,6 +99,13 @@ OWN_RUNS = {
         ("-f32cache", dict(n_ctx=256, type_k="F32", type_v="F32"), 1),
         ("-f32cache-flash", dict(n_ctx=256, type_k="F32", type_v="F32", flash_attn=True), 1),
     ]),
+    # split-KV flash attention (one token, n_kv >= 512 cells) with n_threads 1 and n_threads_batch 2:
+    # a 300-token prompt, then decode steps; the thread count of a decode step is n_threads, and
+    # only the last rows are kept (logits_from)
+    "llama-f32-mha-none": (PROMPT, [("", dict(n_ctx=256), 8), ("-flash", dict(n_ctx=256, flash_attn=True), 4),
+                                    ("-flash-splitkv-t1b2", dict(n_ctx=512, flash_attn=True, n_threads=1,
+                                                                 n_threads_batch=2), 3,
+                                     {"prompt": LONG_PROMPT, "logits_from": len(LONG_PROMPT) - 1})]),
     "llama-q4_0-aligned": (ALIGNED_PROMPT, [("", dict(n_ctx=256), 2), ("-flash", dict(n_ctx=256, flash_attn=True), 1)]),
     # LongRoPE's long/short choice (llama_model::get_rope_factors: n_ctx_seq > hparams.n_ctx_orig_yarn):
     # n_ctx 3900 is padded to 4096 > 4000, the GGUF's original_context_length: long factors (3900 itself
@@ -324,16 +332,22 @@ def main(argv=None) -> int:
         if contexts is None:
             contexts = [(suffix, kw, n_predict) for suffix, kw, n_predict, models in CONTEXTS
                         if models is None or name in models]
-        for suffix, kw, n_predict in contexts:
-            cp = ContextParams(n_threads=1, n_threads_batch=1, **kw)
+        for suffix, kw, n_predict, *extra in contexts:
+            ex = extra[0] if extra else {}
+            run_prompt, first = ex.get("prompt", prompt), ex.get("logits_from", 0)
+            kw = dict(kw)
+            threads = dict(n_threads=kw.pop("n_threads", 1), n_threads_batch=kw.pop("n_threads_batch", 1))
+            cp = ContextParams(**threads, **kw)
             cp.validate()
             cpd = dataclasses.asdict(cp)
-            logits, greedy = P.call(RUN, "run", str(gg), prompt, cpd, n_predict=n_predict)
+            logits, greedy = P.call(RUN, "run", str(gg), run_prompt, cpd, n_predict=n_predict)
             logits = np.asarray(logits, np.float32)
-            nat, nat_greedy = llama_run.run(str(gg), prompt, cpd, n_predict=n_predict)
+            nat, nat_greedy = llama_run.run(str(gg), run_prompt, cpd, n_predict=n_predict)
             with np.errstate(invalid="ignore"):
-                native_abs = float(np.nanmax(np.abs(np.asarray(nat, np.float64) - logits)))
-            runs.append({"name": name + suffix, "context": cpd, "tokens": prompt, "n_predict": n_predict,
+                native_abs = float(np.nanmax(np.abs(np.asarray(nat, np.float64) - logits)[first:]))
+            logits = logits[first:]
+            runs.append({"name": name + suffix, "context": cpd, "tokens": run_prompt, "n_predict": n_predict,
+                         **({"logits_from": first} if first else {}),
                          "n_vocab": int(logits.shape[1]),
                          "logits_shape": list(logits.shape), "expected_logits_f32_hex": f32_to_hex(logits),
                          "greedy": greedy, "native_max_abs": native_abs, "native_greedy_same": nat_greedy == greedy})
